@@ -1,0 +1,469 @@
+//! One error type for every failure, its stable codes, and the HTTP-status mapping.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::run::Run;
+
+/// Declares the error codes once: the enum, `as_str`, the list, and the TypeScript union
+/// all come from the same lines, so the codes in Rust and in the `.d.ts` cannot drift.
+macro_rules! error_codes {
+    ($($(#[doc = $doc:literal])* $variant:ident => $text:literal,)+) => {
+        /// What went wrong, as a stable machine-readable code.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+        pub enum ErrorCode {
+            $($(#[doc = $doc])* #[serde(rename = $text)] $variant,)+
+        }
+
+        impl ErrorCode {
+            /// Every code, in declaration order.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant,)+];
+
+            /// The code as JS sees it, e.g. `"rate_limited"`.
+            pub const fn as_str(self) -> &'static str {
+                match self { $(ErrorCode::$variant => $text,)+ }
+            }
+        }
+
+        /// The TypeScript literal union of every code.
+        pub const TS_ERROR_CODE: &str =
+            concat!("/** Every `RunflowError.code`. */\nexport type RunflowErrorCode =", $(" | \"", $text, "\"",)+ ";\n");
+    };
+}
+
+error_codes! {
+    /// The input or an option is invalid (checked before any request), or the API refused it (400/422).
+    ValidationError => "validation_error",
+    /// An `apiKey` was given in a browser without `dangerouslyAllowBrowser`.
+    BrowserKeyRefused => "browser_key_refused",
+    /// The API key is missing or wrong (401).
+    AuthenticationError => "authentication_error",
+    /// The key, organisation or proxy does not allow this call (403).
+    PermissionDenied => "permission_denied",
+    /// The account has no credit left (402).
+    InsufficientCredit => "insufficient_credit",
+    /// The run (or path) does not exist (404).
+    NotFound => "not_found",
+    /// The request conflicts with an earlier one, e.g. an Idempotency-Key reused with another body (409).
+    Conflict => "conflict",
+    /// The body was too large for the API or the proxy (413).
+    PayloadTooLarge => "payload_too_large",
+    /// Too many requests (429), after the allowed retries.
+    RateLimited => "rate_limited",
+    /// Runflow or the proxy failed (5xx), after the allowed retries.
+    ServerError => "server_error",
+    /// The network failed: nothing answered, the connection dropped, or CORS refused the call.
+    ConnectionError => "connection_error",
+    /// A request or the overall deadline ran out.
+    Timeout => "timeout",
+    /// The caller's AbortSignal fired.
+    Aborted => "aborted",
+    /// The run reached a failed or canceled state.
+    RunFailed => "run_failed",
+    /// The server answered something the API does not promise (HTML, broken JSON, no id).
+    InvalidResponse => "invalid_response",
+}
+
+impl ErrorCode {
+    /// Whether trying the same call again later may succeed.
+    pub const fn retryable(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::RateLimited
+                | ErrorCode::ServerError
+                | ErrorCode::ConnectionError
+                | ErrorCode::Timeout
+        )
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A failure of any client call: a code, a message a person can act on, and its context.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Error {
+    /// The stable code.
+    pub code: ErrorCode,
+    /// What happened and what to do next.
+    pub message: String,
+    /// The HTTP status, when a response was received.
+    pub status: Option<u16>,
+    /// The run concerned, whenever one exists.
+    pub run_id: Option<String>,
+    /// The server's request id, when it sent one.
+    pub request_id: Option<String>,
+    /// Whether the same call may succeed later.
+    pub retryable: bool,
+    /// The input field at fault, for validation errors (e.g. `"num_images"`).
+    pub field: Option<String>,
+    /// The `client_ref` of a create whose outcome is unknown, to look the run up by.
+    pub client_ref: Option<String>,
+    /// The server's own error code, e.g. `"INSUFFICIENT_CREDIT"`.
+    pub server_code: Option<String>,
+    /// The delay the server asked for (Retry-After), in milliseconds.
+    pub retry_after_ms: Option<u64>,
+    /// The terminal run, for `run_failed`.
+    pub run: Option<Box<Run>>,
+}
+
+impl Error {
+    /// A new error with the code's default retryability and no context.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Error {
+            code,
+            message: message.into(),
+            status: None,
+            run_id: None,
+            request_id: None,
+            retryable: code.retryable(),
+            field: None,
+            client_ref: None,
+            server_code: None,
+            retry_after_ms: None,
+            run: None,
+        }
+    }
+
+    /// A validation error on `field`.
+    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
+        Error {
+            field: Some(field.to_owned()),
+            ..Error::new(ErrorCode::ValidationError, message)
+        }
+    }
+
+    /// A response the API does not promise.
+    pub fn invalid_response(status: u16, what: &str) -> Self {
+        Error {
+            status: Some(status),
+            ..Error::new(
+                ErrorCode::InvalidResponse,
+                format!(
+                    "Runflow answered HTTP {status} with {what}; this is not what the API promises. If a proxy sits in between, check that it forwards to Runflow."
+                ),
+            )
+        }
+    }
+
+    /// The same error, about run `id`.
+    pub fn with_run_id(mut self, id: &str) -> Self {
+        if self.run_id.is_none() {
+            self.run_id = Some(id.to_owned());
+        }
+        self
+    }
+
+    /// Removes every occurrence of `secret` from the message, so a key echoed by a server never leaks.
+    pub fn redact(mut self, secret: &str) -> Self {
+        if !secret.is_empty() && self.message.contains(secret) {
+            self.message = self.message.replace(secret, "[redacted]");
+        }
+        self
+    }
+
+    /// Maps an HTTP error response to an error. `body` is the raw text, which may be any of the
+    /// envelopes in the API (flat, nested, proxy) or not JSON at all.
+    pub fn from_response(
+        status: u16,
+        body: &str,
+        request_id: Option<String>,
+        retry_after_ms: Option<u64>,
+    ) -> Self {
+        let envelope = Envelope::parse(body);
+        let server_code = envelope.code.clone();
+        let code = classify(status, server_code.as_deref());
+        let mut message = explain(code, status, &envelope, body);
+        if let Some(said) = envelope
+            .message
+            .as_deref()
+            .map(clean_server_text)
+            .filter(|m| !m.is_empty())
+        {
+            message.push_str(&format!(" Runflow said: \"{said}\""));
+            if let Some(code) = &server_code {
+                message.push_str(&format!(" ({code})"));
+            }
+            message.push('.');
+        }
+        Error {
+            status: Some(status),
+            request_id,
+            server_code,
+            retry_after_ms,
+            field: envelope.field,
+            retryable: code.retryable() && status != 501,
+            ..Error::new(code, message)
+        }
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// The one table from HTTP status (and the server's code, which wins where it is specific) to a code.
+pub fn classify(status: u16, server_code: Option<&str>) -> ErrorCode {
+    match server_code.map(str::to_ascii_uppercase).as_deref() {
+        Some("INSUFFICIENT_CREDIT") => return ErrorCode::InsufficientCredit,
+        Some("RATE_LIMITED") => return ErrorCode::RateLimited,
+        Some("UNAUTHORIZED") => return ErrorCode::AuthenticationError,
+        Some("RUN_NOT_FOUND") => return ErrorCode::NotFound,
+        _ => {}
+    }
+    match status {
+        400 | 422 => ErrorCode::ValidationError,
+        401 => ErrorCode::AuthenticationError,
+        402 => ErrorCode::InsufficientCredit,
+        403 => ErrorCode::PermissionDenied,
+        404 => ErrorCode::NotFound,
+        408 => ErrorCode::Timeout,
+        409 => ErrorCode::Conflict,
+        413 => ErrorCode::PayloadTooLarge,
+        429 => ErrorCode::RateLimited,
+        500..=599 => ErrorCode::ServerError,
+        400..=499 => ErrorCode::ValidationError,
+        _ => ErrorCode::InvalidResponse,
+    }
+}
+
+fn explain(code: ErrorCode, status: u16, envelope: &Envelope, body: &str) -> String {
+    let proxy_refusal = matches!(
+        envelope.code.as_deref(),
+        Some("path_not_allowed" | "model_not_allowed")
+    );
+    match code {
+        ErrorCode::ValidationError => format!(
+            "Runflow refused the request as invalid (HTTP {status}); fix the input and try again."
+        ),
+        ErrorCode::AuthenticationError => format!(
+            "Runflow refused the API key (HTTP {status}): check the key your proxy sends (RUNFLOW_API_KEY) or the apiKey option."
+        ),
+        ErrorCode::PermissionDenied if proxy_refusal => format!(
+            "The proxy refused to forward this call (HTTP {status}): it is not on the proxy's allowlist of paths and models."
+        ),
+        ErrorCode::PermissionDenied => format!(
+            "This key or organisation may not do this (HTTP {status}); check the key's permissions and that its email is verified."
+        ),
+        ErrorCode::InsufficientCredit => format!(
+            "The Runflow account is out of credit (HTTP {status}): add credit in the Runflow dashboard, then try again."
+        ),
+        ErrorCode::NotFound if envelope.is_empty() && !body.trim().is_empty() => format!(
+            "Nothing that speaks the Runflow API answered (HTTP {status} without a JSON error): check baseUrl and that the proxy is running."
+        ),
+        ErrorCode::NotFound => format!(
+            "Not found (HTTP {status}): check the run id and that it belongs to this key's organisation."
+        ),
+        ErrorCode::Conflict => format!(
+            "Runflow reports a conflict (HTTP {status}): an Idempotency-Key was reused with a different request, or the run changed meanwhile."
+        ),
+        ErrorCode::PayloadTooLarge => format!(
+            "The request is too large for Runflow or the proxy (HTTP {status}): send a smaller image, or upload it and pass its URL instead of a data: URI."
+        ),
+        ErrorCode::RateLimited => format!(
+            "Runflow is rate limiting these requests (HTTP {status}): wait a little and try again."
+        ),
+        ErrorCode::ServerError => format!(
+            "Runflow or the proxy failed (HTTP {status}); this is usually temporary, so try again shortly."
+        ),
+        ErrorCode::Timeout => format!("The server timed out (HTTP {status}); try again."),
+        _ => format!("Runflow answered HTTP {status} where a success or an error was expected."),
+    }
+}
+
+/// Whatever could be read out of an error body, whichever envelope it used.
+#[derive(Debug, Default)]
+struct Envelope {
+    code: Option<String>,
+    message: Option<String>,
+    field: Option<String>,
+}
+
+impl Envelope {
+    fn parse(body: &str) -> Envelope {
+        let Ok(Value::Object(map)) = serde_json::from_str::<Value>(body) else {
+            return Envelope::default();
+        };
+        let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_owned);
+        let mut envelope = Envelope {
+            code: text(map.get("code")),
+            message: text(map.get("message")),
+            field: None,
+        };
+        match map.get("error") {
+            // Nested: {"error": {"code", "message"}}.
+            Some(Value::Object(inner)) => {
+                envelope.code = envelope.code.or_else(|| text(inner.get("code")));
+                envelope.message = envelope.message.or_else(|| text(inner.get("message")));
+            }
+            // The proxy's flat form: {"error": "...", "code"?: "..."}.
+            Some(Value::String(message)) => {
+                envelope.message = envelope.message.or_else(|| Some(message.clone()))
+            }
+            _ => {}
+        }
+        if let Some(Value::Array(errors)) = map.get("errors") {
+            let first = errors.first();
+            envelope.field = first
+                .and_then(|e| text(e.get("field")).or_else(|| text(e.get("loc"))))
+                .map(|f| f.strip_prefix("input.").map(str::to_owned).unwrap_or(f));
+            if envelope.message.is_none() {
+                envelope.message = first.and_then(|e| text(e.get("message")));
+            }
+        }
+        envelope
+    }
+
+    fn is_empty(&self) -> bool {
+        self.code.is_none() && self.message.is_none()
+    }
+}
+
+/// Server text goes into messages shown to people: keep it short and on one line.
+fn clean_server_text(text: &str) -> String {
+    const LIMIT: usize = 300;
+    let one_line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let trimmed = one_line.trim();
+    match trimmed.char_indices().nth(LIMIT) {
+        Some((cut, _)) => format!("{}…", &trimmed[..cut]),
+        None => trimmed.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_table() {
+        let table = [
+            (400, None, ErrorCode::ValidationError, false),
+            (401, None, ErrorCode::AuthenticationError, false),
+            (402, None, ErrorCode::InsufficientCredit, false),
+            (403, None, ErrorCode::PermissionDenied, false),
+            (404, None, ErrorCode::NotFound, false),
+            (408, None, ErrorCode::Timeout, true),
+            (409, None, ErrorCode::Conflict, false),
+            (413, None, ErrorCode::PayloadTooLarge, false),
+            (415, None, ErrorCode::ValidationError, false),
+            (422, None, ErrorCode::ValidationError, false),
+            (429, None, ErrorCode::RateLimited, true),
+            (500, None, ErrorCode::ServerError, true),
+            (501, None, ErrorCode::ServerError, false),
+            (502, None, ErrorCode::ServerError, true),
+            (503, Some("MODEL_UNAVAILABLE"), ErrorCode::ServerError, true),
+            (504, None, ErrorCode::ServerError, true),
+            (
+                400,
+                Some("INSUFFICIENT_CREDIT"),
+                ErrorCode::InsufficientCredit,
+                false,
+            ),
+            (403, Some("RATE_LIMITED"), ErrorCode::RateLimited, true),
+            (200, None, ErrorCode::InvalidResponse, false),
+        ];
+        for (status, server_code, code, retryable) in table {
+            let body = server_code
+                .map(|c| format!(r#"{{"code":"{c}","message":"m"}}"#))
+                .unwrap_or_default();
+            let error = Error::from_response(status, &body, None, None);
+            assert_eq!(error.code, code, "status {status}");
+            assert_eq!(error.retryable, retryable, "status {status}");
+            assert_eq!(error.status, Some(status));
+        }
+    }
+
+    #[test]
+    fn every_envelope_is_read() {
+        let flat = Error::from_response(
+            402,
+            r#"{"code":"INSUFFICIENT_CREDIT","message":"Top up","errors":null}"#,
+            None,
+            None,
+        );
+        assert_eq!(flat.server_code.as_deref(), Some("INSUFFICIENT_CREDIT"));
+        assert!(flat.message.contains("Top up") && flat.message.contains("add credit"));
+
+        let nested = Error::from_response(
+            401,
+            r#"{"error":{"code":"UNAUTHORIZED","message":"Bad key"}}"#,
+            None,
+            None,
+        );
+        assert_eq!(nested.code, ErrorCode::AuthenticationError);
+        assert!(nested.message.contains("Bad key"));
+
+        let proxy = Error::from_response(
+            403,
+            r#"{"error":"Path not allowed","code":"path_not_allowed"}"#,
+            None,
+            None,
+        );
+        assert_eq!(proxy.server_code.as_deref(), Some("path_not_allowed"));
+        assert!(proxy.message.contains("allowlist"));
+
+        let validation = Error::from_response(
+            422,
+            r#"{"code":"VALIDATION_ERROR","message":"bad","errors":[{"field":"input.num_images","message":"too many"}]}"#,
+            None,
+            None,
+        );
+        assert_eq!(validation.field.as_deref(), Some("num_images"));
+    }
+
+    #[test]
+    fn non_json_bodies_still_give_a_useful_error() {
+        let html = Error::from_response(
+            404,
+            "<html><body>Not Found</body></html>",
+            Some("req_1".into()),
+            None,
+        );
+        assert_eq!(html.code, ErrorCode::NotFound);
+        assert!(html.message.contains("proxy"));
+        assert_eq!(html.request_id.as_deref(), Some("req_1"));
+        let empty = Error::from_response(502, "", None, Some(2000));
+        assert_eq!(empty.code, ErrorCode::ServerError);
+        assert_eq!(empty.retry_after_ms, Some(2000));
+    }
+
+    #[test]
+    fn server_text_is_one_short_line_and_secrets_are_redacted() {
+        let long = "x".repeat(1000);
+        let error = Error::from_response(
+            400,
+            &format!(r#"{{"message":"line\nbreak {long}"}}"#),
+            None,
+            None,
+        );
+        assert!(!error.message.contains('\n'));
+        assert!(error.message.len() < 700);
+        let leaky = Error::from_response(
+            401,
+            r#"{"message":"key rf_live_secret is wrong"}"#,
+            None,
+            None,
+        )
+        .redact("rf_live_secret");
+        assert!(!leaky.message.contains("rf_live_secret"));
+    }
+
+    #[test]
+    fn ts_union_lists_every_code() {
+        for code in ErrorCode::ALL {
+            assert!(TS_ERROR_CODE.contains(&format!("\"{code}\"")));
+        }
+        assert_eq!(ErrorCode::ALL.len(), 15);
+    }
+}

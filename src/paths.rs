@@ -1,0 +1,90 @@
+//! The API's paths, built with each segment percent-encoded.
+
+/// `/v1/models/{model}/runs`, encoding each slash-delimited segment of the model id.
+///
+/// ```
+/// assert_eq!(runflow_kontext::paths::create_run("black-forest-labs/flux-pro/kontext"),
+///            "/v1/models/black-forest-labs/flux-pro/kontext/runs");
+/// ```
+pub fn create_run(model: &str) -> String {
+    let segments: Vec<String> = model.split('/').map(encode).collect();
+    format!("/v1/models/{}/runs", segments.join("/"))
+}
+
+/// `/v1/runs/{id}`.
+pub fn run(id: &str) -> String {
+    format!("/v1/runs/{}", encode(id))
+}
+
+/// The search for runs carrying `client_ref`, quoting the value when it needs it.
+///
+/// ```
+/// assert_eq!(runflow_kontext::paths::search_by_client_ref("rk_1"), "/v1/runs?q=client_ref%3Ark_1&limit=5");
+/// ```
+pub fn search_by_client_ref(client_ref: &str) -> String {
+    let plain = client_ref
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    let filter = if plain {
+        format!("client_ref:{client_ref}")
+    } else {
+        format!(
+            "client_ref:\"{}\"",
+            client_ref.replace('\\', "\\\\").replace('"', "\\\"")
+        )
+    };
+    format!("/v1/runs?q={}&limit=5", encode(&filter))
+}
+
+/// Whether a model id is well formed: non-empty segments separated by single slashes.
+pub fn is_valid_model(model: &str) -> bool {
+    !model.is_empty() && model.split('/').all(|segment| !segment.trim().is_empty())
+}
+
+/// Percent-encodes like JS `encodeURIComponent`.
+fn encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_are_encoded_one_by_one() {
+        assert_eq!(
+            create_run("acme/my model/v 2"),
+            "/v1/models/acme/my%20model/v%202/runs"
+        );
+        assert_eq!(run("a/b?c"), "/v1/runs/a%2Fb%3Fc");
+        assert_eq!(encode("é"), "%C3%A9");
+    }
+
+    #[test]
+    fn odd_client_refs_are_quoted() {
+        assert_eq!(
+            search_by_client_ref("order 7"),
+            "/v1/runs?q=client_ref%3A%22order%207%22&limit=5"
+        );
+        assert_eq!(
+            search_by_client_ref("a\"b"),
+            "/v1/runs?q=client_ref%3A%22a%5C%22b%22&limit=5"
+        );
+    }
+
+    #[test]
+    fn model_ids() {
+        assert!(is_valid_model("black-forest-labs/flux-pro/kontext"));
+        assert!(!is_valid_model(""));
+        assert!(!is_valid_model("a//b"));
+        assert!(!is_valid_model("/a"));
+    }
+}

@@ -1,0 +1,256 @@
+//! Retry and polling policy as data: pure functions of the attempt, with randomness and the
+//! clock passed in, so the schedule is tested exactly on the host.
+
+use crate::error::{Error, ErrorCode};
+
+/// How failed requests are retried: exponential backoff with full jitter.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt.
+    pub max_retries: u32,
+    /// The first backoff ceiling, in ms; it doubles each attempt.
+    pub base_ms: u64,
+    /// The largest backoff ceiling, in ms.
+    pub cap_ms: u64,
+    /// The longest Retry-After honoured, in ms; a longer one ends the retries.
+    pub max_retry_after_ms: u64,
+}
+
+/// Runflow's documented policy: 1 s doubling to 32 s, five attempts in all.
+pub const DEFAULT_RETRY: RetryPolicy = RetryPolicy {
+    max_retries: 4,
+    base_ms: 1_000,
+    cap_ms: 32_000,
+    max_retry_after_ms: 60_000,
+};
+
+impl RetryPolicy {
+    /// The wait before retry number `attempt` (0-based): the server's Retry-After when it gave
+    /// one, else a uniformly random delay up to `min(cap, base * 2^attempt)` (full jitter).
+    /// `random` is in `[0, 1)`.
+    ///
+    /// ```
+    /// use runflow_kontext::policy::DEFAULT_RETRY;
+    /// assert_eq!(DEFAULT_RETRY.delay_ms(3, None, 0.5), 4_000);
+    /// assert_eq!(DEFAULT_RETRY.delay_ms(0, Some(2_500), 0.9), 2_500);
+    /// ```
+    pub fn delay_ms(&self, attempt: u32, retry_after_ms: Option<u64>, random: f64) -> u64 {
+        if let Some(ms) = retry_after_ms {
+            return ms;
+        }
+        let ceiling = self
+            .base_ms
+            .saturating_mul(1u64 << attempt.min(32))
+            .min(self.cap_ms);
+        (ceiling as f64 * random.clamp(0.0, 1.0)) as u64
+    }
+
+    /// Whether `error`, met on attempt number `attempt`, should be retried at all.
+    pub fn should_retry(&self, attempt: u32, error: &Error) -> bool {
+        attempt < self.max_retries
+            && error.retryable
+            && error
+                .retry_after_ms
+                .is_none_or(|ms| ms <= self.max_retry_after_ms)
+    }
+}
+
+/// How often a run is polled: fast at first, slower as it goes on, slower still in a hidden tab.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PollSchedule {
+    /// The first interval, in ms.
+    pub initial_ms: u64,
+    /// The longest interval while the page is visible, in ms.
+    pub max_ms: u64,
+    /// The multiplier while the page is hidden.
+    pub hidden_factor: u64,
+}
+
+/// Kontext runs take seconds: poll every 0.5 s at first, backing off to 5 s.
+pub const DEFAULT_POLL: PollSchedule = PollSchedule {
+    initial_ms: 500,
+    max_ms: 5_000,
+    hidden_factor: 4,
+};
+
+impl PollSchedule {
+    /// A schedule starting at `initial_ms` (never slower at its cap than the default cap).
+    pub fn starting_at(initial_ms: u64) -> PollSchedule {
+        PollSchedule {
+            initial_ms,
+            max_ms: DEFAULT_POLL.max_ms.max(initial_ms),
+            ..DEFAULT_POLL
+        }
+    }
+
+    /// The wait before poll number `poll` (0-based): growing by half each time up to the cap.
+    ///
+    /// ```
+    /// use runflow_kontext::policy::DEFAULT_POLL;
+    /// assert_eq!(DEFAULT_POLL.delay_ms(0, false), 500);
+    /// assert_eq!(DEFAULT_POLL.delay_ms(1, false), 750);
+    /// assert_eq!(DEFAULT_POLL.delay_ms(50, false), 5_000);
+    /// assert_eq!(DEFAULT_POLL.delay_ms(50, true), 20_000);
+    /// ```
+    pub fn delay_ms(&self, poll: u32, hidden: bool) -> u64 {
+        let grown = self.initial_ms as f64 * 1.5f64.powi(poll.min(64) as i32);
+        let visible = (grown as u64).min(self.max_ms);
+        if hidden {
+            visible.saturating_mul(self.hidden_factor)
+        } else {
+            visible
+        }
+    }
+}
+
+/// Reads a Retry-After value: delta seconds (an integer, per RFC 9110) or an HTTP date, relative
+/// to `now_ms` (Unix ms). Unparseable or past values give `None`.
+///
+/// ```
+/// use runflow_kontext::policy::parse_retry_after;
+/// assert_eq!(parse_retry_after("2", 0), Some(2_000));
+/// assert_eq!(parse_retry_after("Thu, 01 Jan 1970 00:00:10 GMT", 4_000), Some(6_000));
+/// ```
+pub fn parse_retry_after(value: &str, now_ms: u64) -> Option<u64> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(seconds.saturating_mul(1000));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    let at_ms = at.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis();
+    u64::try_from(at_ms).ok()?.checked_sub(now_ms)
+}
+
+/// What a failed create attempt tells about the run it tried to make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreateOutcome {
+    /// The server certainly made no run (it refused before creating): POSTing again is safe.
+    NotCreated,
+    /// The run may exist (lost connection, timeout, a 5xx mid-way, a broken 2xx body): look it up
+    /// by `client_ref` before any second POST.
+    Unknown,
+}
+
+/// Classifies a create failure.
+pub fn create_outcome(error: &Error) -> CreateOutcome {
+    match (error.code, error.status) {
+        (ErrorCode::ConnectionError | ErrorCode::Timeout | ErrorCode::InvalidResponse, _) => {
+            CreateOutcome::Unknown
+        }
+        // 503 means the model could not take the run; the other 5xx may have failed after creating it.
+        (ErrorCode::ServerError, Some(status)) if status != 503 => CreateOutcome::Unknown,
+        _ => CreateOutcome::NotCreated,
+    }
+}
+
+/// A fresh correlation id, from 128 random bits given as four 32-bit words.
+pub fn new_ref(prefix: &str, words: [u32; 4]) -> String {
+    let mut out = String::with_capacity(prefix.len() + 32);
+    out.push_str(prefix);
+    for word in words {
+        out.push_str(&format!("{word:08x}"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_the_cap_with_full_jitter() {
+        let policy = DEFAULT_RETRY;
+        let ceilings: Vec<u64> = (0..8)
+            .map(|attempt| policy.delay_ms(attempt, None, 0.999_999))
+            .collect();
+        assert_eq!(
+            ceilings,
+            [999, 1999, 3999, 7999, 15999, 31999, 31999, 31999]
+        );
+        assert!((0..8).all(|attempt| policy.delay_ms(attempt, None, 0.0) == 0));
+        assert_eq!(policy.delay_ms(40, None, 0.5), 16_000);
+    }
+
+    #[test]
+    fn retry_after_wins_but_not_when_absurd() {
+        let policy = DEFAULT_RETRY;
+        assert_eq!(policy.delay_ms(2, Some(1_500), 0.1), 1_500);
+        let mut rate_limited = Error::new(ErrorCode::RateLimited, "slow down");
+        assert!(policy.should_retry(0, &rate_limited));
+        assert!(!policy.should_retry(4, &rate_limited));
+        rate_limited.retry_after_ms = Some(3_600_000);
+        assert!(!policy.should_retry(0, &rate_limited));
+        assert!(!policy.should_retry(0, &Error::new(ErrorCode::InsufficientCredit, "pay")));
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        assert_eq!(parse_retry_after("0", 0), Some(0));
+        assert_eq!(parse_retry_after(" 7 ", 0), Some(7_000));
+        assert_eq!(parse_retry_after("1.5", 0), None);
+        assert_eq!(parse_retry_after("-3", 0), None);
+        assert_eq!(parse_retry_after("soon", 0), None);
+        let date = "Wed, 21 Oct 2015 07:28:00 GMT";
+        let at = 1_445_412_480_000;
+        assert_eq!(parse_retry_after(date, at - 5_000), Some(5_000));
+        assert_eq!(parse_retry_after(date, at + 5_000), None);
+    }
+
+    #[test]
+    fn polling_backs_off_and_slows_when_hidden() {
+        let schedule = PollSchedule::starting_at(100);
+        let delays: Vec<u64> = (0..4).map(|n| schedule.delay_ms(n, false)).collect();
+        assert_eq!(delays, [100, 150, 225, 337]);
+        assert_eq!(schedule.delay_ms(1000, false), 5_000);
+        assert_eq!(schedule.delay_ms(0, true), 400);
+        assert_eq!(PollSchedule::starting_at(9_000).delay_ms(3, false), 9_000);
+    }
+
+    #[test]
+    fn create_outcomes() {
+        let with_status = |code, status| Error {
+            status,
+            ..Error::new(code, "")
+        };
+        assert_eq!(
+            create_outcome(&with_status(ErrorCode::ConnectionError, None)),
+            CreateOutcome::Unknown
+        );
+        assert_eq!(
+            create_outcome(&with_status(ErrorCode::Timeout, None)),
+            CreateOutcome::Unknown
+        );
+        assert_eq!(
+            create_outcome(&with_status(ErrorCode::InvalidResponse, Some(201))),
+            CreateOutcome::Unknown
+        );
+        assert_eq!(
+            create_outcome(&with_status(ErrorCode::ServerError, Some(500))),
+            CreateOutcome::Unknown
+        );
+        assert_eq!(
+            create_outcome(&with_status(ErrorCode::ServerError, Some(502))),
+            CreateOutcome::Unknown
+        );
+        assert_eq!(
+            create_outcome(&with_status(ErrorCode::ServerError, Some(503))),
+            CreateOutcome::NotCreated
+        );
+        assert_eq!(
+            create_outcome(&with_status(ErrorCode::RateLimited, Some(429))),
+            CreateOutcome::NotCreated
+        );
+        assert_eq!(
+            create_outcome(&with_status(ErrorCode::ValidationError, Some(422))),
+            CreateOutcome::NotCreated
+        );
+    }
+
+    #[test]
+    fn refs_are_hex() {
+        assert_eq!(
+            new_ref("rk_", [1, 0xffff_ffff, 0, 16]),
+            "rk_00000001ffffffff0000000000000010"
+        );
+    }
+}
