@@ -1,0 +1,212 @@
+/** Aspect ratios FLUX.1 Kontext accepts: ratio strings, or the older preset names. */
+export type AspectRatio =
+  | "21:9" | "16:9" | "4:3" | "3:2" | "1:1" | "2:3" | "3:4" | "9:16" | "9:21"
+  | "square_hd" | "square" | "portrait_4_3" | "portrait_16_9" | "landscape_4_3" | "landscape_16_9";
+
+/** Output image encodings. */
+export type OutputFormat = "jpeg" | "png";
+
+/** Moderation strictness, "1" (strictest) to "6". Numbers are accepted and sent as strings. */
+export type SafetyTolerance = "1" | "2" | "3" | "4" | "5" | "6" | 1 | 2 | 3 | 4 | 5 | 6;
+
+/** The input of FLUX.1 Kontext [pro], with the API's own (snake_case) names. */
+export interface KontextInput {
+  /** The edit to make, e.g. "make the sky stormy". Required, non-empty. */
+  prompt: string;
+  /** The image to edit: an https URL, or a `data:image/...;base64,` URI for small images (< 1 MiB). */
+  image_url?: string;
+  /** Another name for `image_url`; give one of the two. */
+  image?: string;
+  /** The output's aspect ratio; the input's when absent. */
+  aspect_ratio?: AspectRatio;
+  /** How many images to make, 1 to 4 (default 1). $0.04 each. */
+  num_images?: 1 | 2 | 3 | 4;
+  /** How closely to follow the prompt, 1 to 20 (default 3.5). */
+  guidance_scale?: number;
+  /** "jpeg" (default) or "png". */
+  output_format?: OutputFormat;
+  /** Moderation strictness, "1" (strictest) to "6" (default "2"). */
+  safety_tolerance?: SafetyTolerance;
+  /** Let the model rewrite the prompt first (default false). */
+  enhance_prompt?: boolean;
+  /** A seed for repeatable results, an integer from 0 to 2^53 - 1; random when absent. */
+  seed?: number;
+  /** Return images as `data:` URIs, not stored in Runflow's history. */
+  sync_mode?: boolean;
+}
+
+/** Options of `new KontextClient(...)`. */
+export interface KontextClientOptions {
+  /** The API root. Default "https://api.runflow.io"; in a browser, your proxy, e.g. "/api/runflow". */
+  baseUrl?: string;
+  /** A Runflow key (`rf_live_...`). Refused in a browser unless `dangerouslyAllowBrowser`: use a proxy there. */
+  apiKey?: string;
+  /** Allow `apiKey` in a browser, where anyone can read it. Only for local experiments. */
+  dangerouslyAllowBrowser?: boolean;
+  /** The model id. Default "black-forest-labs/flux-pro/kontext"; other models take untyped input. */
+  model?: string;
+  /** The longest one request may take, in ms (default 60000). */
+  timeoutMs?: number;
+  /** Retries of a failed request after the first attempt, 0 to 10 (default 4: Runflow's five attempts). */
+  maxRetries?: number;
+  /** The first polling interval in ms (default 500); it grows to 5 s while a run goes on. */
+  pollIntervalMs?: number;
+  /** Extra headers sent with every request. */
+  headers?: Record<string, string>;
+  /** A fetch to use instead of the global one (same signature). */
+  fetch?: (input: string, init: RequestInit) => Promise<Response>;
+}
+
+/** Options of `createRun`. */
+export interface CreateRunOptions {
+  /** A URL Runflow POSTs to once the run ends (check it with `verifyCallbackSignature`). */
+  callbackUrl?: string;
+  /** Your own key-values, echoed in the run and the callback. */
+  metadata?: Record<string, unknown>;
+  /** Your correlation id (at most 255 characters); generated when absent. Searchable. */
+  clientRef?: string;
+  /** The Idempotency-Key for this create; generated when absent and reused on every retry. */
+  idempotencyKey?: string;
+  /** Stops the call: the promise rejects with `aborted`. */
+  signal?: AbortSignal;
+  /** An overall deadline for the call, in ms. */
+  timeoutMs?: number;
+}
+
+/** Options of `waitForRun`. */
+export interface WaitForRunOptions {
+  /** Stops waiting: the promise rejects with `aborted` (the run itself goes on). */
+  signal?: AbortSignal;
+  /** The overall deadline, in ms (default 600000): then the promise rejects with `timeout`. */
+  timeoutMs?: number;
+  /** Called with the run each time its status changes, the first status included. */
+  onStatus?: (run: Run) => void;
+  /** The first polling interval in ms, for this call. */
+  pollIntervalMs?: number;
+}
+
+/** Options of `run`: those of `createRun` and of `waitForRun`; `timeoutMs` covers both steps. */
+export interface RunOptions extends CreateRunOptions, WaitForRunOptions {}
+
+/** Options of `getRun`. */
+export interface GetRunOptions {
+  /** Stops the call: the promise rejects with `aborted`. */
+  signal?: AbortSignal;
+  /** An overall deadline for the call, in ms. */
+  timeoutMs?: number;
+}
+
+/** One output image. */
+export interface OutputImage {
+  type: "image";
+  /** A presigned URL (expires in about 24 h), or a `data:` URI with `sync_mode`. */
+  url: string;
+  width?: number;
+  height?: number;
+  /** e.g. "image/jpeg"; inferred from the URL when the server did not say. */
+  content_type?: string;
+}
+
+/** A run's result, the same shape whatever the server sent. */
+export interface RunOutput {
+  outputs: OutputImage[];
+  /** The seed used. */
+  seed: number | null;
+  /** Model-specific extras (prompt, actual_prompt, ...). */
+  model_data: Record<string, unknown> | null;
+  /** true/false, or null when not checked. */
+  nsfw_detected: boolean | null;
+  /** Provider timing (inference_ms, ...), when sent. */
+  timing: Record<string, unknown> | null;
+}
+
+/** Why a run failed. */
+export interface RunFailure {
+  code: string | null;
+  stage: string | null;
+  message: string | null;
+}
+
+/** A run, normalised over every variant the API sends. */
+export interface Run {
+  id: string;
+  /** The normalised status. */
+  status: RunStatus;
+  /** The status as the server spelled it. */
+  status_code: string;
+  model: string | null;
+  input: Record<string, unknown> | null;
+  output: RunOutput | null;
+  failure: RunFailure | null;
+  metadata: Record<string, unknown> | null;
+  client_ref: string | null;
+  callback_url: string | null;
+  created_at: string | null;
+  started_at: string | null;
+  completed_at: string | null;
+  duration_ms: number | null;
+  /** A decimal string, e.g. "0.04". */
+  cost: string | null;
+}
+
+/** Every failure of the client. */
+export class RunflowError extends Error {
+  name: "RunflowError";
+  /** What went wrong, as a stable code. */
+  code: RunflowErrorCode;
+  /** The HTTP status, when a response was received. */
+  status: number | undefined;
+  /** The run concerned, whenever one exists. */
+  runId: string | undefined;
+  /** The server's request id, when visible. */
+  requestId: string | undefined;
+  /** Whether the same call may succeed later. */
+  retryable: boolean;
+  /** The input field or option at fault, for `validation_error`. */
+  field: string | undefined;
+  /** Set when a create's outcome is unknown: look the run up by this before creating again. */
+  clientRef: string | undefined;
+  /** The server's own code, e.g. "INSUFFICIENT_CREDIT". */
+  serverCode: string | undefined;
+  /** The delay the server asked for, in ms. */
+  retryAfterMs: number | undefined;
+  /** The terminal run, for `run_failed`. */
+  run: Run | undefined;
+  private constructor();
+}
+
+/**
+ * The client for FLUX.1 Kontext [pro] on Runflow.
+ *
+ * ```js
+ * const client = new KontextClient({ baseUrl: "/api/runflow" });
+ * const run = await client.run({ prompt: "make it snow", image_url }, { onStatus: (r) => console.log(r.status) });
+ * console.log(run.output.outputs[0].url);
+ * ```
+ *
+ * For another Runflow model, pass its id as `model` and its input type as `Input`:
+ * `new KontextClient<MyInput>({ model: "acme/upscaler" })`.
+ */
+export class KontextClient<Input extends object = KontextInput> {
+  free(): void;
+  /** @throws {RunflowError} `validation_error` on a bad option, `browser_key_refused` for a key in a browser. */
+  constructor(options?: KontextClientOptions);
+  /** Creates a run and resolves with it as soon as Runflow accepted it (status "queued"). */
+  createRun(input: Input, options?: CreateRunOptions): Promise<Run>;
+  /** Fetches a run by id. */
+  getRun(id: string, options?: GetRunOptions): Promise<Run>;
+  /** Polls a run until it succeeds, fails or is canceled, and resolves with that run. */
+  waitForRun(id: string, options?: WaitForRunOptions): Promise<Run>;
+  /** Creates a run and waits for it; rejects with `run_failed` if it fails or is canceled. */
+  run(input: Input, options?: RunOptions): Promise<Run>;
+  /** The model this client creates runs for. */
+  readonly model: string;
+  /** The API root requests go to. */
+  readonly baseUrl: string;
+}
+
+/**
+ * Checks a callback's `Runflow-Signature` header: HMAC-SHA256 of the raw body under any of the
+ * secrets (two during rotation), compared in constant time. Pass the body exactly as received.
+ */
+export function verifyCallbackSignature(rawBody: string | Uint8Array | ArrayBuffer, signatureHeader: string | null | undefined, secretOrSecrets: string | readonly string[]): boolean;

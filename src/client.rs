@@ -1,0 +1,223 @@
+//! The client's calls: create (never twice), get and search (with retries), over `Transport`.
+
+use serde_json::{Map, Value};
+
+use crate::error::{Error, ErrorCode};
+use crate::http::{Call, HttpResponse, Transport};
+use crate::paths;
+use crate::policy::{CreateOutcome, PollSchedule, RetryPolicy, create_outcome, new_ref};
+use crate::run::{Run, parse_run, parse_search};
+
+/// A configured client: where to send, how to retry, how often to poll.
+pub struct Client {
+    /// The API root, without a trailing slash (e.g. `/api/runflow`).
+    pub base_url: String,
+    /// The model runs are created for.
+    pub model: String,
+    /// How requests are sent.
+    pub transport: Transport,
+    /// How failed requests are retried.
+    pub retry: RetryPolicy,
+    /// How often runs are polled.
+    pub poll: PollSchedule,
+}
+
+/// What a create sends besides the input.
+#[derive(Default)]
+pub struct CreateRequest {
+    /// POSTed by Runflow when the run ends.
+    pub callback_url: Option<String>,
+    /// Echoed in the run.
+    pub metadata: Option<Value>,
+    /// The correlation id; generated when absent.
+    pub client_ref: Option<String>,
+    /// The idempotency key; generated when absent.
+    pub idempotency_key: Option<String>,
+}
+
+/// Four random 32-bit words for ids that only need to be unique, not secret.
+pub fn random_words() -> [u32; 4] {
+    std::array::from_fn(|_| (js_sys::Math::random() * 4_294_967_296.0) as u32)
+}
+
+impl Client {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// Creates a run, making sure one logical create never makes two runs: every attempt carries
+    /// the same Idempotency-Key and client_ref, and after an attempt whose outcome is unknown the
+    /// run is looked up by client_ref before any second POST.
+    ///
+    /// # Errors
+    /// The API's refusal; or, when the outcome stays unknown, the failure with `clientRef` set.
+    pub async fn create_run(
+        &self,
+        input: Value,
+        request: CreateRequest,
+        call: &Call,
+    ) -> Result<Run, Error> {
+        let client_ref = request
+            .client_ref
+            .unwrap_or_else(|| new_ref("rk_", random_words()));
+        let idempotency_key = request
+            .idempotency_key
+            .unwrap_or_else(|| new_ref("rk-idem-", random_words()));
+        let mut body = Map::new();
+        body.insert("input".into(), input);
+        if let Some(url) = request.callback_url {
+            body.insert("callback_url".into(), url.into());
+        }
+        if let Some(metadata) = request.metadata {
+            body.insert("metadata".into(), metadata);
+        }
+        body.insert("client_ref".into(), client_ref.clone().into());
+        let body = Value::Object(body).to_string();
+        let url = self.url(&paths::create_run(&self.model));
+        let headers = [
+            ("content-type", "application/json"),
+            ("idempotency-key", idempotency_key.as_str()),
+        ];
+
+        // The failure of the last attempt, while it is unknown whether that attempt made a run.
+        let mut unknown: Option<Error> = None;
+        let mut attempt = 0;
+        loop {
+            if let Some(earlier) = unknown.take() {
+                match self.find_by_client_ref(&client_ref, call).await {
+                    Ok(Some(run)) => return Ok(run),
+                    Ok(None) => {}
+                    Err(lookup) => return Err(undecided(earlier, lookup, &client_ref)),
+                }
+            }
+            let error = match self
+                .transport
+                .send("POST", &url, Some(&body), &headers, call)
+                .await
+                .and_then(HttpResponse::success)
+            {
+                Ok(response) => match parse_run(response.status, &response.body) {
+                    Ok(run) => return Ok(run),
+                    Err(error) => error,
+                },
+                Err(error) => error,
+            };
+            if matches!(error.code, ErrorCode::Aborted)
+                || (error.code == ErrorCode::Timeout && !error.retryable)
+            {
+                // Stopped mid-create: the caller may need to look the run up.
+                return Err(Error {
+                    client_ref: Some(client_ref),
+                    ..error
+                });
+            }
+            // A 409 on a repeat of our own request means the earlier attempt got there first.
+            let outcome = if error.code == ErrorCode::Conflict && attempt > 0 {
+                CreateOutcome::Unknown
+            } else {
+                create_outcome(&error)
+            };
+            let look_up_first =
+                outcome == CreateOutcome::Unknown && attempt < self.retry.max_retries;
+            if !(self.retry.should_retry(attempt, &error) || look_up_first) {
+                return Err(match outcome {
+                    CreateOutcome::Unknown => Error {
+                        client_ref: Some(client_ref),
+                        retryable: false,
+                        ..error
+                    },
+                    CreateOutcome::NotCreated => error,
+                });
+            }
+            let delay = self
+                .retry
+                .delay_ms(attempt, error.retry_after_ms, js_sys::Math::random());
+            if let Err(stopped) = call.sleep(delay).await {
+                return Err(Error {
+                    client_ref: Some(client_ref),
+                    ..stopped
+                });
+            }
+            if outcome == CreateOutcome::Unknown {
+                unknown = Some(error);
+            }
+            attempt += 1;
+        }
+    }
+
+    /// Fetches a run, retrying 429, 5xx, timeouts and network failures.
+    ///
+    /// # Errors
+    /// The last failure, with `runId` set.
+    pub async fn get_run(&self, id: &str, call: &Call) -> Result<Run, Error> {
+        let response = self
+            .get_with_retries(&paths::run(id), call)
+            .await
+            .map_err(|e| e.with_run_id(id))?;
+        parse_run(response.status, &response.body).map_err(|e| e.with_run_id(id))
+    }
+
+    /// Finds the run created with `client_ref`, if any.
+    ///
+    /// # Errors
+    /// Any failure of the search, including a proxy that does not forward it.
+    pub async fn find_by_client_ref(
+        &self,
+        client_ref: &str,
+        call: &Call,
+    ) -> Result<Option<Run>, Error> {
+        let response = self
+            .get_with_retries(&paths::search_by_client_ref(client_ref), call)
+            .await?;
+        let runs = parse_search(response.status, &response.body)?;
+        Ok(runs
+            .into_iter()
+            .find(|run| run.client_ref.as_deref() == Some(client_ref)))
+    }
+
+    async fn get_with_retries(&self, path: &str, call: &Call) -> Result<HttpResponse, Error> {
+        let url = self.url(path);
+        let mut attempt = 0;
+        loop {
+            let error = match self
+                .transport
+                .send("GET", &url, None, &[], call)
+                .await
+                .and_then(HttpResponse::success)
+            {
+                Ok(response) => return Ok(response),
+                Err(error) => error,
+            };
+            if !self.retry.should_retry(attempt, &error) {
+                return Err(error);
+            }
+            call.sleep(
+                self.retry
+                    .delay_ms(attempt, error.retry_after_ms, js_sys::Math::random()),
+            )
+            .await?;
+            attempt += 1;
+        }
+    }
+}
+
+/// The create's outcome is unknown and the look-up could not settle it: say so, and hand the
+/// caller the client_ref to check, rather than risk a second run.
+fn undecided(create: Error, lookup: Error, client_ref: &str) -> Error {
+    if matches!(lookup.code, ErrorCode::Aborted | ErrorCode::Timeout) && !lookup.retryable {
+        return Error {
+            client_ref: Some(client_ref.to_owned()),
+            ..lookup
+        };
+    }
+    let message = format!(
+        "{} The run may or may not have been created, and looking it up by client_ref failed ({}), so it was not created again. Look for client_ref \"{client_ref}\" (error.clientRef) before retrying, to avoid paying twice.",
+        create.message, lookup.code
+    );
+    Error {
+        message,
+        client_ref: Some(client_ref.to_owned()),
+        retryable: false,
+        ..create
+    }
+}

@@ -1,0 +1,536 @@
+//! The JS edge: names, option reading, conversion, and `Error` -> `RunflowError`. No logic lives
+//! here beyond turning JS values into core types and back.
+
+use std::rc::Rc;
+
+use js_sys::{Array, Function, Object, Promise, Reflect, Uint8Array};
+use serde::Serialize;
+use serde_json::Value;
+use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::future_to_promise;
+use web_sys::AbortSignal;
+
+use crate::callback::verify_signature;
+use crate::client::{Client, CreateRequest};
+use crate::error::{Error, ErrorCode};
+use crate::http::{Call, Transport};
+use crate::input::{KONTEXT_MODEL, validate_create, validate_kontext, validate_untyped};
+use crate::paths::is_valid_model;
+use crate::policy::{DEFAULT_POLL, DEFAULT_RETRY, PollSchedule, RetryPolicy};
+use crate::run::Run;
+use crate::wait::run_failed;
+
+#[wasm_bindgen(typescript_custom_section)]
+const TS_TYPES: &str = include_str!("../js/types.d.ts");
+#[wasm_bindgen(typescript_custom_section)]
+const TS_CODES: &str = crate::error::TS_ERROR_CODE;
+#[wasm_bindgen(typescript_custom_section)]
+const TS_STATUSES: &str = crate::run::TS_RUN_STATUS;
+
+#[wasm_bindgen(module = "/js/edge.js")]
+extern "C" {
+    #[wasm_bindgen(extends = js_sys::Error)]
+    type RunflowError;
+
+    #[wasm_bindgen(constructor)]
+    fn new(message: &str, props: &JsValue) -> RunflowError;
+
+    // Re-exports the class itself; `reexport` on the type would type it `unknown` in the .d.ts.
+    #[wasm_bindgen(js_name = RunflowError, reexport, skip_typescript)]
+    fn export_runflow_error();
+
+    #[wasm_bindgen(js_name = toJson)]
+    fn to_json(value: &JsValue) -> Option<String>;
+}
+
+#[wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_namespace = console, js_name = error)]
+    fn console_error(message: &str, cause: &JsValue);
+}
+
+const DEFAULT_BASE_URL: &str = "https://api.runflow.io";
+const DEFAULT_REQUEST_TIMEOUT_MS: f64 = 60_000.0;
+const DEFAULT_WAIT_TIMEOUT_MS: f64 = 600_000.0;
+
+/// The client for FLUX.1 Kontext [pro] on Runflow.
+#[wasm_bindgen(skip_typescript)]
+pub struct KontextClient {
+    client: Rc<Client>,
+    api_key: Option<String>,
+}
+
+#[wasm_bindgen]
+impl KontextClient {
+    /// Makes a client; throws `RunflowError` on a bad option or an API key in a browser.
+    #[wasm_bindgen(constructor)]
+    pub fn new(options: JsValue) -> Result<KontextClient, JsValue> {
+        let options = Options::read(
+            &options,
+            "options",
+            &[
+                "baseUrl",
+                "apiKey",
+                "dangerouslyAllowBrowser",
+                "model",
+                "timeoutMs",
+                "maxRetries",
+                "pollIntervalMs",
+                "headers",
+                "fetch",
+            ],
+        )
+        .map_err(to_js)?;
+        Self::build(&options).map_err(to_js)
+    }
+
+    /// The model runs are created for.
+    #[wasm_bindgen(getter)]
+    pub fn model(&self) -> String {
+        self.client.model.clone()
+    }
+
+    /// The API root requests go to.
+    #[wasm_bindgen(getter, js_name = baseUrl)]
+    pub fn base_url(&self) -> String {
+        self.client.base_url.clone()
+    }
+
+    /// Creates a run; resolves once Runflow accepted it.
+    #[wasm_bindgen(js_name = createRun)]
+    pub fn create_run(&self, input: JsValue, options: JsValue) -> Promise {
+        let (client, key) = (self.client.clone(), self.api_key.clone());
+        respond(key, async move {
+            let options = Options::read(&options, "options", CREATE_OPTIONS)?;
+            let (input, request, call) = prepare_create(&client, &input, &options)?;
+            client.create_run(input, request, &call).await
+        })
+    }
+
+    /// Fetches a run by id.
+    #[wasm_bindgen(js_name = getRun)]
+    pub fn get_run(&self, id: JsValue, options: JsValue) -> Promise {
+        let (client, key) = (self.client.clone(), self.api_key.clone());
+        respond(key, async move {
+            let options = Options::read(&options, "options", &["signal", "timeoutMs"])?;
+            let id = run_id(&id)?;
+            let call = options.call(None)?;
+            client.get_run(&id, &call).await
+        })
+    }
+
+    /// Polls a run until it is terminal.
+    #[wasm_bindgen(js_name = waitForRun)]
+    pub fn wait_for_run(&self, id: JsValue, options: JsValue) -> Promise {
+        let (client, key) = (self.client.clone(), self.api_key.clone());
+        respond(key, async move {
+            let options = Options::read(
+                &options,
+                "options",
+                &["signal", "timeoutMs", "onStatus", "pollIntervalMs"],
+            )?;
+            let id = run_id(&id)?;
+            let call = options.call(Some(DEFAULT_WAIT_TIMEOUT_MS))?;
+            let mut on_status = status_callback(options.function("onStatus")?);
+            let client = with_poll_interval(&client, &options)?;
+            client.wait_for_run(&id, None, &mut on_status, &call).await
+        })
+    }
+
+    /// Creates a run and waits for it; rejects with `run_failed` if it fails.
+    pub fn run(&self, input: JsValue, options: JsValue) -> Promise {
+        let (client, key) = (self.client.clone(), self.api_key.clone());
+        respond(key, async move {
+            let known: Vec<&str> = CREATE_OPTIONS
+                .iter()
+                .chain(&["onStatus", "pollIntervalMs"])
+                .copied()
+                .collect();
+            let options = Options::read(&options, "options", &known)?;
+            let (input, request, _) = prepare_create(&client, &input, &options)?;
+            let call = options.call(Some(DEFAULT_WAIT_TIMEOUT_MS))?;
+            let mut on_status = status_callback(options.function("onStatus")?);
+            let client = with_poll_interval(&client, &options)?;
+            let created = client.create_run(input, request, &call).await?;
+            on_status(&created);
+            let id = created.id.clone();
+            let done = client
+                .wait_for_run(&id, Some(created.status_code), &mut on_status, &call)
+                .await?;
+            if done.status.is_failure() {
+                return Err(run_failed(done));
+            }
+            Ok(done)
+        })
+    }
+}
+
+const CREATE_OPTIONS: &[&str] = &[
+    "callbackUrl",
+    "metadata",
+    "clientRef",
+    "idempotencyKey",
+    "signal",
+    "timeoutMs",
+];
+
+impl KontextClient {
+    fn build(options: &Options) -> Result<KontextClient, Error> {
+        let base_url = options
+            .string("baseUrl")?
+            .unwrap_or_else(|| DEFAULT_BASE_URL.to_owned());
+        if !(base_url.starts_with("https://")
+            || base_url.starts_with("http://")
+            || base_url.starts_with('/'))
+        {
+            return Err(Error::invalid(
+                "baseUrl",
+                "`baseUrl` must be an http(s) URL or a path on this origin such as \"/api/runflow\".",
+            ));
+        }
+        let model = options
+            .string("model")?
+            .unwrap_or_else(|| KONTEXT_MODEL.to_owned());
+        if !is_valid_model(&model) {
+            return Err(Error::invalid(
+                "model",
+                "`model` must be a Runflow model id such as \"black-forest-labs/flux-pro/kontext\".",
+            ));
+        }
+        let api_key = options.string("apiKey")?.filter(|key| !key.is_empty());
+        if api_key.is_some()
+            && in_browser()
+            && options.boolean("dangerouslyAllowBrowser")? != Some(true)
+        {
+            return Err(Error::new(
+                ErrorCode::BrowserKeyRefused,
+                "An apiKey in a browser can be read by anyone who opens the page. Keep the key on a server and point baseUrl at a proxy (e.g. \"/api/runflow\"); for a local experiment only, pass dangerouslyAllowBrowser: true.",
+            ));
+        }
+        let mut headers = options.headers("headers")?;
+        if let Some(key) = &api_key {
+            headers.push(("authorization".to_owned(), format!("Bearer {key}")));
+        }
+        let retry = RetryPolicy {
+            max_retries: options
+                .number("maxRetries", 0.0, 10.0, true)?
+                .map_or(DEFAULT_RETRY.max_retries, |n| n as u32),
+            ..DEFAULT_RETRY
+        };
+        let poll = options
+            .number("pollIntervalMs", 1.0, 3_600_000.0, false)?
+            .map_or(DEFAULT_POLL, |ms| PollSchedule::starting_at(ms as u64));
+        let transport = Transport {
+            fetch: options.function("fetch")?,
+            headers,
+            request_timeout_ms: options
+                .number("timeoutMs", 1.0, f64::from(i32::MAX), false)?
+                .unwrap_or(DEFAULT_REQUEST_TIMEOUT_MS),
+        };
+        let client = Client {
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            model,
+            transport,
+            retry,
+            poll,
+        };
+        Ok(KontextClient {
+            client: Rc::new(client),
+            api_key,
+        })
+    }
+}
+
+fn prepare_create(
+    client: &Client,
+    input: &JsValue,
+    options: &Options,
+) -> Result<(Value, CreateRequest, Call), Error> {
+    for name in ["image", "image_url"] {
+        let value = Reflect::get(input, &name.into()).unwrap_or(JsValue::UNDEFINED);
+        if value.is_object() && !value.is_array() {
+            return Err(Error::invalid(
+                name,
+                format!(
+                    "`{name}` was given a File, Blob or bytes, which this version does not send yet: pass an https URL, or a data: URI (FileReader.readAsDataURL) for an image under 1 MiB."
+                ),
+            ));
+        }
+    }
+    let input = to_value(input, "input")?;
+    let wire = if client.model == KONTEXT_MODEL {
+        validate_kontext(&input)?
+    } else {
+        validate_untyped(&input)?
+    };
+    let request = CreateRequest {
+        callback_url: options.string("callbackUrl")?,
+        metadata: options.object_value("metadata")?,
+        client_ref: options.string("clientRef")?,
+        idempotency_key: options
+            .string("idempotencyKey")?
+            .filter(|key| !key.is_empty()),
+    };
+    validate_create(
+        request.client_ref.as_deref(),
+        request.callback_url.as_deref(),
+    )?;
+    let call = options.call(None)?;
+    Ok((wire, request, call))
+}
+
+fn with_poll_interval(client: &Rc<Client>, options: &Options) -> Result<Rc<Client>, Error> {
+    let Some(ms) = options.number("pollIntervalMs", 1.0, 3_600_000.0, false)? else {
+        return Ok(client.clone());
+    };
+    let transport = Transport {
+        fetch: client.transport.fetch.clone(),
+        headers: client.transport.headers.clone(),
+        request_timeout_ms: client.transport.request_timeout_ms,
+    };
+    Ok(Rc::new(Client {
+        base_url: client.base_url.clone(),
+        model: client.model.clone(),
+        transport,
+        retry: client.retry,
+        poll: PollSchedule::starting_at(ms as u64),
+    }))
+}
+
+/// Wraps `onStatus`: a callback that throws is reported on the console and does not stop the wait.
+fn status_callback(callback: Option<Function>) -> impl FnMut(&Run) {
+    move |run: &Run| {
+        if let Some(callback) = &callback {
+            if let Err(thrown) = callback.call1(&JsValue::UNDEFINED, &to_js_value(run)) {
+                console_error("runflow-kontext: onStatus threw; waiting goes on.", &thrown);
+            }
+        }
+    }
+}
+
+fn run_id(id: &JsValue) -> Result<String, Error> {
+    id.as_string()
+        .filter(|id| !id.trim().is_empty())
+        .ok_or_else(|| {
+            Error::invalid(
+                "id",
+                "The run id must be a non-empty string, such as `run.id`.",
+            )
+        })
+}
+
+/// Runs a call as a promise: its value as a plain JS object, its error as a `RunflowError`.
+fn respond<T: Serialize>(
+    api_key: Option<String>,
+    call: impl std::future::Future<Output = Result<T, Error>> + 'static,
+) -> Promise {
+    future_to_promise(async move {
+        match call.await {
+            Ok(value) => Ok(to_js_value(&value)),
+            Err(error) => Err(to_js(match api_key.as_deref() {
+                Some(key) => error.redact(key),
+                None => error,
+            })),
+        }
+    })
+}
+
+/// Values cross the edge as JSON text: one serde_json serializer for everything is far smaller
+/// in wasm than a serializer per type into JS objects.
+fn to_js_value<T: Serialize>(value: &T) -> JsValue {
+    serde_json::to_string(value)
+        .ok()
+        .and_then(|text| js_sys::JSON::parse(&text).ok())
+        .unwrap_or(JsValue::NULL)
+}
+
+fn to_js(error: Error) -> JsValue {
+    let props = to_js_value(&error);
+    RunflowError::new(&error.message, &props).into()
+}
+
+fn to_value(value: &JsValue, field: &str) -> Result<Value, Error> {
+    to_json(value)
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .ok_or_else(|| {
+            Error::invalid(
+                field,
+                format!("`{field}` must be a plain object of JSON values."),
+            )
+        })
+}
+
+/// Whether this is a page or a worker, where any code on the page can read a key.
+fn in_browser() -> bool {
+    let global = js_sys::global();
+    let has = |name: &str| Reflect::has(&global, &name.into()).unwrap_or(false);
+    (has("window") && has("document")) || has("importScripts")
+}
+
+/// An options object read field by field, so every mistake names its field.
+struct Options(JsValue);
+
+impl Options {
+    fn read(value: &JsValue, what: &str, known: &[&str]) -> Result<Options, Error> {
+        if value.is_undefined() || value.is_null() {
+            return Ok(Options(Object::new().into()));
+        }
+        let Some(object) = value
+            .dyn_ref::<Object>()
+            .filter(|_| !value.is_function() && !value.is_array())
+        else {
+            return Err(Error::invalid(what, format!("`{what}` must be an object.")));
+        };
+        for key in Object::keys(object).iter().filter_map(|k| k.as_string()) {
+            if !known.contains(&key.as_str())
+                && !Reflect::get(value, &key.as_str().into())
+                    .unwrap_or(JsValue::UNDEFINED)
+                    .is_undefined()
+            {
+                return Err(Error::invalid(
+                    &key,
+                    format!(
+                        "Unknown option `{key}`. Known options: {}.",
+                        known.join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(Options(value.clone()))
+    }
+
+    fn get(&self, name: &str) -> Option<JsValue> {
+        Reflect::get(&self.0, &name.into())
+            .ok()
+            .filter(|v| !v.is_undefined() && !v.is_null())
+    }
+
+    fn string(&self, name: &str) -> Result<Option<String>, Error> {
+        self.get(name)
+            .map(|v| {
+                v.as_string()
+                    .ok_or_else(|| Error::invalid(name, format!("`{name}` must be a string.")))
+            })
+            .transpose()
+    }
+
+    fn boolean(&self, name: &str) -> Result<Option<bool>, Error> {
+        self.get(name)
+            .map(|v| {
+                v.as_bool()
+                    .ok_or_else(|| Error::invalid(name, format!("`{name}` must be true or false.")))
+            })
+            .transpose()
+    }
+
+    fn number(&self, name: &str, min: f64, max: f64, integer: bool) -> Result<Option<f64>, Error> {
+        self.get(name)
+            .map(|v| {
+                v.as_f64()
+                    .filter(|n| (min..=max).contains(n) && (!integer || n.fract() == 0.0))
+                    .ok_or_else(|| {
+                        Error::invalid(
+                            name,
+                            format!(
+                                "`{name}` must be {} from {} to {}.",
+                                if integer { "an integer" } else { "a number" },
+                                min as i64,
+                                max as i64
+                            ),
+                        )
+                    })
+            })
+            .transpose()
+    }
+
+    fn function(&self, name: &str) -> Result<Option<Function>, Error> {
+        self.get(name)
+            .map(|v| {
+                v.dyn_into::<Function>()
+                    .map_err(|_| Error::invalid(name, format!("`{name}` must be a function.")))
+            })
+            .transpose()
+    }
+
+    fn object_value(&self, name: &str) -> Result<Option<Value>, Error> {
+        match self.get(name).map(|v| to_value(&v, name)).transpose()? {
+            Some(value) if !value.is_object() => {
+                Err(Error::invalid(name, format!("`{name}` must be an object.")))
+            }
+            other => Ok(other),
+        }
+    }
+
+    fn headers(&self, name: &str) -> Result<Vec<(String, String)>, Error> {
+        let Some(value) = self.object_value(name)? else {
+            return Ok(Vec::new());
+        };
+        let Value::Object(map) = value else {
+            return Ok(Vec::new());
+        };
+        map.into_iter()
+            .map(|(key, value)| match value {
+                Value::String(text) => Ok((key.to_ascii_lowercase(), text)),
+                _ => Err(Error::invalid(
+                    name,
+                    format!("Header `{key}` must be a string."),
+                )),
+            })
+            .collect()
+    }
+
+    fn signal(&self) -> Result<Option<AbortSignal>, Error> {
+        let Some(value) = self.get("signal") else {
+            return Ok(None);
+        };
+        let looks_like_signal = Reflect::has(&value, &"aborted".into()).unwrap_or(false)
+            && Reflect::get(&value, &"addEventListener".into()).is_ok_and(|f| f.is_function());
+        if !looks_like_signal {
+            return Err(Error::invalid(
+                "signal",
+                "`signal` must be an AbortSignal (e.g. `new AbortController().signal`).",
+            ));
+        }
+        Ok(Some(value.unchecked_into()))
+    }
+
+    fn call(&self, default_timeout_ms: Option<f64>) -> Result<Call, Error> {
+        let timeout = self
+            .number("timeoutMs", 1.0, 1e12, false)?
+            .or(default_timeout_ms);
+        let call = Call::new(self.signal()?, timeout);
+        call.check()?;
+        Ok(call)
+    }
+}
+
+/// Checks a callback's `Runflow-Signature`; see the `.d.ts` for the contract.
+#[wasm_bindgen(js_name = verifyCallbackSignature, skip_typescript)]
+pub fn verify_callback_signature(
+    raw_body: JsValue,
+    signature_header: JsValue,
+    secret_or_secrets: JsValue,
+) -> bool {
+    let body = if let Some(text) = raw_body.as_string() {
+        text.into_bytes()
+    } else if raw_body.is_instance_of::<Uint8Array>()
+        || raw_body.is_instance_of::<js_sys::ArrayBuffer>()
+    {
+        Uint8Array::new(&raw_body).to_vec()
+    } else {
+        return false;
+    };
+    let Some(signature) = signature_header.as_string() else {
+        return false;
+    };
+    let secrets: Vec<String> = match secret_or_secrets.as_string() {
+        Some(secret) => vec![secret],
+        None => secret_or_secrets
+            .dyn_ref::<Array>()
+            .map(|list| list.iter().filter_map(|s| s.as_string()).collect())
+            .unwrap_or_default(),
+    };
+    let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+    verify_signature(&body, &signature, &secrets)
+}

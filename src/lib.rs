@@ -1,0 +1,38 @@
+//! runflow-kontext: edit images with FLUX.1 Kontext [pro] through Runflow's runs API, from the
+//! browser, as WebAssembly.
+//!
+//! The core (validation, wire types, normalisation, retry policy, signatures) is plain Rust and
+//! tested natively; the JS edge, HTTP and waiting exist only on `wasm32`.
+#![deny(missing_docs)]
+// Errors carry their whole context to JS and only happen on the cold path: no need to box them.
+#![allow(clippy::result_large_err)]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
+pub mod callback;
+pub mod error;
+pub mod input;
+pub mod paths;
+pub mod policy;
+pub mod run;
+
+// The JS edge and everything that needs a JS host (fetch, timers) exist only on wasm32, so the
+// core above builds and tests natively.
+#[cfg(target_arch = "wasm32")]
+mod client;
+#[cfg(target_arch = "wasm32")]
+mod exports;
+#[cfg(target_arch = "wasm32")]
+mod http;
+#[cfg(target_arch = "wasm32")]
+mod wait;
+
+#[cfg(target_arch = "wasm32")]
+pub use exports::{KontextClient, verify_callback_signature};

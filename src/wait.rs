@@ -1,0 +1,104 @@
+//! Following a run to a terminal state: the poll schedule, the deadline, progress, and the page's
+//! visibility and connectivity.
+
+use js_sys::Reflect;
+use wasm_bindgen::JsValue;
+
+use crate::client::Client;
+use crate::error::{Error, ErrorCode};
+use crate::http::Call;
+use crate::run::{Run, Status};
+
+/// How often to look again whether the browser is back online.
+const OFFLINE_RECHECK_MS: u64 = 1_000;
+
+impl Client {
+    /// Polls run `id` until it is terminal, calling `on_status` each time `status_code` changes
+    /// (`last_seen` is the status the caller already reported, if any).
+    ///
+    /// # Errors
+    /// A failure of the polling after retries, `aborted`, or `timeout` at the call's deadline;
+    /// each with `runId`.
+    pub async fn wait_for_run(
+        &self,
+        id: &str,
+        mut last_seen: Option<String>,
+        on_status: &mut dyn FnMut(&Run),
+        call: &Call,
+    ) -> Result<Run, Error> {
+        let mut poll = 0;
+        loop {
+            let run = self.get_run(id, call).await?;
+            if last_seen.as_deref() != Some(run.status_code.as_str()) {
+                last_seen = Some(run.status_code.clone());
+                on_status(&run);
+            }
+            if run.status.is_terminal() {
+                return Ok(run);
+            }
+            while is_offline() {
+                call.sleep(OFFLINE_RECHECK_MS)
+                    .await
+                    .map_err(|e| e.with_run_id(id))?;
+            }
+            call.sleep(self.poll.delay_ms(poll, is_hidden()))
+                .await
+                .map_err(|e| e.with_run_id(id))?;
+            poll += 1;
+        }
+    }
+}
+
+/// The `run_failed` error for a run that ended failed or canceled.
+pub fn run_failed(run: Run) -> Error {
+    let mut message = match run.status {
+        Status::Canceled => format!("Run {} was canceled.", run.id),
+        _ => format!("Run {} failed.", run.id),
+    };
+    if let Some(failure) = &run.failure {
+        if let Some(text) = &failure.message {
+            message.push_str(&format!(" Runflow said: \"{text}\""));
+        }
+        if let Some(code) = &failure.code {
+            let stage = failure
+                .stage
+                .as_deref()
+                .map(|s| format!(" at {s}"))
+                .unwrap_or_default();
+            message.push_str(&format!(" ({code}{stage})"));
+        }
+        message.push('.');
+    }
+    message
+        .push_str(" Failed runs are not billed; try again, perhaps with another prompt or image.");
+    Error {
+        run_id: Some(run.id.clone()),
+        server_code: run.failure.as_ref().and_then(|f| f.code.clone()),
+        run: Some(Box::new(run)),
+        ..Error::new(ErrorCode::RunFailed, message)
+    }
+}
+
+fn global_property(path: &[&str]) -> JsValue {
+    path.iter()
+        .fold(js_sys::global().into(), |target: JsValue, key| {
+            if target.is_object() {
+                Reflect::get(&target, &(*key).into()).unwrap_or(JsValue::UNDEFINED)
+            } else {
+                JsValue::UNDEFINED
+            }
+        })
+}
+
+/// A hidden tab polls less often: nobody is looking, and timers there are throttled anyway.
+fn is_hidden() -> bool {
+    global_property(&["document", "visibilityState"])
+        .as_string()
+        .as_deref()
+        == Some("hidden")
+}
+
+/// Offline, a request can only fail: wait for the network instead of burning retries.
+fn is_offline() -> bool {
+    global_property(&["navigator", "onLine"]) == JsValue::FALSE
+}
