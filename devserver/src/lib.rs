@@ -1,0 +1,107 @@
+//! Dev server for runflow-kontext: serves the demo page and the built package, and embeds a mock
+//! of Runflow's runs API (with isolated, scriptable scenarios) so that everything runs offline.
+#![deny(missing_docs)]
+
+mod conn;
+mod mock;
+#[cfg(test)]
+mod tests;
+
+use std::{future::Future, io, path::PathBuf};
+
+use axum::{
+    http::{header, HeaderValue},
+    Router,
+};
+use tokio::net::TcpListener;
+use tower_http::{services::ServeDir, set_header::SetResponseHeaderLayer};
+
+/// Where the static files live and how the default scenario's runs progress.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Directory served at `/` (the demo page).
+    pub www_dir: PathBuf,
+    /// Directory served at `/pkg/` (the wasm-pack output).
+    pub pkg_dir: PathBuf,
+    /// Milliseconds the default scenario's runs spend queued, dispatching and running.
+    pub lifecycle_ms: [u64; 3],
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            www_dir: "www".into(),
+            pkg_dir: "pkg".into(),
+            lifecycle_ms: [800, 700, 2500],
+        }
+    }
+}
+
+/// Parses `MOCK_LIFECYCLE_MS`: three comma-separated millisecond counts.
+///
+/// # Errors
+/// A message naming the bad value when it is not exactly three integers.
+///
+/// # Example
+/// ```
+/// assert_eq!(runflow_devserver::parse_lifecycle("1, 2,3"), Ok([1, 2, 3]));
+/// ```
+pub fn parse_lifecycle(text: &str) -> Result<[u64; 3], String> {
+    let parts: Vec<_> = text.split(',').map(|p| p.trim().parse::<u64>()).collect();
+    match parts.as_slice() {
+        [Ok(a), Ok(b), Ok(c)] => Ok([*a, *b, *c]),
+        _ => Err(format!(
+            "MOCK_LIFECYCLE_MS must be three comma-separated milliseconds (queued,dispatching,running), got {text:?}"
+        )),
+    }
+}
+
+/// Builds the whole server: static files, the mock API and its control API.
+///
+/// # Example
+/// ```
+/// let app = runflow_devserver::app(runflow_devserver::Config::default());
+/// # drop(app);
+/// ```
+pub fn app(config: Config) -> Router {
+    // Dev builds change constantly: make the browser revalidate (cheap 304s) instead of guessing.
+    let no_cache = SetResponseHeaderLayer::if_not_present(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache"),
+    );
+    let pkg = ServeDir::new(&config.pkg_dir);
+    let www = ServeDir::new(&config.www_dir);
+    mock::router(config)
+        .nest_service("/pkg", pkg)
+        .fallback_service(www)
+        .layer(no_cache)
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then lets open requests finish.
+///
+/// Use this rather than `axum::serve`: the mock's `drop` faults need to close the connection
+/// without any response, which only this listener wrapper can do.
+///
+/// # Errors
+/// Whatever the underlying server returns.
+///
+/// # Example
+/// ```no_run
+/// # async fn f() -> std::io::Result<()> {
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let app = runflow_devserver::app(Default::default());
+/// runflow_devserver::serve(listener, app, std::future::pending()).await
+/// # }
+/// ```
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    axum::serve(
+        conn::KillableListener::new(listener),
+        app.into_make_service_with_connect_info::<conn::ConnHandle>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}

@@ -1,0 +1,104 @@
+//! `devserver`: the demo page, the built package and the embedded mock API on one port.
+
+use std::{env, io::Write, process::ExitCode, time::Duration};
+
+use runflow_devserver::{app, parse_lifecycle, serve, Config};
+
+/// How long open requests (hung ones included) get to finish after ctrl-c or SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+fn var(name: &str, default: &str) -> String {
+    env::var(name).unwrap_or_else(|_| default.to_string())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    if env::var_os("RUNFLOW_API_KEY").is_some() {
+        eprintln!("proxy mode is not implemented yet (issue 5); unset RUNFLOW_API_KEY to use the embedded mock");
+        return ExitCode::from(2);
+    }
+    let lifecycle_ms = match parse_lifecycle(&var("MOCK_LIFECYCLE_MS", "800,700,2500")) {
+        Ok(lifecycle) => lifecycle,
+        Err(message) => {
+            eprintln!("devserver: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let config = Config {
+        www_dir: var("WWW_DIR", "www").into(),
+        pkg_dir: var("PKG_DIR", "pkg").into(),
+        lifecycle_ms,
+    };
+    let addr = format!("{}:{}", var("HOST", "127.0.0.1"), var("PORT", "8080"));
+    let listener = match tokio::net::TcpListener::bind(&addr).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("devserver: cannot listen on {addr}: {e} (is another server running? pick another PORT)");
+            return ExitCode::FAILURE;
+        }
+    };
+    let shutdown = match shutdown_signal() {
+        Ok(shutdown) => shutdown,
+        Err(e) => {
+            eprintln!("devserver: cannot listen for signals: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let url = match listener.local_addr() {
+        Ok(local) => format!("http://{local}"),
+        Err(_) => format!("http://{addr}"),
+    };
+    // Scripts wait for this exact line, so it must not sit in a buffer.
+    println!("runflow-kontext dev server: {url} (backend: embedded mock)");
+    let _ = std::io::stdout().flush();
+
+    // Stop accepting on the signal, then give open requests a moment: hung ones never finish.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = serve(listener, app(config), async move {
+        let _ = stopped.await;
+    });
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => return report(result),
+        () = shutdown => {}
+    }
+    let _ = stop.send(());
+    match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
+        Ok(result) => report(result),
+        Err(_) => {
+            eprintln!("devserver: requests still open after {SHUTDOWN_GRACE:?}; exiting anyway");
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn report(result: std::io::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("devserver: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Listens for ctrl-c and SIGTERM from now on: registered before the start-up line is printed,
+/// so a script that stops the server right after seeing it is heard.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+}

@@ -1,0 +1,588 @@
+//! The mock runs API: routing, auth, validation, idempotency, search, and fault injection.
+
+use std::{collections::BTreeMap, io, sync::Arc, time::Duration};
+
+use axum::{
+    body::{Body, Bytes},
+    extract::{ConnectInfo, Query, Request, State},
+    http::{header, request::Parts, HeaderMap, HeaderValue, Method, StatusCode},
+    response::{IntoResponse, Response},
+    Json,
+};
+use percent_encoding::percent_decode_str;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::{
+    imaging::parse_aspect_ratio,
+    run::{Phase, Run, KONTEXT},
+    scenario::{Action, Envelope, Kind, LogEntry, Replay, Scenario},
+    AppState,
+};
+use crate::conn::ConnHandle;
+
+/// Largest request body accepted (inline `data:` images make creates big).
+const MAX_BODY: usize = 16 * 1024 * 1024;
+/// A hung request is cut after this long, so forgotten ones do not pile up.
+const HANG_LIMIT: Duration = Duration::from_secs(300);
+const REQUEST_ID: &str = "x-request-id";
+/// Request headers worth recording in the log.
+const LOGGED_HEADERS: [&str; 4] = [
+    "authorization",
+    "idempotency-key",
+    "content-type",
+    "x-organization-id",
+];
+
+/// `/api/runflow/v1/...`: the default scenario, as the API looks behind a same-origin proxy.
+pub(crate) async fn default_scenario(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    let path = req
+        .uri()
+        .path()
+        .trim_start_matches("/api/runflow")
+        .to_string();
+    handle(state, "default", path, req).await
+}
+
+/// `/__mock/s/{id}/v1/...`: the same API in an isolated scenario.
+pub(crate) async fn named_scenario(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    let rest = req.uri().path().trim_start_matches("/__mock/s/");
+    let (id, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let (id, path) = (
+        percent_decode_str(id).decode_utf8_lossy().into_owned(),
+        path.to_string(),
+    );
+    handle(state, &id, path, req).await
+}
+
+/// What a request asks the API for.
+enum Route {
+    Create { model: String },
+    Get { id: String },
+    Search,
+    Health,
+    Other,
+}
+
+impl Route {
+    fn parse(method: &Method, path: &str) -> Route {
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        match (method, segments.as_slice()) {
+            (&Method::GET, ["v1", "health"]) => Route::Health,
+            (&Method::GET, ["v1", "runs"]) => Route::Search,
+            (&Method::GET, ["v1", "runs", id]) => Route::Get { id: id.to_string() },
+            (&Method::POST, ["v1", "models", model @ .., "runs"])
+                if !model.is_empty() && model.iter().all(|s| !s.is_empty()) =>
+            {
+                let model: Vec<_> = model
+                    .iter()
+                    .map(|s| percent_decode_str(s).decode_utf8_lossy())
+                    .collect();
+                Route::Create {
+                    model: model.join("/"),
+                }
+            }
+            _ => Route::Other,
+        }
+    }
+
+    fn kind(&self) -> Kind {
+        match self {
+            Route::Create { .. } => Kind::Create,
+            Route::Get { .. } => Kind::Get,
+            Route::Search => Kind::Search,
+            Route::Health => Kind::Health,
+            Route::Other => Kind::Other,
+        }
+    }
+}
+
+/// The host the client reached us by, for absolute output URLs.
+pub(crate) fn host(headers: &HeaderMap) -> String {
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    host.unwrap_or("127.0.0.1").to_string()
+}
+
+async fn handle(state: Arc<AppState>, scenario_id: &str, path: String, req: Request) -> Response {
+    let Some(scenario) = state.scenarios.get(scenario_id) else {
+        let error = json!({"error": format!("unknown scenario {scenario_id:?}")});
+        return (StatusCode::NOT_FOUND, Json(error)).into_response();
+    };
+    let conn = req
+        .extensions()
+        .get::<ConnectInfo<ConnHandle>>()
+        .map(|c| c.0.clone());
+    let (parts, body) = req.into_parts();
+    // Read the whole body before answering anything: closing a socket with unread input makes
+    // the kernel send a reset, and the log wants the body anyway.
+    let body = axum::body::to_bytes(body, MAX_BODY).await.ok();
+    let route = Route::parse(&parts.method, &path);
+    let request_id = state.next_request_id();
+    let headers = LOGGED_HEADERS
+        .iter()
+        .filter_map(|&name| Some((name, parts.headers.get(name)?.to_str().ok()?.to_string())))
+        .collect::<BTreeMap<_, _>>();
+    let (seq, fault) = scenario.begin(LogEntry {
+        seq: 0,
+        request_id: request_id.clone(),
+        method: parts.method.to_string(),
+        path,
+        query: parts.uri.query().map(str::to_string),
+        kind: route.kind(),
+        headers,
+        body: body
+            .as_ref()
+            .and_then(|b| serde_json::from_slice(b).ok())
+            .unwrap_or_default(),
+        status: None,
+        fault: None,
+    });
+    let request = Api {
+        state,
+        scenario: scenario.clone(),
+        parts,
+        body,
+        route,
+    };
+    let mut response = match fault {
+        Some(Action::Error {
+            status,
+            code,
+            message,
+            retry_after,
+            request_id,
+        }) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let code = code.unwrap_or_else(|| default_code(status).into());
+            let message = message.unwrap_or_else(|| default_message(status));
+            let mut response = request.error(status, &code, &message, None);
+            let headers = [
+                (header::RETRY_AFTER, retry_after),
+                (header::HeaderName::from_static(REQUEST_ID), request_id),
+            ];
+            for (name, value) in headers {
+                if let Some(value) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
+                    response.headers_mut().insert(name, value);
+                }
+            }
+            response
+        }
+        Some(Action::Raw {
+            status,
+            content_type,
+            body,
+        }) => {
+            let mut response = Response::new(Body::from(body));
+            *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+            if let Some(value) = content_type.and_then(|v| HeaderValue::from_str(&v).ok()) {
+                response.headers_mut().insert(header::CONTENT_TYPE, value);
+            }
+            response
+        }
+        Some(Action::Drop) => return drop_connection(conn),
+        Some(Action::Hang) => return hang(conn).await,
+        fault => {
+            let status_override = match &fault {
+                Some(Action::Status { status_code }) => Some(status_code.as_str()),
+                _ => None,
+            };
+            let response = request.answer(status_override).await;
+            match fault {
+                Some(Action::CreateThenDrop) => return drop_connection(conn),
+                Some(Action::CreateThenHang) => return hang(conn).await,
+                Some(Action::Delay { ms }) => tokio::time::sleep(Duration::from_millis(ms)).await,
+                _ => {}
+            }
+            response
+        }
+    };
+    // Only reached when the response is really sent; dropped and hung requests keep `null`.
+    scenario.finish(seq, response.status().as_u16());
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().entry(REQUEST_ID).or_insert(value);
+    }
+    response
+}
+
+/// Cuts the connection with no response (see `conn`). Served without our listener (as in
+/// `oneshot` tests) there is no connection to cut, so the body fails instead.
+fn drop_connection(conn: Option<ConnHandle>) -> Response {
+    if let Some(conn) = conn {
+        conn.kill();
+    }
+    let failing = futures_util::stream::once(std::future::ready(Err::<Bytes, _>(io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "connection dropped by a mock fault",
+    ))));
+    Response::new(Body::from_stream(failing))
+}
+
+async fn hang(conn: Option<ConnHandle>) -> Response {
+    tokio::time::sleep(HANG_LIMIT).await;
+    drop_connection(conn)
+}
+
+fn default_code(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "BAD_REQUEST",
+        401 => "UNAUTHORIZED",
+        402 => "INSUFFICIENT_CREDIT",
+        403 => "PERMISSION_DENIED",
+        404 => "RUN_NOT_FOUND",
+        409 => "CONFLICT",
+        413 => "PAYLOAD_TOO_LARGE",
+        415 => "UNSUPPORTED_MEDIA_TYPE",
+        422 => "VALIDATION_ERROR",
+        429 => "RATE_LIMITED",
+        502 => "BAD_GATEWAY",
+        503 => "MODEL_UNAVAILABLE",
+        504 => "GATEWAY_TIMEOUT",
+        500..=599 => "INTERNAL_ERROR",
+        _ => "ERROR",
+    }
+}
+
+fn default_message(status: StatusCode) -> String {
+    match status.as_u16() {
+        429 => "Too many requests, slow down".into(),
+        503 => "The model is temporarily unavailable".into(),
+        _ => format!("Mock error: {status}"),
+    }
+}
+
+/// One field-level validation problem.
+struct FieldError {
+    field: &'static str,
+    message: &'static str,
+}
+
+/// One mock API request, once logged and past its fault.
+struct Api {
+    state: Arc<AppState>,
+    scenario: Arc<Scenario>,
+    parts: Parts,
+    /// `None` when the body was over `MAX_BODY` (or the client stopped sending it).
+    body: Option<Bytes>,
+    route: Route,
+}
+
+impl Api {
+    /// An error in the scenario's envelope.
+    fn error(
+        &self,
+        status: StatusCode,
+        code: &str,
+        message: &str,
+        errors: Option<Vec<FieldError>>,
+    ) -> Response {
+        let errors = errors.map(|errors| {
+            errors
+                .iter()
+                .map(|e| json!({"field": e.field, "message": e.message}))
+                .collect::<Vec<_>>()
+        });
+        let body = match self.scenario.settings.error_envelope {
+            Envelope::Flat => json!({"code": code, "message": message, "errors": errors}),
+            Envelope::Nested => json!({"error": {"code": code, "message": message}}),
+            Envelope::Proxy => json!({"error": message, "code": code}),
+        };
+        (status, Json(body)).into_response()
+    }
+
+    fn invalid(&self, errors: Vec<FieldError>) -> Response {
+        let message = match errors.as_slice() {
+            [one] => format!("{}: {}", one.field, one.message),
+            _ => "The request has invalid fields".into(),
+        };
+        self.error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "VALIDATION_ERROR",
+            &message,
+            Some(errors),
+        )
+    }
+
+    async fn answer(&self, status_override: Option<&str>) -> Response {
+        let settings = &self.scenario.settings;
+        if matches!(self.route, Route::Search) && !settings.search {
+            // Runflow's proxy forwards no search: its refusal has its own fixed shape.
+            let body = json!({"error": "Path not allowed", "code": "path_not_allowed"});
+            return (StatusCode::FORBIDDEN, Json(body)).into_response();
+        }
+        if let Err(message) = self.check_auth() {
+            return self.error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message, None);
+        }
+        let Some(body) = &self.body else {
+            return self.error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "PAYLOAD_TOO_LARGE",
+                "Request body too large",
+                None,
+            );
+        };
+        match &self.route {
+            Route::Create { model } => self.create(model, body).await,
+            Route::Get { id } => match self.scenario.run(id) {
+                Some(run) => Json(
+                    run.to_json(
+                        &self.state,
+                        &host(&self.parts.headers),
+                        None,
+                        status_override,
+                    )
+                    .await,
+                )
+                .into_response(),
+                None => self.error(
+                    StatusCode::NOT_FOUND,
+                    "RUN_NOT_FOUND",
+                    &format!("Run {id} not found"),
+                    None,
+                ),
+            },
+            Route::Search => self.search().await,
+            Route::Health => Json(json!({"status": "ok"})).into_response(),
+            Route::Other => {
+                self.error(StatusCode::NOT_FOUND, "NOT_FOUND", "No such endpoint", None)
+            }
+        }
+    }
+
+    fn check_auth(&self) -> Result<(), &'static str> {
+        match self.parts.headers.get(header::AUTHORIZATION) {
+            None if self.scenario.settings.require_auth => {
+                Err("Missing API key: send Authorization: Bearer rf_...")
+            }
+            None => Ok(()),
+            Some(value) => {
+                let key = value
+                    .to_str()
+                    .ok()
+                    .and_then(|v| v.strip_prefix("Bearer rf_"));
+                match key {
+                    Some(rest)
+                        if !rest.is_empty()
+                            && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') =>
+                    {
+                        Ok(())
+                    }
+                    _ => Err("Invalid API key"),
+                }
+            }
+        }
+    }
+
+    async fn create(&self, model: &str, body: &Bytes) -> Response {
+        let content_type = self
+            .parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        if !content_type.is_some_and(|ct| {
+            ct.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/json")
+        }) {
+            let message = "Content-Type must be application/json";
+            return self.error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UNSUPPORTED_MEDIA_TYPE",
+                message,
+                None,
+            );
+        }
+        let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(body) else {
+            let message = "The request body must be a JSON object";
+            return self.error(StatusCode::BAD_REQUEST, "BAD_REQUEST", message, None);
+        };
+        let field = |name: &str| fields.get(name).filter(|v| !v.is_null());
+        let mut errors = Vec::new();
+        let input = match field("input") {
+            Some(Value::Object(input)) => input.clone(),
+            _ => {
+                errors.push(FieldError {
+                    field: "input",
+                    message: "input must be an object",
+                });
+                Map::new()
+            }
+        };
+        let client_ref = match field("client_ref") {
+            None => None,
+            Some(Value::String(s)) if s.chars().count() <= 255 => Some(s.clone()),
+            Some(_) => {
+                errors.push(FieldError {
+                    field: "client_ref",
+                    message: "client_ref must be a string of at most 255 characters",
+                });
+                None
+            }
+        };
+        let callback_url = match field("callback_url") {
+            None => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(_) => {
+                errors.push(FieldError {
+                    field: "callback_url",
+                    message: "callback_url must be a URL string or null",
+                });
+                None
+            }
+        };
+        let metadata = match field("metadata") {
+            None => Value::Null,
+            Some(m @ Value::Object(_)) => m.clone(),
+            Some(_) => {
+                errors.push(FieldError {
+                    field: "metadata",
+                    message: "metadata must be an object or null",
+                });
+                Value::Null
+            }
+        };
+        if model == KONTEXT {
+            errors.extend(validate_kontext(&input));
+        }
+        if !errors.is_empty() {
+            return self.invalid(errors);
+        }
+        let key = self
+            .parts
+            .headers
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok());
+        let body = Value::Object(fields.clone());
+        if let Some(replay) = key.and_then(|key| self.scenario.replay(key)) {
+            if replay.body != body {
+                let message = "This Idempotency-Key was already used with a different request body";
+                return self.error(
+                    StatusCode::CONFLICT,
+                    "IDEMPOTENCY_KEY_REUSED",
+                    message,
+                    None,
+                );
+            }
+            let status = StatusCode::from_u16(replay.status).unwrap_or(StatusCode::CREATED);
+            return (status, Json(replay.response)).into_response();
+        }
+        let settings = self.scenario.settings.clone();
+        let run = Arc::new(Run::new(
+            model.to_string(),
+            input,
+            metadata,
+            client_ref,
+            callback_url,
+            settings,
+        ));
+        self.scenario.add_run(run.clone());
+        let response = run
+            .to_json(
+                &self.state,
+                &host(&self.parts.headers),
+                Some(Phase::Queued),
+                None,
+            )
+            .await;
+        if let Some(key) = key {
+            let replay = Replay {
+                body,
+                status: StatusCode::CREATED.as_u16(),
+                response: response.clone(),
+            };
+            self.scenario.remember(key.to_string(), replay);
+        }
+        (StatusCode::CREATED, Json(response)).into_response()
+    }
+
+    async fn search(&self) -> Response {
+        #[derive(Deserialize)]
+        struct Params {
+            q: Option<String>,
+            limit: Option<String>,
+        }
+        let bad = |message: &str| self.error(StatusCode::BAD_REQUEST, "BAD_REQUEST", message, None);
+        let Ok(Query(params)) = Query::<Params>::try_from_uri(&self.parts.uri) else {
+            return bad("Malformed query string");
+        };
+        let limit = match params.limit.as_deref().map(str::parse::<usize>) {
+            None => 20,
+            Some(Ok(n @ 1..=100)) => n,
+            Some(_) => return bad("limit must be an integer from 1 to 100"),
+        };
+        let wanted = match params.q.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(q) => match q.strip_prefix("client_ref:") {
+                Some(value) => {
+                    let value = value
+                        .strip_prefix('"')
+                        .and_then(|v| v.strip_suffix('"'))
+                        .unwrap_or(value);
+                    Some(value.to_string())
+                }
+                None => return bad("The mock supports only the filter client_ref:<value>"),
+            },
+        };
+        let mut matching: Vec<_> = self
+            .scenario
+            .runs()
+            .into_iter()
+            .filter(|run| wanted.is_none() || run.client_ref == wanted)
+            .collect();
+        matching.reverse(); // newest first
+        let host = host(&self.parts.headers);
+        let mut items = Vec::new();
+        for run in matching.iter().take(limit) {
+            items.push(run.to_json(&self.state, &host, None, None).await);
+        }
+        Json(json!({"items": items, "total": matching.len()})).into_response()
+    }
+}
+
+/// Server-side checks of FLUX Kontext [pro] input, as the real API makes them.
+fn validate_kontext(input: &Map<String, Value>) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    let present = |name: &str| input.get(name).filter(|v| !v.is_null());
+    if present("prompt")
+        .and_then(Value::as_str)
+        .is_none_or(|p| p.trim().is_empty())
+    {
+        errors.push(FieldError {
+            field: "input.prompt",
+            message: "prompt is required and must be a non-empty string",
+        });
+    }
+    if present("image_url")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
+        errors.push(FieldError {
+            field: "input.image_url",
+            message: "image_url is required and must be a URL string",
+        });
+    }
+    if present("aspect_ratio").is_some_and(|a| a.as_str().and_then(parse_aspect_ratio).is_none()) {
+        errors.push(FieldError {
+            field: "input.aspect_ratio",
+            message: "aspect_ratio is not a supported ratio",
+        });
+    }
+    if present("num_images").is_some_and(|n| !n.as_u64().is_some_and(|n| (1..=4).contains(&n))) {
+        errors.push(FieldError {
+            field: "input.num_images",
+            message: "num_images must be an integer from 1 to 4",
+        });
+    }
+    if present("output_format").is_some_and(|f| !matches!(f.as_str(), Some("jpeg" | "png"))) {
+        errors.push(FieldError {
+            field: "input.output_format",
+            message: "output_format must be jpeg or png",
+        });
+    }
+    if present("seed").is_some_and(|s| !(s.is_i64() || s.is_u64())) {
+        errors.push(FieldError {
+            field: "input.seed",
+            message: "seed must be an integer",
+        });
+    }
+    errors
+}

@@ -1,0 +1,97 @@
+//! The control API tests use to create scenarios, script faults and inspect what happened.
+
+use std::sync::Arc;
+
+use axum::{
+    body::Bytes,
+    extract::{Path, State},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    Json,
+};
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+
+use super::{
+    api::host,
+    scenario::{FaultRule, Scenario, ScenarioConfig},
+    AppState,
+};
+
+/// A refused control call: `{"error": message}` with its status.
+pub(crate) struct ControlError(StatusCode, String);
+
+impl IntoResponse for ControlError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({"error": self.1}))).into_response()
+    }
+}
+
+fn bad_request(message: String) -> ControlError {
+    ControlError(StatusCode::BAD_REQUEST, message)
+}
+
+/// Parses a JSON body; a blank one counts as `empty`.
+fn parse<T: DeserializeOwned>(body: &[u8], empty: &str) -> Result<T, ControlError> {
+    let body = if body.iter().all(u8::is_ascii_whitespace) {
+        empty.as_bytes()
+    } else {
+        body
+    };
+    serde_json::from_slice(body).map_err(|e| bad_request(e.to_string()))
+}
+
+fn scenario(state: &AppState, id: &str) -> Result<Arc<Scenario>, ControlError> {
+    let unknown = || ControlError(StatusCode::NOT_FOUND, format!("unknown scenario {id:?}"));
+    state.scenarios.get(id).ok_or_else(unknown)
+}
+
+/// `POST /__mock/scenarios` with a `ScenarioConfig` (an empty body counts as `{}`).
+pub(crate) async fn create(
+    State(state): State<Arc<AppState>>,
+    body: Bytes,
+) -> Result<Response, ControlError> {
+    let config = parse::<ScenarioConfig>(&body, "{}")?;
+    let id = state.scenarios.create(config).map_err(bad_request)?;
+    let body = json!({"id": id, "base_url": format!("/__mock/s/{id}")});
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// `GET /__mock/s/{id}/log`: every mock API request of the scenario, oldest first.
+pub(crate) async fn log(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ControlError> {
+    let scenario = scenario(&state, &id)?;
+    Ok(Json(json!({"requests": scenario.log()})).into_response())
+}
+
+/// `POST /__mock/s/{id}/faults` with `[FaultRule, ...]`: appended after the rules still pending.
+pub(crate) async fn add_faults(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<StatusCode, ControlError> {
+    let scenario = scenario(&state, &id)?;
+    let rules = parse::<Vec<FaultRule>>(&body, "[]")?;
+    for rule in &rules {
+        rule.validate().map_err(bad_request)?;
+    }
+    scenario.add_faults(rules);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /__mock/s/{id}/runs`: every run the scenario still keeps, oldest first, as GET shows it.
+pub(crate) async fn runs(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ControlError> {
+    let scenario = scenario(&state, &id)?;
+    let host = host(&headers);
+    let mut items = Vec::new();
+    for run in scenario.runs() {
+        items.push(run.to_json(&state, &host, None, None).await);
+    }
+    Ok(Json(json!({"items": Value::Array(items)})).into_response())
+}

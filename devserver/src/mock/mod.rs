@@ -1,0 +1,67 @@
+//! The embedded mock of Runflow's runs API, its scenarios and its control API.
+
+mod api;
+mod control;
+mod files;
+mod imaging;
+mod run;
+mod scenario;
+
+use std::{
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+};
+
+use axum::{
+    http::{header::RETRY_AFTER, HeaderName},
+    routing::{any, get, post},
+    Router,
+};
+use tower_http::cors::{Any, CorsLayer};
+
+use crate::Config;
+
+/// Shared by every handler.
+pub(crate) struct AppState {
+    www_dir: PathBuf,
+    scenarios: scenario::Registry,
+    files: files::FileStore,
+    requests: AtomicU64,
+}
+
+impl AppState {
+    /// A fresh `x-request-id` value.
+    fn next_request_id(&self) -> String {
+        format!("req_{}", self.requests.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+}
+
+/// The mock API (default scenario at `/api/runflow`, others under `/__mock/s/{id}`), the control
+/// API and the output files, all with permissive CORS: browser tests run on another port.
+pub(crate) fn router(config: Config) -> Router {
+    let state = Arc::new(AppState {
+        www_dir: config.www_dir,
+        scenarios: scenario::Registry::new(config.lifecycle_ms),
+        files: files::FileStore::default(),
+        requests: AtomicU64::new(0),
+    });
+    // Preflights are answered here, before the handlers: they are never logged nor hit faults.
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods(Any)
+        .allow_headers(Any)
+        .expose_headers([RETRY_AFTER, HeaderName::from_static("x-request-id")]);
+    Router::new()
+        .route("/api/runflow/v1/{*rest}", any(api::default_scenario))
+        .route("/__mock/s/{scenario}/v1/{*rest}", any(api::named_scenario))
+        .route("/__mock/scenarios", post(control::create))
+        .route("/__mock/s/{scenario}/log", get(control::log))
+        .route("/__mock/s/{scenario}/faults", post(control::add_faults))
+        .route("/__mock/s/{scenario}/runs", get(control::runs))
+        .route("/__mock/files/{run_id}/{name}", get(files::serve))
+        .layer(cors)
+        .with_state(state)
+}
