@@ -1,0 +1,49 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+export PATH := $(HOME)/.cargo/bin:$(CURDIR)/node_modules/.bin:$(PATH)
+
+PORT ?= 8080
+# The browser tests' mock server; any free port.
+TEST_PORT ?= 18181
+WASM := pkg/runflow_kontext_bg.wasm
+# Debian's binaryen is too old for the reference-types code rustc emits; npm's is current.
+WASM_OPT_FLAGS := -Oz --enable-bulk-memory --enable-reference-types --enable-nontrapping-float-to-int \
+	--enable-sign-ext --enable-mutable-globals --enable-multivalue --strip-debug --strip-producers
+# A budget the CI holds: gzip of .wasm + JS glue, in bytes.
+SIZE_BUDGET ?= 61440
+
+.PHONY: setup pkg devserver demo test test-native test-browser lint size clean
+
+setup:
+	@scripts/setup.sh
+
+pkg: setup
+	wasm-pack build --release --target web --out-dir pkg --no-pack
+	wasm-opt $(WASM_OPT_FLAGS) $(WASM) -o $(WASM)
+
+devserver: setup
+	cargo build --release -p runflow-devserver
+
+demo: pkg devserver
+	PORT=$(PORT) target/release/devserver
+
+test: setup lint test-native test-browser size
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy -p runflow-kontext --target wasm32-unknown-unknown --all-targets -- -D warnings
+
+test-native:
+	cargo test --workspace
+
+test-browser: devserver
+	scripts/with-devserver.sh $(TEST_PORT) -- env MOCK_URL=http://127.0.0.1:$(TEST_PORT) \
+		WASM_BINDGEN_TEST_TIMEOUT=300 wasm-pack test --headless --chrome --release
+
+size: pkg
+	@scripts/size.sh $(SIZE_BUDGET)
+
+clean:
+	cargo clean
+	rm -rf pkg node_modules
