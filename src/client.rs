@@ -1,9 +1,8 @@
 //! The client's calls: create (never twice), get and search (with retries), over `Transport`.
 
-use serde_json::{Map, Value};
-
 use crate::error::{Error, ErrorCode};
 use crate::http::{Call, HttpResponse, Transport};
+use crate::json::{Json, JsonValue as Value};
 use crate::paths;
 use crate::policy::{CreateOutcome, PollSchedule, RetryPolicy, create_outcome, new_ref};
 use crate::run::{Run, parse_run, parse_search};
@@ -63,16 +62,21 @@ impl Client {
         let idempotency_key = request
             .idempotency_key
             .unwrap_or_else(|| new_ref("rk-idem-", random_words()));
-        let mut body = Map::new();
-        body.insert("input".into(), input);
-        if let Some(url) = request.callback_url {
-            body.insert("callback_url".into(), url.into());
-        }
-        if let Some(metadata) = request.metadata {
-            body.insert("metadata".into(), metadata);
-        }
-        body.insert("client_ref".into(), client_ref.clone().into());
-        let body = Value::Object(body).to_string();
+        let mut body = vec![("input", input)];
+        body.extend(
+            request
+                .callback_url
+                .as_deref()
+                .map(|url| ("callback_url", Value::string(url))),
+        );
+        body.extend(request.metadata.map(|metadata| ("metadata", metadata)));
+        body.push(("client_ref", Value::string(&client_ref)));
+        let body = Value::object(body).stringify().ok_or_else(|| {
+            Error::invalid(
+                "input",
+                "The input or metadata holds a value JSON cannot carry (a BigInt or a cycle).",
+            )
+        })?;
         let url = self.url(&paths::create_run(&self.model));
         let headers = [
             ("content-type", "application/json"),

@@ -1,8 +1,6 @@
 //! One error type for every failure, its stable codes, and the HTTP-status mapping.
 
-use serde::Serialize;
-use serde_json::Value;
-
+use crate::json::{Json, JsonValue as Value};
 use crate::run::Run;
 
 /// Declares the error codes once: the enum, `as_str`, the list, and the TypeScript union
@@ -10,9 +8,9 @@ use crate::run::Run;
 macro_rules! error_codes {
     ($($(#[doc = $doc:literal])* $variant:ident => $text:literal,)+) => {
         /// What went wrong, as a stable machine-readable code.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
         pub enum ErrorCode {
-            $($(#[doc = $doc])* #[serde(rename = $text)] $variant,)+
+            $($(#[doc = $doc])* $variant,)+
         }
 
         impl ErrorCode {
@@ -84,8 +82,7 @@ impl std::fmt::Display for ErrorCode {
 }
 
 /// A failure of any client call: a code, a message a person can act on, and its context.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone)]
 pub struct Error {
     /// The stable code.
     pub code: ErrorCode,
@@ -177,7 +174,7 @@ impl Error {
         let envelope = Envelope::parse(body);
         let server_code = envelope.code.clone();
         let code = classify(status, server_code.as_deref());
-        let mut message = explain(code, status, &envelope, body);
+        let mut message = format!("HTTP {status}. {}", explain(code, &envelope, body));
         if let Some(said) = envelope
             .message
             .as_deref()
@@ -199,6 +196,34 @@ impl Error {
             retryable: code.retryable() && status != 501,
             ..Error::new(code, message)
         }
+    }
+}
+
+impl Error {
+    /// The error's fields as a JSON object with the JS API's names (`runId`, `clientRef`, ...).
+    pub fn to_json(&self) -> Value {
+        let string = |s: &Option<String>| s.as_deref().map_or_else(Value::null, Value::string);
+        let number = |n: Option<f64>| n.map_or_else(Value::null, Value::number);
+        Value::object(vec![
+            ("code", Value::string(self.code.as_str())),
+            ("status", number(self.status.map(f64::from))),
+            ("runId", string(&self.run_id)),
+            ("requestId", string(&self.request_id)),
+            ("retryable", Value::boolean(self.retryable)),
+            ("field", string(&self.field)),
+            ("clientRef", string(&self.client_ref)),
+            ("serverCode", string(&self.server_code)),
+            (
+                "retryAfterMs",
+                number(self.retry_after_ms.map(|ms| ms as f64)),
+            ),
+            (
+                "run",
+                self.run
+                    .as_ref()
+                    .map_or_else(Value::null, |run| run.to_json()),
+            ),
+        ])
     }
 }
 
@@ -235,47 +260,48 @@ pub fn classify(status: u16, server_code: Option<&str>) -> ErrorCode {
     }
 }
 
-fn explain(code: ErrorCode, status: u16, envelope: &Envelope, body: &str) -> String {
+/// What the status means and what to do, without the status itself (added once by the caller).
+fn explain(code: ErrorCode, envelope: &Envelope, body: &str) -> &'static str {
     let proxy_refusal = matches!(
         envelope.code.as_deref(),
         Some("path_not_allowed" | "model_not_allowed")
     );
     match code {
-        ErrorCode::ValidationError => format!(
-            "Runflow refused the request as invalid (HTTP {status}); fix the input and try again."
-        ),
-        ErrorCode::AuthenticationError => format!(
-            "Runflow refused the API key (HTTP {status}): check the key your proxy sends (RUNFLOW_API_KEY) or the apiKey option."
-        ),
-        ErrorCode::PermissionDenied if proxy_refusal => format!(
-            "The proxy refused to forward this call (HTTP {status}): it is not on the proxy's allowlist of paths and models."
-        ),
-        ErrorCode::PermissionDenied => format!(
-            "This key or organisation may not do this (HTTP {status}); check the key's permissions and that its email is verified."
-        ),
-        ErrorCode::InsufficientCredit => format!(
-            "The Runflow account is out of credit (HTTP {status}): add credit in the Runflow dashboard, then try again."
-        ),
-        ErrorCode::NotFound if envelope.is_empty() && !body.trim().is_empty() => format!(
-            "Nothing that speaks the Runflow API answered (HTTP {status} without a JSON error): check baseUrl and that the proxy is running."
-        ),
-        ErrorCode::NotFound => format!(
-            "Not found (HTTP {status}): check the run id and that it belongs to this key's organisation."
-        ),
-        ErrorCode::Conflict => format!(
-            "Runflow reports a conflict (HTTP {status}): an Idempotency-Key was reused with a different request, or the run changed meanwhile."
-        ),
-        ErrorCode::PayloadTooLarge => format!(
-            "The request is too large for Runflow or the proxy (HTTP {status}): send a smaller image, or upload it and pass its URL instead of a data: URI."
-        ),
-        ErrorCode::RateLimited => format!(
-            "Runflow is rate limiting these requests (HTTP {status}): wait a little and try again."
-        ),
-        ErrorCode::ServerError => format!(
-            "Runflow or the proxy failed (HTTP {status}); this is usually temporary, so try again shortly."
-        ),
-        ErrorCode::Timeout => format!("The server timed out (HTTP {status}); try again."),
-        _ => format!("Runflow answered HTTP {status} where a success or an error was expected."),
+        ErrorCode::ValidationError => {
+            "Runflow refused the request as invalid: fix the input and try again."
+        }
+        ErrorCode::AuthenticationError => {
+            "Runflow refused the API key: check the key your proxy sends (RUNFLOW_API_KEY) or the apiKey option."
+        }
+        ErrorCode::PermissionDenied if proxy_refusal => {
+            "The proxy does not forward this call: the path or model is not on its allowlist."
+        }
+        ErrorCode::PermissionDenied => {
+            "This key or organisation may not do this: check the key's permissions and that its email is verified."
+        }
+        ErrorCode::InsufficientCredit => {
+            "The Runflow account is out of credit: add credit in the Runflow dashboard, then try again."
+        }
+        ErrorCode::NotFound if envelope.is_empty() && !body.trim().is_empty() => {
+            "Nothing that speaks the Runflow API answered: check baseUrl and that the proxy is running."
+        }
+        ErrorCode::NotFound => {
+            "Not found: check the run id and that it belongs to this key's organisation."
+        }
+        ErrorCode::Conflict => {
+            "Conflict: an Idempotency-Key was reused with a different request, or the run changed meanwhile."
+        }
+        ErrorCode::PayloadTooLarge => {
+            "The request is too large for Runflow or the proxy: send a smaller image, or upload it and pass its URL instead of a data: URI."
+        }
+        ErrorCode::RateLimited => {
+            "Runflow is rate limiting these requests: wait a little and try again."
+        }
+        ErrorCode::ServerError => {
+            "Runflow or the proxy failed; this is usually temporary, so try again shortly."
+        }
+        ErrorCode::Timeout => "The server timed out; try again.",
+        _ => "Runflow answered with neither a success nor an error.",
     }
 }
 
@@ -289,35 +315,28 @@ struct Envelope {
 
 impl Envelope {
     fn parse(body: &str) -> Envelope {
-        let Ok(Value::Object(map)) = serde_json::from_str::<Value>(body) else {
+        let Some(body) = Value::parse(body).filter(Json::is_object) else {
             return Envelope::default();
         };
-        let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_owned);
+        let text = |value: &Value, key: &str| Json::as_str(&value.member(key));
+        let error = body.member("error");
+        // Flat {code, message}; nested {"error": {code, message}}; the proxy's {"error": "...", code?}.
         let mut envelope = Envelope {
-            code: text(map.get("code")),
-            message: text(map.get("message")),
+            code: text(&body, "code").or_else(|| text(&error, "code")),
+            message: text(&body, "message")
+                .or_else(|| text(&error, "message"))
+                .or_else(|| Json::as_str(&error)),
             field: None,
         };
-        match map.get("error") {
-            // Nested: {"error": {"code", "message"}}.
-            Some(Value::Object(inner)) => {
-                envelope.code = envelope.code.or_else(|| text(inner.get("code")));
-                envelope.message = envelope.message.or_else(|| text(inner.get("message")));
-            }
-            // The proxy's flat form: {"error": "...", "code"?: "..."}.
-            Some(Value::String(message)) => {
-                envelope.message = envelope.message.or_else(|| Some(message.clone()))
-            }
-            _ => {}
-        }
-        if let Some(Value::Array(errors)) = map.get("errors") {
-            let first = errors.first();
-            envelope.field = first
-                .and_then(|e| text(e.get("field")).or_else(|| text(e.get("loc"))))
+        if let Some(first) = body
+            .member("errors")
+            .items()
+            .and_then(|errors| errors.into_iter().next())
+        {
+            envelope.field = text(&first, "field")
+                .or_else(|| text(&first, "loc"))
                 .map(|f| f.strip_prefix("input.").map(str::to_owned).unwrap_or(f));
-            if envelope.message.is_none() {
-                envelope.message = first.and_then(|e| text(e.get("message")));
-            }
+            envelope.message = envelope.message.or_else(|| text(&first, "message"));
         }
         envelope
     }
@@ -336,12 +355,12 @@ fn clean_server_text(text: &str) -> String {
         .collect();
     let trimmed = one_line.trim();
     match trimmed.char_indices().nth(LIMIT) {
-        Some((cut, _)) => format!("{}…", &trimmed[..cut]),
+        Some(_) => trimmed.chars().take(LIMIT).chain(['…']).collect(),
         None => trimmed.to_owned(),
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {
     use super::*;
 
@@ -457,6 +476,26 @@ mod tests {
         )
         .redact("rf_live_secret");
         assert!(!leaky.message.contains("rf_live_secret"));
+    }
+
+    #[test]
+    fn the_js_shape() {
+        let error = Error::from_response(
+            429,
+            r#"{"code":"RATE_LIMITED","message":"slow"}"#,
+            Some("req_9".into()),
+            Some(1000),
+        )
+        .with_run_id("r1");
+        let props = error.to_json();
+        assert_eq!(props["code"], "rate_limited");
+        assert_eq!(props["status"], 429);
+        assert_eq!(props["runId"], "r1");
+        assert_eq!(props["requestId"], "req_9");
+        assert_eq!(props["retryable"], true);
+        assert_eq!(props["retryAfterMs"], 1000);
+        assert_eq!(props["serverCode"], "RATE_LIMITED");
+        assert_eq!(props["field"], serde_json::Value::Null);
     }
 
     #[test]

@@ -4,8 +4,6 @@
 use std::rc::Rc;
 
 use js_sys::{Array, Function, Object, Promise, Reflect, Uint8Array};
-use serde::Serialize;
-use serde_json::Value;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
@@ -16,6 +14,7 @@ use crate::client::{Client, CreateRequest};
 use crate::error::{Error, ErrorCode};
 use crate::http::{Call, Transport};
 use crate::input::{KONTEXT_MODEL, validate_create, validate_kontext, validate_untyped};
+use crate::json::Json;
 use crate::paths::is_valid_model;
 use crate::policy::{DEFAULT_POLL, DEFAULT_RETRY, PollSchedule, RetryPolicy};
 use crate::run::Run;
@@ -246,7 +245,7 @@ fn prepare_create(
     client: &Client,
     input: &JsValue,
     options: &Options,
-) -> Result<(Value, CreateRequest, Call), Error> {
+) -> Result<(JsValue, CreateRequest, Call), Error> {
     for name in ["image", "image_url"] {
         let value = Reflect::get(input, &name.into()).unwrap_or(JsValue::UNDEFINED);
         if value.is_object() && !value.is_array() {
@@ -258,11 +257,10 @@ fn prepare_create(
             ));
         }
     }
-    let input = to_value(input, "input")?;
     let wire = if client.model == KONTEXT_MODEL {
-        validate_kontext(&input)?
+        validate_kontext(input)?
     } else {
-        validate_untyped(&input)?
+        validate_untyped(input)?
     };
     let request = CreateRequest {
         callback_url: options.string("callbackUrl")?,
@@ -302,7 +300,7 @@ fn with_poll_interval(client: &Rc<Client>, options: &Options) -> Result<Rc<Clien
 fn status_callback(callback: Option<Function>) -> impl FnMut(&Run) {
     move |run: &Run| {
         if let Some(callback) = &callback {
-            if let Err(thrown) = callback.call1(&JsValue::UNDEFINED, &to_js_value(run)) {
+            if let Err(thrown) = callback.call1(&JsValue::UNDEFINED, &run.to_json()) {
                 console_error("runflow-kontext: onStatus threw; waiting goes on.", &thrown);
             }
         }
@@ -320,14 +318,22 @@ fn run_id(id: &JsValue) -> Result<String, Error> {
         })
 }
 
-/// Runs a call as a promise: its value as a plain JS object, its error as a `RunflowError`.
-fn respond<T: Serialize>(
+/// Runs a call as a promise: the run as a plain JS object, or a `RunflowError`.
+fn respond(
     api_key: Option<String>,
-    call: impl std::future::Future<Output = Result<T, Error>> + 'static,
+    call: impl std::future::Future<Output = Result<Run, Error>> + 'static,
+) -> Promise {
+    settle(api_key, Box::pin(call))
+}
+
+/// One promise adapter for every method (not one per future type): smaller wasm.
+fn settle(
+    api_key: Option<String>,
+    call: std::pin::Pin<Box<dyn std::future::Future<Output = Result<Run, Error>>>>,
 ) -> Promise {
     future_to_promise(async move {
         match call.await {
-            Ok(value) => Ok(to_js_value(&value)),
+            Ok(run) => Ok(run.to_json()),
             Err(error) => Err(to_js(match api_key.as_deref() {
                 Some(key) => error.redact(key),
                 None => error,
@@ -336,29 +342,8 @@ fn respond<T: Serialize>(
     })
 }
 
-/// Values cross the edge as JSON text: one serde_json serializer for everything is far smaller
-/// in wasm than a serializer per type into JS objects.
-fn to_js_value<T: Serialize>(value: &T) -> JsValue {
-    serde_json::to_string(value)
-        .ok()
-        .and_then(|text| js_sys::JSON::parse(&text).ok())
-        .unwrap_or(JsValue::NULL)
-}
-
 fn to_js(error: Error) -> JsValue {
-    let props = to_js_value(&error);
-    RunflowError::new(&error.message, &props).into()
-}
-
-fn to_value(value: &JsValue, field: &str) -> Result<Value, Error> {
-    to_json(value)
-        .and_then(|text| serde_json::from_str(&text).ok())
-        .ok_or_else(|| {
-            Error::invalid(
-                field,
-                format!("`{field}` must be a plain object of JSON values."),
-            )
-        })
+    RunflowError::new(&error.message, &error.to_json()).into()
 }
 
 /// Whether this is a page or a worker, where any code on the page can read a key.
@@ -453,26 +438,25 @@ impl Options {
             .transpose()
     }
 
-    fn object_value(&self, name: &str) -> Result<Option<Value>, Error> {
-        match self.get(name).map(|v| to_value(&v, name)).transpose()? {
-            Some(value) if !value.is_object() => {
-                Err(Error::invalid(name, format!("`{name}` must be an object.")))
-            }
+    fn object_value(&self, name: &str) -> Result<Option<JsValue>, Error> {
+        match self.get(name) {
+            Some(value) if !Json::is_object(&value) => Err(Error::invalid(
+                name,
+                format!("`{name}` must be a plain object."),
+            )),
             other => Ok(other),
         }
     }
 
     fn headers(&self, name: &str) -> Result<Vec<(String, String)>, Error> {
-        let Some(value) = self.object_value(name)? else {
+        let Some(headers) = self.object_value(name)? else {
             return Ok(Vec::new());
         };
-        let Value::Object(map) = value else {
-            return Ok(Vec::new());
-        };
-        map.into_iter()
-            .map(|(key, value)| match value {
-                Value::String(text) => Ok((key.to_ascii_lowercase(), text)),
-                _ => Err(Error::invalid(
+        Json::keys(&headers)
+            .into_iter()
+            .map(|key| match Json::as_str(&Json::member(&headers, &key)) {
+                Some(value) => Ok((key.to_ascii_lowercase(), value)),
+                None => Err(Error::invalid(
                     name,
                     format!("Header `{key}` must be a string."),
                 )),

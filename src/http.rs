@@ -138,6 +138,12 @@ fn aborted() -> Error {
     )
 }
 
+/// An HTTP date in Unix ms, by `Date.parse` (NaN when it cannot read it).
+fn parse_date(value: &str) -> Option<u64> {
+    let ms = js_sys::Date::parse(value);
+    ms.is_finite().then(|| ms.max(0.0) as u64)
+}
+
 fn now_ms() -> f64 {
     js_sys::Date::now()
 }
@@ -260,7 +266,7 @@ impl Transport {
             let header = |name: &str| response.headers().get(name).ok().flatten();
             let request_id = header("x-request-id").or_else(|| header("runflow-request-id"));
             let retry_after_ms = header("retry-after")
-                .and_then(|value| parse_retry_after(&value, now_ms().max(0.0) as u64));
+                .and_then(|value| parse_retry_after(&value, now_ms().max(0.0) as u64, parse_date));
             let text = response.text().map_err(|e| connection(url, &e))?;
             let body = JsFuture::from(text)
                 .await

@@ -1,8 +1,7 @@
 //! Kontext input: validation of every field against the documented ranges, and its wire form.
 
-use serde_json::{Map, Value};
-
 use crate::error::Error;
+use crate::json::{Json, JsonValue as Value};
 
 /// The model this client types its input for.
 pub const KONTEXT_MODEL: &str = "black-forest-labs/flux-pro/kontext";
@@ -40,6 +39,8 @@ const FIELDS: &[&str] = &[
     "sync_mode",
 ];
 
+const MAX_SAFE_INTEGER: i64 = (1 << 53) - 1;
+
 /// Validates Kontext input and returns the body's `input` object as the API wants it.
 ///
 /// Absent and `null` fields are left out; `image` is accepted as another name for `image_url`;
@@ -49,53 +50,57 @@ const FIELDS: &[&str] = &[
 /// `validation_error` naming the first field at fault.
 ///
 /// ```
+/// # #[cfg(not(target_arch = "wasm32"))] {
 /// use serde_json::json;
 /// let wire = runflow_kontext::input::validate_kontext(&json!({
 ///     "prompt": "make it snow", "image_url": "https://example.com/a.jpg", "safety_tolerance": 3,
 /// })).unwrap();
 /// assert_eq!(wire["safety_tolerance"], "3");
+/// # }
 /// ```
 pub fn validate_kontext(input: &Value) -> Result<Value, Error> {
-    let fields = as_object(input)?;
-    let mut wire = Map::new();
-    for (name, value) in fields {
-        if value.is_null() {
+    as_object(input)?;
+    let mut wire: Vec<(&str, Value)> = Vec::new();
+    for name in input.keys() {
+        let Some(value) = input.field(&name) else {
             continue;
-        }
-        if !FIELDS.contains(&name.as_str()) {
-            return Err(unknown_field(name));
-        }
-        let (wire_name, wire_value) = match name.as_str() {
-            "prompt" => ("prompt", prompt(value)?),
-            "image_url" | "image" => ("image_url", image_url(name, value)?),
-            "aspect_ratio" => ("aspect_ratio", one_of(name, value, ASPECT_RATIOS)?),
-            "num_images" => ("num_images", integer(name, value, 1, 4)?),
-            "guidance_scale" => ("guidance_scale", number(name, value, 1, 20)?),
-            "output_format" => ("output_format", one_of(name, value, &["jpeg", "png"])?),
-            "safety_tolerance" => ("safety_tolerance", safety_tolerance(value)?),
-            "seed" => ("seed", integer(name, value, 0, MAX_SAFE_INTEGER)?),
-            _ => (name.as_str(), boolean(name, value)?),
         };
-        if wire.insert(wire_name.to_owned(), wire_value).is_some() {
+        let Some(&known) = FIELDS.iter().find(|field| **field == name) else {
+            return Err(unknown_field(&name));
+        };
+        let (wire_name, wire_value) = match known {
+            "prompt" => (known, prompt(&value)?),
+            "image_url" | "image" => ("image_url", image_url(known, &value)?),
+            "aspect_ratio" => (known, one_of(known, &value, ASPECT_RATIOS)?),
+            "num_images" => (known, integer(known, &value, 1, 4)?),
+            "guidance_scale" => (known, number(known, &value, 1, 20)?),
+            "output_format" => (known, one_of(known, &value, &["jpeg", "png"])?),
+            "safety_tolerance" => (known, safety_tolerance(&value)?),
+            "seed" => (known, integer(known, &value, 0, MAX_SAFE_INTEGER)?),
+            _ => (known, boolean(known, &value)?),
+        };
+        if wire.iter().any(|(existing, _)| *existing == wire_name) {
             return Err(Error::invalid(
                 "image",
                 "Give either `image` or `image_url`, not both.",
             ));
         }
+        wire.push((wire_name, wire_value));
     }
-    if !wire.contains_key("prompt") {
+    let has = |name: &str| wire.iter().any(|(field, _)| *field == name);
+    if !has("prompt") {
         return Err(Error::invalid(
             "prompt",
             "`prompt` is required: describe the edit, e.g. \"make the sky stormy\".",
         ));
     }
-    if !wire.contains_key("image_url") {
+    if !has("image_url") {
         return Err(Error::invalid(
             "image_url",
             "`image_url` is required: the image to edit, as an https URL or a data: URI.",
         ));
     }
-    Ok(Value::Object(wire))
+    Ok(Value::object(wire))
 }
 
 /// Checks input for a model this client does not type: it must be an object; the API judges the rest.
@@ -103,7 +108,7 @@ pub fn validate_kontext(input: &Value) -> Result<Value, Error> {
 /// # Errors
 /// `validation_error` when it is not an object.
 pub fn validate_untyped(input: &Value) -> Result<Value, Error> {
-    as_object(input).map(|fields| Value::Object(fields.clone()))
+    as_object(input).map(|()| input.clone())
 }
 
 /// Checks the create options the API bounds.
@@ -131,15 +136,15 @@ pub fn validate_create(client_ref: Option<&str>, callback_url: Option<&str>) -> 
     Ok(())
 }
 
-const MAX_SAFE_INTEGER: i64 = (1 << 53) - 1;
-
-fn as_object(input: &Value) -> Result<&Map<String, Value>, Error> {
-    input.as_object().ok_or_else(|| {
-        Error::invalid(
+fn as_object(input: &Value) -> Result<(), Error> {
+    if input.is_object() {
+        Ok(())
+    } else {
+        Err(Error::invalid(
             "input",
             "The input must be an object such as { prompt, image_url }.",
-        )
-    })
+        ))
+    }
 }
 
 fn unknown_field(name: &str) -> Error {
@@ -166,7 +171,7 @@ fn to_snake_case(name: &str) -> String {
 }
 
 fn prompt(value: &Value) -> Result<Value, Error> {
-    match value.as_str() {
+    match Json::as_str(value) {
         Some(text) if !text.trim().is_empty() => Ok(value.clone()),
         Some(_) => Err(Error::invalid(
             "prompt",
@@ -177,7 +182,7 @@ fn prompt(value: &Value) -> Result<Value, Error> {
 }
 
 fn image_url(name: &str, value: &Value) -> Result<Value, Error> {
-    let Some(url) = value.as_str() else {
+    let Some(url) = Json::as_str(value) else {
         return Err(Error::invalid(
             name,
             format!(
@@ -185,7 +190,7 @@ fn image_url(name: &str, value: &Value) -> Result<Value, Error> {
             ),
         ));
     };
-    let lower = url.get(..11).unwrap_or(url).to_ascii_lowercase();
+    let lower = url.get(..11).unwrap_or(&url).to_ascii_lowercase();
     if lower.starts_with("https://") || lower.starts_with("http://") {
         if url.len() <= "https://".len() || url.contains(char::is_whitespace) {
             return Err(Error::invalid(
@@ -225,74 +230,78 @@ fn image_url(name: &str, value: &Value) -> Result<Value, Error> {
 }
 
 fn one_of(name: &str, value: &Value, allowed: &[&str]) -> Result<Value, Error> {
-    match value.as_str() {
-        Some(text) if allowed.contains(&text) => Ok(value.clone()),
+    match Json::as_str(value) {
+        Some(text) if allowed.contains(&text.as_str()) => Ok(value.clone()),
         _ => Err(Error::invalid(
             name,
             format!(
-                "`{name}` must be one of {}; got {value}.",
-                allowed.join(", ")
+                "`{name}` must be one of {}; got {}.",
+                allowed.join(", "),
+                value.brief()
             ),
         )),
     }
 }
 
 fn integer(name: &str, value: &Value, min: i64, max: i64) -> Result<Value, Error> {
-    // JS numbers arrive as floats: 2.0 is the integer 2, 2.5 is not.
-    let as_integer = value.as_i64().or_else(|| {
-        value
-            .as_f64()
-            .filter(|f| f.fract() == 0.0 && f.abs() <= MAX_SAFE_INTEGER as f64)
-            .map(|f| f as i64)
-    });
+    // JS numbers are floats: 2.0 is the integer 2, 2.5 is not.
+    let as_integer = Json::as_f64(value)
+        .filter(|f| f.fract() == 0.0 && f.abs() <= MAX_SAFE_INTEGER as f64)
+        .map(|f| f as i64);
     match as_integer {
-        Some(n) if (min..=max).contains(&n) => Ok(Value::from(n)),
+        Some(n) if (min..=max).contains(&n) => Ok(Value::number(n as f64)),
         _ => Err(Error::invalid(
             name,
-            format!("`{name}` must be an integer from {min} to {max}; got {value}."),
+            format!(
+                "`{name}` must be an integer from {min} to {max}; got {}.",
+                value.brief()
+            ),
         )),
     }
 }
 
 fn number(name: &str, value: &Value, min: u8, max: u8) -> Result<Value, Error> {
-    match value.as_f64() {
+    match Json::as_f64(value) {
         Some(n) if (f64::from(min)..=f64::from(max)).contains(&n) => Ok(value.clone()),
         _ => Err(Error::invalid(
             name,
-            format!("`{name}` must be a number from {min} to {max}; got {value}."),
+            format!(
+                "`{name}` must be a number from {min} to {max}; got {}.",
+                value.brief()
+            ),
         )),
     }
 }
 
 fn boolean(name: &str, value: &Value) -> Result<Value, Error> {
-    match value {
-        Value::Bool(_) => Ok(value.clone()),
-        _ => Err(Error::invalid(
+    match Json::as_bool(value) {
+        Some(_) => Ok(value.clone()),
+        None => Err(Error::invalid(
             name,
-            format!("`{name}` must be true or false; got {value}."),
+            format!("`{name}` must be true or false; got {}.", value.brief()),
         )),
     }
 }
 
 fn safety_tolerance(value: &Value) -> Result<Value, Error> {
-    let level = match value {
-        Value::String(text) => text.parse::<u8>().ok(),
-        Value::Number(_) => integer("safety_tolerance", value, 1, 6)
-            .ok()
-            .and_then(|n| n.as_u64())
-            .and_then(|n| u8::try_from(n).ok()),
+    let level = match (Json::as_str(value), Json::as_f64(value)) {
+        (Some(text), _) => text.parse::<u8>().ok(),
+        (None, Some(n)) if n.fract() == 0.0 && (1.0..=6.0).contains(&n) => Some(n as u8),
         _ => None,
     };
     match level {
-        Some(level @ 1..=6) => Ok(Value::String(level.to_string())),
+        Some(level @ 1..=6) => Ok(Value::string(&level.to_string())),
         _ => Err(Error::invalid(
             "safety_tolerance",
-            format!("`safety_tolerance` must be \"1\" (strictest) to \"6\"; got {value}."),
+            format!(
+                "`safety_tolerance` must be \"1\" (strictest) to \"6\"; got {}.",
+                value.brief()
+            ),
         )),
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {
     use super::*;
     use crate::error::ErrorCode;

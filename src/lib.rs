@@ -19,6 +19,7 @@
 pub mod callback;
 pub mod error;
 pub mod input;
+pub mod json;
 pub mod paths;
 pub mod policy;
 pub mod run;
@@ -33,6 +34,10 @@ mod exports;
 mod http;
 #[cfg(target_arch = "wasm32")]
 mod wait;
+
+#[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
+#[global_allocator]
+static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
 
 #[cfg(target_arch = "wasm32")]
 pub use exports::{KontextClient, verify_callback_signature};

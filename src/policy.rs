@@ -103,22 +103,26 @@ impl PollSchedule {
     }
 }
 
-/// Reads a Retry-After value: delta seconds (an integer, per RFC 9110) or an HTTP date, relative
-/// to `now_ms` (Unix ms). Unparseable or past values give `None`.
+/// Reads a Retry-After value: delta seconds (an integer, per RFC 9110) or an HTTP date, read by
+/// `parse_date` into Unix ms (the wasm build uses the host's `Date.parse` rather than carry a
+/// date parser). Relative to `now_ms`; unparseable or past values give `None`.
 ///
 /// ```
 /// use runflow_kontext::policy::parse_retry_after;
-/// assert_eq!(parse_retry_after("2", 0), Some(2_000));
-/// assert_eq!(parse_retry_after("Thu, 01 Jan 1970 00:00:10 GMT", 4_000), Some(6_000));
+/// let no_dates = |_: &str| None;
+/// assert_eq!(parse_retry_after("2", 0, no_dates), Some(2_000));
+/// assert_eq!(parse_retry_after("soon", 0, no_dates), None);
 /// ```
-pub fn parse_retry_after(value: &str, now_ms: u64) -> Option<u64> {
+pub fn parse_retry_after(
+    value: &str,
+    now_ms: u64,
+    parse_date: impl Fn(&str) -> Option<u64>,
+) -> Option<u64> {
     let value = value.trim();
     if let Ok(seconds) = value.parse::<u64>() {
         return Some(seconds.saturating_mul(1000));
     }
-    let at = httpdate::parse_http_date(value).ok()?;
-    let at_ms = at.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis();
-    u64::try_from(at_ms).ok()?.checked_sub(now_ms)
+    parse_date(value)?.checked_sub(now_ms)
 }
 
 /// What a failed create attempt tells about the run it tried to make.
@@ -183,17 +187,22 @@ mod tests {
         assert!(!policy.should_retry(0, &Error::new(ErrorCode::InsufficientCredit, "pay")));
     }
 
+    fn http_date(value: &str) -> Option<u64> {
+        let at = httpdate::parse_http_date(value).ok()?;
+        u64::try_from(at.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis()).ok()
+    }
+
     #[test]
     fn retry_after_forms() {
-        assert_eq!(parse_retry_after("0", 0), Some(0));
-        assert_eq!(parse_retry_after(" 7 ", 0), Some(7_000));
-        assert_eq!(parse_retry_after("1.5", 0), None);
-        assert_eq!(parse_retry_after("-3", 0), None);
-        assert_eq!(parse_retry_after("soon", 0), None);
+        assert_eq!(parse_retry_after("0", 0, http_date), Some(0));
+        assert_eq!(parse_retry_after(" 7 ", 0, http_date), Some(7_000));
+        assert_eq!(parse_retry_after("1.5", 0, http_date), None);
+        assert_eq!(parse_retry_after("-3", 0, http_date), None);
+        assert_eq!(parse_retry_after("soon", 0, http_date), None);
         let date = "Wed, 21 Oct 2015 07:28:00 GMT";
         let at = 1_445_412_480_000;
-        assert_eq!(parse_retry_after(date, at - 5_000), Some(5_000));
-        assert_eq!(parse_retry_after(date, at + 5_000), None);
+        assert_eq!(parse_retry_after(date, at - 5_000, http_date), Some(5_000));
+        assert_eq!(parse_retry_after(date, at + 5_000, http_date), None);
     }
 
     #[test]

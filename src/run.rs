@@ -1,17 +1,15 @@
 //! The run object: parsing every wire variant the API is known to send into one normal form.
 
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
-
 use crate::error::Error;
+use crate::json::{Json, JsonValue as Value};
 
 /// Declares the statuses once, for the enum, its wire names and the TypeScript union.
 macro_rules! statuses {
     ($($(#[doc = $doc:literal])* $variant:ident => $text:literal,)+) => {
         /// A run's state, normalised over the spellings the API uses.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
         pub enum Status {
-            $($(#[doc = $doc])* #[serde(rename = $text)] $variant,)+
+            $($(#[doc = $doc])* $variant,)+
         }
 
         impl Status {
@@ -76,7 +74,7 @@ impl Status {
 }
 
 /// A run, normalised: the same shape whatever variant the server sent.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Run {
     /// The run id (opaque).
     pub id: String,
@@ -111,41 +109,35 @@ pub struct Run {
 }
 
 /// The result of a run, whichever output shape the server used.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Output {
     /// One entry per image.
     pub outputs: Vec<OutputImage>,
-    /// The seed used.
-    pub seed: Option<Value>,
+    /// The seed used (`null` when not sent).
+    pub seed: Value,
     /// Model-specific extras.
     pub model_data: Value,
-    /// `true`/`false`, or `null` when not checked.
+    /// `true`/`false`, or `None` when not checked.
     pub nsfw_detected: Option<bool>,
     /// Provider timing, when sent.
     pub timing: Value,
 }
 
 /// One output image.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct OutputImage {
-    /// Always `"image"`.
-    #[serde(rename = "type")]
-    pub kind: String,
     /// A presigned URL (expires in about a day) or a `data:` URI with `sync_mode`.
     pub url: String,
     /// Pixel width, when known.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub width: Option<u32>,
+    pub width: Option<f64>,
     /// Pixel height, when known.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub height: Option<u32>,
+    pub height: Option<f64>,
     /// MIME type, sent or inferred from the URL.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub content_type: Option<String>,
 }
 
 /// Why a run failed.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Failure {
     /// The server's failure code, e.g. `"PROVIDER_ERROR"`.
     pub code: Option<String>,
@@ -155,47 +147,14 @@ pub struct Failure {
     pub message: Option<String>,
 }
 
-/// The fields read from the wire; everything else is ignored.
-#[derive(Deserialize)]
-struct WireRun {
-    id: Option<Value>,
-    #[serde(alias = "status")]
-    status_code: Option<String>,
-    model: Option<Value>,
-    #[serde(default)]
-    input: Value,
-    #[serde(default)]
-    output: Value,
-    #[serde(default)]
-    metadata: Value,
-    client_ref: Option<String>,
-    callback_url: Option<String>,
-    created_at: Option<String>,
-    started_at: Option<String>,
-    completed_at: Option<String>,
-    duration_ms: Option<f64>,
-    cost: Option<Value>,
-    failure_code: Option<String>,
-    #[serde(alias = "failure_stage")]
-    failure_stage_code: Option<String>,
-    failure_message: Option<String>,
-    #[serde(default)]
-    error: Value,
-}
-
 /// Parses a run response body. `status` is the HTTP status, for the error message.
 ///
 /// # Errors
 /// `invalid_response` when the body is not JSON, not an object, or has no id or status.
 pub fn parse_run(status: u16, body: &str) -> Result<Run, Error> {
-    match serde_json::from_str::<WireRun>(body) {
-        Ok(wire) => run_from_wire(status, wire),
-        Err(e) if e.is_data() => Err(Error::invalid_response(
-            status,
-            "JSON that is not a run object",
-        )),
-        Err(_) => Err(Error::invalid_response(status, describe_body(body))),
-    }
+    let value =
+        Value::parse(body).ok_or_else(|| Error::invalid_response(status, describe_body(body)))?;
+    run_from_json(status, &value)
 }
 
 /// Parses a search response (`{items: [...]}`) into runs.
@@ -203,128 +162,191 @@ pub fn parse_run(status: u16, body: &str) -> Result<Run, Error> {
 /// # Errors
 /// `invalid_response` when the body is not that shape or an item is not a run.
 pub fn parse_search(status: u16, body: &str) -> Result<Vec<Run>, Error> {
-    #[derive(Deserialize)]
-    struct Page {
-        #[serde(alias = "data")]
-        items: Vec<WireRun>,
-    }
-    let page: Page = serde_json::from_str(body)
-        .map_err(|_| Error::invalid_response(status, "a search result without `items` of runs"))?;
-    page.items
-        .into_iter()
-        .map(|wire| run_from_wire(status, wire))
+    let page =
+        Value::parse(body).ok_or_else(|| Error::invalid_response(status, describe_body(body)))?;
+    let items = page
+        .member("items")
+        .items()
+        .or_else(|| page.member("data").items());
+    let items =
+        items.ok_or_else(|| Error::invalid_response(status, "a search result without `items`"))?;
+    items
+        .iter()
+        .map(|item| run_from_json(status, item))
         .collect()
 }
 
-fn run_from_wire(status: u16, wire: WireRun) -> Result<Run, Error> {
-    let id = match wire.id {
-        Some(Value::String(id)) if !id.is_empty() => id,
-        Some(Value::Number(n)) => n.to_string(),
-        _ => return Err(Error::invalid_response(status, "a run without an id")),
+fn text(value: &Value, key: &str) -> Option<String> {
+    Json::as_str(&value.member(key))
+}
+
+fn run_from_json(status: u16, wire: &Value) -> Result<Run, Error> {
+    if !Json::is_object(wire) {
+        return Err(Error::invalid_response(
+            status,
+            "JSON that is not a run object",
+        ));
+    }
+    let id = text(wire, "id")
+        .filter(|id| !id.is_empty())
+        .or_else(|| Json::as_f64(&wire.member("id")).map(|n| (n as i64).to_string()));
+    let Some(id) = id else {
+        return Err(Error::invalid_response(status, "a run without an id"));
     };
-    let Some(status_code) = wire.status_code else {
+    let Some(status_code) = text(wire, "status_code").or_else(|| text(wire, "status")) else {
         return Err(
             Error::invalid_response(status, "a run without a status_code").with_run_id(&id),
         );
     };
     let run_status = Status::parse(&status_code);
-    let (error_code, error_message) = match &wire.error {
-        Value::Object(e) => (
-            e.get("code").and_then(Value::as_str).map(str::to_owned),
-            e.get("message").and_then(Value::as_str).map(str::to_owned),
-        ),
-        Value::String(message) => (None, Some(message.clone())),
-        _ => (None, None),
-    };
+    // Older payloads put the failure in `error`, as an object or a bare message.
+    let error = wire.member("error");
     let failure = Failure {
-        code: wire.failure_code.or(error_code),
-        stage: wire.failure_stage_code,
-        message: wire.failure_message.or(error_message),
+        code: text(wire, "failure_code").or_else(|| text(&error, "code")),
+        stage: text(wire, "failure_stage_code").or_else(|| text(wire, "failure_stage")),
+        message: text(wire, "failure_message")
+            .or_else(|| text(&error, "message"))
+            .or_else(|| Json::as_str(&error)),
     };
     let has_failure =
         failure.code.is_some() || failure.message.is_some() || failure.stage.is_some();
+    let cost = wire.member("cost");
     Ok(Run {
         id,
         status: run_status,
         status_code,
-        model: match wire.model {
-            Some(Value::String(model)) => Some(model),
-            _ => None,
-        },
-        input: wire.input,
-        output: normalise_output(wire.output),
+        model: text(wire, "model"),
+        input: wire.member("input"),
+        output: normalise_output(&wire.member("output")),
         failure: (has_failure || run_status.is_failure()).then_some(failure),
-        metadata: wire.metadata,
-        client_ref: wire.client_ref,
-        callback_url: wire.callback_url,
-        created_at: wire.created_at,
-        started_at: wire.started_at,
-        completed_at: wire.completed_at,
-        duration_ms: wire.duration_ms,
-        cost: match wire.cost {
-            Some(Value::String(cost)) => Some(cost),
-            Some(Value::Number(cost)) => Some(cost.to_string()),
-            _ => None,
-        },
+        metadata: wire.member("metadata"),
+        client_ref: text(wire, "client_ref"),
+        callback_url: text(wire, "callback_url"),
+        created_at: text(wire, "created_at"),
+        started_at: text(wire, "started_at"),
+        completed_at: text(wire, "completed_at"),
+        duration_ms: Json::as_f64(&wire.member("duration_ms")),
+        // A number is printed by JSON, not Rust: float formatting would cost the wasm 15 KB.
+        cost: Json::as_str(&cost).or_else(|| Json::as_f64(&cost).and_then(|_| cost.stringify())),
     })
 }
 
 /// Normalises `outputs[]`, `image_urls[]`, `images[]` and `image` into `outputs[]`.
-pub fn normalise_output(output: Value) -> Option<Output> {
-    let Value::Object(mut map) = output else {
+pub fn normalise_output(output: &Value) -> Option<Output> {
+    if !Json::is_object(output) {
         return None;
-    };
+    }
     let mut images: Vec<OutputImage> = Vec::new();
     for key in ["outputs", "images", "image_urls"] {
-        if let Some(Value::Array(items)) = map.remove(key) {
-            images.extend(items.iter().filter_map(image_from_value));
-        }
+        images.extend(
+            output
+                .member(key)
+                .items()
+                .unwrap_or_default()
+                .iter()
+                .filter_map(image_from_json),
+        );
     }
-    if let Some(image) = map.remove("image") {
-        images.extend(image_from_value(&image));
-    }
-    let nsfw_detected = match map
-        .remove("nsfw_detected")
-        .or_else(|| map.remove("has_nsfw_concepts"))
-    {
-        Some(Value::Bool(flag)) => Some(flag),
-        Some(Value::Array(flags)) => Some(flags.iter().any(|f| f.as_bool() == Some(true))),
-        _ => None,
-    };
+    images.extend(image_from_json(&output.member("image")));
+    let flags = output
+        .field("nsfw_detected")
+        .or_else(|| output.field("has_nsfw_concepts"));
+    let nsfw_detected = flags.and_then(|flags| match flags.items() {
+        Some(each) => Some(each.iter().any(|flag| Json::as_bool(flag) == Some(true))),
+        None => Json::as_bool(&flags),
+    });
+    let or_null = |key: &str| output.field(key).unwrap_or_else(Value::null);
     Some(Output {
         outputs: images,
-        seed: map.remove("seed").filter(|seed| !seed.is_null()),
-        model_data: map.remove("model_data").unwrap_or(Value::Null),
+        seed: or_null("seed"),
+        model_data: or_null("model_data"),
         nsfw_detected,
-        timing: map.remove("timing").unwrap_or(Value::Null),
+        timing: or_null("timing"),
     })
 }
 
-fn image_from_value(value: &Value) -> Option<OutputImage> {
-    let empty = Map::new();
-    let (url, fields) = match value {
-        Value::String(url) => (url.clone(), &empty),
-        Value::Object(fields) => (fields.get("url")?.as_str()?.to_owned(), fields),
-        _ => return None,
-    };
-    let dimension = |key: &str| {
-        fields
-            .get(key)
-            .and_then(Value::as_u64)
-            .and_then(|n| u32::try_from(n).ok())
-    };
-    let content_type = fields
-        .get("content_type")
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .or_else(|| content_type_of(&url));
+fn image_from_json(value: &Value) -> Option<OutputImage> {
+    let url = Json::as_str(value).or_else(|| text(value, "url"))?;
+    let dimension = |key: &str| Json::as_f64(&value.member(key)).filter(|n| *n > 0.0);
+    let content_type = text(value, "content_type").or_else(|| content_type_of(&url));
     Some(OutputImage {
-        kind: "image".to_owned(),
         width: dimension("width"),
         height: dimension("height"),
         content_type,
         url,
     })
+}
+
+impl Run {
+    /// The run as a JSON object, in the shape the JS API promises.
+    pub fn to_json(&self) -> Value {
+        let string = |s: &Option<String>| s.as_deref().map_or_else(Value::null, Value::string);
+        let number = |n: Option<f64>| n.map_or_else(Value::null, Value::number);
+        let output = self.output.as_ref().map_or_else(Value::null, |output| {
+            let images = output
+                .outputs
+                .iter()
+                .map(|image| {
+                    let mut fields = vec![
+                        ("type", Value::string("image")),
+                        ("url", Value::string(&image.url)),
+                    ];
+                    fields.extend(image.width.map(|w| ("width", Value::number(w))));
+                    fields.extend(image.height.map(|h| ("height", Value::number(h))));
+                    fields.extend(
+                        image
+                            .content_type
+                            .as_deref()
+                            .map(|c| ("content_type", Value::string(c))),
+                    );
+                    Value::object(fields)
+                })
+                .collect();
+            Value::object(vec![
+                ("outputs", Value::array(images)),
+                ("seed", output.seed.clone()),
+                ("model_data", output.model_data.clone()),
+                (
+                    "nsfw_detected",
+                    output
+                        .nsfw_detected
+                        .map_or_else(Value::null, Value::boolean),
+                ),
+                ("timing", output.timing.clone()),
+            ])
+        });
+        let failure = self.failure.as_ref().map_or_else(Value::null, |failure| {
+            Value::object(vec![
+                ("code", string(&failure.code)),
+                ("stage", string(&failure.stage)),
+                ("message", string(&failure.message)),
+            ])
+        });
+        let or_null = |value: &Value| {
+            if Json::is_null(value) {
+                Value::null()
+            } else {
+                value.clone()
+            }
+        };
+        Value::object(vec![
+            ("id", Value::string(&self.id)),
+            ("status", Value::string(self.status.as_str())),
+            ("status_code", Value::string(&self.status_code)),
+            ("model", string(&self.model)),
+            ("input", or_null(&self.input)),
+            ("output", output),
+            ("failure", failure),
+            ("metadata", or_null(&self.metadata)),
+            ("client_ref", string(&self.client_ref)),
+            ("callback_url", string(&self.callback_url)),
+            ("created_at", string(&self.created_at)),
+            ("started_at", string(&self.started_at)),
+            ("completed_at", string(&self.completed_at)),
+            ("duration_ms", number(self.duration_ms)),
+            ("cost", string(&self.cost)),
+        ])
+    }
 }
 
 /// Infers a MIME type from a `data:` URI or a file extension in a URL's path.
@@ -358,7 +380,7 @@ fn describe_body(body: &str) -> &'static str {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {
     use super::*;
     use crate::error::ErrorCode;
@@ -405,7 +427,6 @@ mod tests {
             let output = run.output.expect("output");
             assert_eq!(output.outputs.len(), 1);
             assert_eq!(output.outputs[0].url, url);
-            assert_eq!(output.outputs[0].kind, "image");
             assert_eq!(output.outputs[0].content_type.as_deref(), Some("image/png"));
         }
     }
@@ -422,7 +443,7 @@ mod tests {
             output.outputs[0].content_type.as_deref(),
             Some("image/jpeg")
         );
-        assert_eq!(output.seed, Some(json!(42)));
+        assert_eq!(output.seed, json!(42));
         assert_eq!(output.nsfw_detected, None);
         assert_eq!(output.timing, json!({"inference_ms": 1200}));
         assert_eq!(output.model_data, json!({"prompt": "p"}));
@@ -480,6 +501,22 @@ mod tests {
             assert_eq!(error.code, ErrorCode::InvalidResponse, "{body}");
             assert_eq!(error.status, Some(200));
         }
+    }
+
+    #[test]
+    fn the_js_shape() {
+        let run = parse(
+            json!({"id": "r1", "status_code": "cancelled", "output": {"image_urls": ["https://x/1.png"]}, "metadata": {"k": 1}}),
+        );
+        assert_eq!(
+            run.to_json(),
+            json!({
+                "id": "r1", "status": "canceled", "status_code": "cancelled", "model": null, "input": null,
+                "output": {"outputs": [{"type": "image", "url": "https://x/1.png", "content_type": "image/png"}], "seed": null, "model_data": null, "nsfw_detected": null, "timing": null},
+                "failure": {"code": null, "stage": null, "message": null}, "metadata": {"k": 1}, "client_ref": null, "callback_url": null,
+                "created_at": null, "started_at": null, "completed_at": null, "duration_ms": null, "cost": null,
+            })
+        );
     }
 
     #[test]
