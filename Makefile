@@ -12,7 +12,7 @@ WASM_OPT_FLAGS := -Oz --enable-bulk-memory --enable-reference-types --enable-non
 # A budget the CI holds: gzip of .wasm + JS glue, in bytes.
 SIZE_BUDGET ?= 61440
 
-.PHONY: setup pkg devserver demo test test-native test-browser lint size clean
+.PHONY: setup pkg devserver demo test test-native test-browser test-node lint size clean
 
 setup:
 	@scripts/setup.sh
@@ -27,7 +27,7 @@ devserver: setup
 demo: pkg devserver
 	PORT=$(PORT) target/release/devserver
 
-test: setup lint test-native test-browser size
+test: setup lint test-native test-browser test-node size
 
 lint:
 	cargo fmt --all -- --check
@@ -40,6 +40,9 @@ test-native:
 test-browser: devserver
 	scripts/with-devserver.sh $(TEST_PORT) -- env MOCK_URL=http://127.0.0.1:$(TEST_PORT) \
 		WASM_BINDGEN_TEST_TIMEOUT=300 wasm-pack test --headless --chrome --release
+
+test-node: pkg devserver
+	scripts/with-devserver.sh $(TEST_PORT) -- env MOCK_URL=http://127.0.0.1:$(TEST_PORT) node --test tests/node/
 
 size: pkg
 	@scripts/size.sh $(SIZE_BUDGET)

@@ -1,0 +1,71 @@
+// The package as a JS user meets it, in Node 20: named exports, RunflowError as a real class,
+// an API key allowed outside the browser, a run end to end against the dev server's mock.
+import { test, before } from "node:test";
+import assert from "node:assert/strict";
+import { readFile } from "node:fs/promises";
+import init, { KontextClient, RunflowError, verifyCallbackSignature } from "../../pkg/runflow_kontext.js";
+
+const MOCK = process.env.MOCK_URL ?? "http://127.0.0.1:18181";
+const PNG = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAIAAABLbSncAAAAbElEQVR42hXNQRUAUQhCUaMYhShGeVGIQhSizB+XXA7ODDtouIHBQ4YOM8suWm5h8ZKl+0CskDiBsIioHhx76LiDw0eO3oN/4FVf+J8h0PduzBqZ8x/bxNQPwgaFy192SGgelC0q13/CJaXlA8Z7WAFXOTbyAAAAAElFTkSuQmCC";
+
+async function scenario(config = {}) {
+  const response = await fetch(`${MOCK}/__mock/scenarios`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(config) });
+  assert.equal(response.status, 201);
+  const { base_url } = await response.json();
+  const baseUrl = MOCK + base_url;
+  return { baseUrl, log: async () => (await (await fetch(`${baseUrl}/log`)).json()).requests };
+}
+
+before(async () => {
+  await init({ module_or_path: await readFile(new URL("../../pkg/runflow_kontext_bg.wasm", import.meta.url)) });
+});
+
+test("a run succeeds from Node with an API key, sent as a Bearer header", async () => {
+  const mock = await scenario();
+  const client = new KontextClient({ baseUrl: mock.baseUrl, apiKey: "rf_live_node", pollIntervalMs: 20 });
+  const statuses = [];
+  const run = await client.run({ prompt: "make it snow", image_url: PNG, num_images: 2 }, { onStatus: (r) => statuses.push(r.status) });
+  assert.equal(run.status, "succeeded");
+  assert.equal(run.output.outputs.length, 2);
+  assert.deepEqual(statuses, ["queued", "dispatching", "running", "succeeded"]);
+  assert.equal((await mock.log())[0].headers.authorization, "Bearer rf_live_node");
+  assert.equal(client.model, "black-forest-labs/flux-pro/kontext");
+});
+
+test("failures are RunflowError instances with every documented field", async () => {
+  const mock = await scenario({ faults: [{ on: "create", action: { type: "error", status: 402, request_id: "req_node" } }] });
+  const client = new KontextClient({ baseUrl: mock.baseUrl, apiKey: "rf_live_node" });
+  const error = await client.run({ prompt: "p", image_url: PNG }).catch((e) => e);
+  assert.ok(error instanceof RunflowError);
+  assert.ok(error instanceof Error);
+  assert.equal(error.name, "RunflowError");
+  assert.equal(error.code, "insufficient_credit");
+  assert.equal(error.status, 402);
+  assert.equal(error.requestId, "req_node");
+  assert.equal(error.retryable, false);
+  assert.equal(error.runId, undefined);
+  assert.match(error.message, /add credit/);
+  assert.ok(!JSON.stringify(error).includes("rf_live_node") && !error.message.includes("rf_live_node"));
+});
+
+test("validation errors reject before any request and name the field", async () => {
+  const mock = await scenario();
+  const client = new KontextClient({ baseUrl: mock.baseUrl });
+  for (const [input, field] of [[{ prompt: "p", image_url: PNG, guidance_scale: NaN }, "guidance_scale"], [{ prompt: "p", image_url: PNG, seed: 1.5 }, "seed"]]) {
+    const error = await client.createRun(input).catch((e) => e);
+    assert.ok(error instanceof RunflowError);
+    assert.equal(error.code, "validation_error");
+    assert.equal(error.field, field);
+  }
+  assert.throws(() => new KontextClient({ timeoutMs: "soon" }), (e) => e instanceof RunflowError && e.field === "timeoutMs");
+  assert.equal((await mock.log()).length, 0);
+});
+
+test("verifyCallbackSignature takes strings, bytes and secret lists", () => {
+  const body = "what do ya want for nothing?";
+  const signature = "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843";
+  assert.equal(verifyCallbackSignature(body, signature, "Jefe"), true);
+  assert.equal(verifyCallbackSignature(new TextEncoder().encode(body), signature, ["old", "Jefe"]), true);
+  assert.equal(verifyCallbackSignature(body, signature, "wrong"), false);
+  assert.equal(verifyCallbackSignature(body, undefined, "Jefe"), false);
+});
