@@ -1,35 +1,12 @@
 //! One error type for every failure, its stable codes, and the HTTP-status mapping.
 
 use crate::json::{Json, JsonValue as Value};
+use crate::literal::string_enum;
 use crate::run::Run;
 
-/// Declares the error codes once: the enum, `as_str`, the list, and the TypeScript union
-/// all come from the same lines, so the codes in Rust and in the `.d.ts` cannot drift.
-macro_rules! error_codes {
-    ($($(#[doc = $doc:literal])* $variant:ident => $text:literal,)+) => {
-        /// What went wrong, as a stable machine-readable code.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-        pub enum ErrorCode {
-            $($(#[doc = $doc])* $variant,)+
-        }
-
-        impl ErrorCode {
-            /// Every code, in declaration order.
-            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant,)+];
-
-            /// The code as JS sees it, e.g. `"rate_limited"`.
-            pub const fn as_str(self) -> &'static str {
-                match self { $(ErrorCode::$variant => $text,)+ }
-            }
-        }
-
-        /// The TypeScript literal union of every code.
-        pub const TS_ERROR_CODE: &str =
-            concat!("/** Every `RunflowError.code`. */\nexport type RunflowErrorCode =", $(" | \"", $text, "\"",)+ ";\n");
-    };
-}
-
-error_codes! {
+string_enum! {
+    /// What went wrong, as a stable machine-readable code.
+    pub enum ErrorCode as TS_ERROR_CODE = "/** Every `RunflowError.code`. */\nexport type RunflowErrorCode =" {
     /// The input or an option is invalid (checked before any request), or the API refused it (400/422).
     ValidationError => "validation_error",
     /// An `apiKey` was given in a browser without `dangerouslyAllowBrowser`.
@@ -60,6 +37,7 @@ error_codes! {
     RunFailed => "run_failed",
     /// The server answered something the API does not promise (HTML, broken JSON, no id).
     InvalidResponse => "invalid_response",
+    }
 }
 
 impl ErrorCode {
@@ -72,12 +50,6 @@ impl ErrorCode {
                 | ErrorCode::ConnectionError
                 | ErrorCode::Timeout
         )
-    }
-}
-
-impl std::fmt::Display for ErrorCode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

@@ -20,6 +20,7 @@ pub mod callback;
 pub mod error;
 pub mod input;
 pub mod json;
+mod literal;
 pub mod paths;
 pub mod policy;
 pub mod run;

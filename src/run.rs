@@ -2,30 +2,11 @@
 
 use crate::error::Error;
 use crate::json::{Json, JsonValue as Value};
+use crate::literal::string_enum;
 
-/// Declares the statuses once, for the enum, its wire names and the TypeScript union.
-macro_rules! statuses {
-    ($($(#[doc = $doc:literal])* $variant:ident => $text:literal,)+) => {
-        /// A run's state, normalised over the spellings the API uses.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-        pub enum Status {
-            $($(#[doc = $doc])* $variant,)+
-        }
-
-        impl Status {
-            /// The normalised name, e.g. `"canceled"`.
-            pub const fn as_str(self) -> &'static str {
-                match self { $(Status::$variant => $text,)+ }
-            }
-        }
-
-        /// The TypeScript literal union of every normalised status.
-        pub const TS_RUN_STATUS: &str =
-            concat!("/** `Run.status`: the normalised state (`status_code` keeps the wire spelling). */\nexport type RunStatus =", $(" | \"", $text, "\"",)+ ";\n");
-    };
-}
-
-statuses! {
+string_enum! {
+    /// A run's state, normalised over the spellings the API uses.
+    pub enum Status as TS_RUN_STATUS = "/** `Run.status`: the normalised state (`status_code` keeps the wire spelling). */\nexport type RunStatus =" {
     /// Accepted, waiting for capacity.
     Queued => "queued",
     /// Being handed to a provider.
@@ -42,6 +23,7 @@ statuses! {
     Canceled => "canceled",
     /// A status this client does not know; treated as still in progress.
     Unknown => "unknown",
+    }
 }
 
 impl Status {
