@@ -7,36 +7,36 @@ use crate::run::Run;
 string_enum! {
     /// What went wrong, as a stable machine-readable code.
     pub enum ErrorCode as TS_ERROR_CODE = "/** Every `RunflowError.code`. */\nexport type RunflowErrorCode =" {
-    /// The input or an option is invalid (checked before any request), or the API refused it (400/422).
-    ValidationError => "validation_error",
-    /// An `apiKey` was given in a browser without `dangerouslyAllowBrowser`.
-    BrowserKeyRefused => "browser_key_refused",
-    /// The API key is missing or wrong (401).
-    AuthenticationError => "authentication_error",
-    /// The key, organisation or proxy does not allow this call (403).
-    PermissionDenied => "permission_denied",
-    /// The account has no credit left (402).
-    InsufficientCredit => "insufficient_credit",
-    /// The run (or path) does not exist (404).
-    NotFound => "not_found",
-    /// The request conflicts with an earlier one, e.g. an Idempotency-Key reused with another body (409).
-    Conflict => "conflict",
-    /// The body was too large for the API or the proxy (413).
-    PayloadTooLarge => "payload_too_large",
-    /// Too many requests (429), after the allowed retries.
-    RateLimited => "rate_limited",
-    /// Runflow or the proxy failed (5xx), after the allowed retries.
-    ServerError => "server_error",
-    /// The network failed: nothing answered, the connection dropped, or CORS refused the call.
-    ConnectionError => "connection_error",
-    /// A request or the overall deadline ran out.
-    Timeout => "timeout",
-    /// The caller's AbortSignal fired.
-    Aborted => "aborted",
-    /// The run reached a failed or canceled state.
-    RunFailed => "run_failed",
-    /// The server answered something the API does not promise (HTML, broken JSON, no id).
-    InvalidResponse => "invalid_response",
+        /// The input or an option is invalid (checked before any request), or the API refused it (400/422).
+        ValidationError => "validation_error",
+        /// An `apiKey` was given in a browser without `dangerouslyAllowBrowser`.
+        BrowserKeyRefused => "browser_key_refused",
+        /// The API key is missing or wrong (401).
+        AuthenticationError => "authentication_error",
+        /// The key, organisation or proxy does not allow this call (403).
+        PermissionDenied => "permission_denied",
+        /// The account has no credit left (402).
+        InsufficientCredit => "insufficient_credit",
+        /// The run (or path) does not exist (404).
+        NotFound => "not_found",
+        /// The request conflicts with an earlier one, e.g. an Idempotency-Key reused with another body (409).
+        Conflict => "conflict",
+        /// The body was too large for the API or the proxy (413).
+        PayloadTooLarge => "payload_too_large",
+        /// Too many requests (429), after the allowed retries.
+        RateLimited => "rate_limited",
+        /// Runflow or the proxy failed (5xx), after the allowed retries.
+        ServerError => "server_error",
+        /// The network failed: nothing answered, the connection dropped, or CORS refused the call.
+        ConnectionError => "connection_error",
+        /// A request or the overall deadline ran out.
+        Timeout => "timeout",
+        /// The caller's AbortSignal fired.
+        Aborted => "aborted",
+        /// The run reached a failed or canceled state.
+        RunFailed => "run_failed",
+        /// The server answered something the API does not promise (HTML, broken JSON, no id).
+        InvalidResponse => "invalid_response",
     }
 }
 

@@ -7,22 +7,22 @@ use crate::literal::string_enum;
 string_enum! {
     /// A run's state, normalised over the spellings the API uses.
     pub enum Status as TS_RUN_STATUS = "/** `Run.status`: the normalised state (`status_code` keeps the wire spelling). */\nexport type RunStatus =" {
-    /// Accepted, waiting for capacity.
-    Queued => "queued",
-    /// Being handed to a provider.
-    Dispatching => "dispatching",
-    /// The model is working.
-    Running => "running",
-    /// Done; `output` holds the images.
-    Succeeded => "succeeded",
-    /// Done with some outputs missing.
-    PartialSucceeded => "partial_succeeded",
-    /// Failed (also `errored` on the wire); `failure` says why.
-    Failed => "failed",
-    /// Canceled (also `cancelled` on the wire).
-    Canceled => "canceled",
-    /// A status this client does not know; treated as still in progress.
-    Unknown => "unknown",
+        /// Accepted, waiting for capacity.
+        Queued => "queued",
+        /// Being handed to a provider.
+        Dispatching => "dispatching",
+        /// The model is working.
+        Running => "running",
+        /// Done; `output` holds the images.
+        Succeeded => "succeeded",
+        /// Done with some outputs missing.
+        PartialSucceeded => "partial_succeeded",
+        /// Failed (also `errored` on the wire); `failure` says why.
+        Failed => "failed",
+        /// Canceled (also `cancelled` on the wire).
+        Canceled => "canceled",
+        /// A status this client does not know; treated as still in progress.
+        Unknown => "unknown",
     }
 }
 
