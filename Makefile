@@ -18,8 +18,10 @@ setup:
 	@scripts/setup.sh
 
 pkg: setup
+	rm -rf pkg
 	wasm-pack build --release --target web --out-dir pkg --no-pack
 	wasm-opt $(WASM_OPT_FLAGS) $(WASM) -o $(WASM)
+	node scripts/package.mjs
 
 devserver: setup
 	cargo build --release -p runflow-devserver

@@ -9,14 +9,10 @@ export type OutputFormat = "jpeg" | "png";
 /** Moderation strictness, "1" (strictest) to "6". Numbers are accepted and sent as strings. */
 export type SafetyTolerance = "1" | "2" | "3" | "4" | "5" | "6" | 1 | 2 | 3 | 4 | 5 | 6;
 
-/** The input of FLUX.1 Kontext [pro], with the API's own (snake_case) names. */
-export interface KontextInput {
+/** The fields of FLUX.1 Kontext [pro] besides the image, with the API's own (snake_case) names. */
+export interface KontextOptions {
   /** The edit to make, e.g. "make the sky stormy". Required, non-empty. */
   prompt: string;
-  /** The image to edit: an https URL, or a `data:image/...;base64,` URI for small images (< 1 MiB). */
-  image_url?: string;
-  /** Another name for `image_url`; give one of the two. */
-  image?: string;
   /** The output's aspect ratio; the input's when absent. */
   aspect_ratio?: AspectRatio;
   /** How many images to make, 1 to 4 (default 1). $0.04 each. */
@@ -34,6 +30,13 @@ export interface KontextInput {
   /** Return images as `data:` URIs, not stored in Runflow's history. */
   sync_mode?: boolean;
 }
+
+/**
+ * The input of FLUX.1 Kontext [pro]: the prompt and options, and the image to edit as
+ * `image_url` (or its other name `image`, not both): an https URL, or a
+ * `data:image/...;base64,` URI for images under 1 MiB.
+ */
+export type KontextInput = KontextOptions & ({ image_url: string; image?: undefined } | { image: string; image_url?: undefined });
 
 /** Options of `new KontextClient(...)`. */
 export interface KontextClientOptions {

@@ -1,0 +1,36 @@
+// Compile-time checks of the published types: every line under @ts-expect-error must fail to
+// type-check, and `tsc --noEmit` fails if one of them does not.
+import { KontextClient, type KontextInput, type Run, type RunflowErrorCode, type RunStatus } from "runflow-kontext";
+
+const client = new KontextClient({ baseUrl: "/api/runflow", timeoutMs: 30_000, maxRetries: 2 });
+const ok: KontextInput = { prompt: "p", image_url: "https://x/a.png", aspect_ratio: "16:9", num_images: 4, output_format: "png", safety_tolerance: "6" };
+void client.run(ok, { onStatus: (run: Run) => run.status, signal: new AbortController().signal, clientRef: "r" });
+
+// @ts-expect-error: not an aspect ratio
+const badRatio: KontextInput = { prompt: "p", image_url: "u", aspect_ratio: "5:4" };
+// @ts-expect-error: "jpg" is spelled "jpeg"
+const badFormat: KontextInput = { prompt: "p", image_url: "u", output_format: "jpg" };
+// @ts-expect-error: safety tolerance stops at 6
+const badTolerance: KontextInput = { prompt: "p", image_url: "u", safety_tolerance: "7" };
+// @ts-expect-error: at most 4 images
+const badCount: KontextInput = { prompt: "p", image_url: "u", num_images: 5 };
+// @ts-expect-error: the prompt is required
+const noPrompt: KontextInput = { image_url: "u" };
+// @ts-expect-error: the image is required
+const noImage: KontextInput = { prompt: "p" };
+// @ts-expect-error: image and image_url are one field under two names
+const twoImages: KontextInput = { prompt: "p", image: "u", image_url: "u" };
+// @ts-expect-error: input fields use the API's snake_case names
+const camel: KontextInput = { prompt: "p", image_url: "u", aspectRatio: "1:1" };
+// @ts-expect-error: the option is baseUrl
+new KontextClient({ baseURL: "/api/runflow" });
+// @ts-expect-error: retries are a number
+new KontextClient({ maxRetries: "3" });
+// @ts-expect-error: not a create option
+void client.createRun(ok, { callback: "https://x" });
+// @ts-expect-error: not an error code
+const code: RunflowErrorCode = "network_error";
+// @ts-expect-error: statuses are normalised to "canceled"
+const status: RunStatus = "cancelled";
+
+export { badRatio, badFormat, badTolerance, badCount, noPrompt, noImage, twoImages, camel, code, status };

@@ -1,0 +1,20 @@
+// Turns wasm-pack's output in pkg/ into the npm package: our package.json (version from
+// Cargo.toml), the Node entry, README, changelog and licences. wasm-pack's own package.json
+// cannot express conditional exports, so it is not used (the build runs with --no-pack).
+import { readFile, writeFile, copyFile, rm } from "node:fs/promises";
+
+const root = new URL("../", import.meta.url);
+const pkg = new URL("pkg/", root);
+const cargo = await readFile(new URL("Cargo.toml", root), "utf8");
+const version = cargo.match(/^\[package\][^[]*?^version\s*=\s*"([^"]+)"/m)?.[1];
+if (!version) throw new Error("no [package] version in Cargo.toml");
+
+const manifest = JSON.parse(await readFile(new URL("js/package.json", root), "utf8"));
+manifest.version = version;
+await writeFile(new URL("package.json", pkg), JSON.stringify(manifest, null, 2) + "\n");
+await copyFile(new URL("js/node.js", root), new URL("node.js", pkg));
+for (const file of ["README.md", "CHANGELOG.md", "LICENSE-MIT", "LICENSE-APACHE"]) {
+  await copyFile(new URL(file, root), new URL(file, pkg));
+}
+// wasm-pack writes a catch-all .gitignore that would also hide files from `npm pack`.
+await rm(new URL(".gitignore", pkg), { force: true });
