@@ -29,7 +29,7 @@ devserver: setup
 demo: pkg devserver
 	PORT=$(PORT) target/release/devserver
 
-test: setup lint test-native test-browser test-node size
+test: setup lint test-native test-browser test-node size test-e2e
 
 lint:
 	cargo fmt --all -- --check
@@ -48,6 +48,9 @@ test-node: pkg devserver
 
 size: pkg
 	@scripts/size.sh $(SIZE_BUDGET)
+
+test-e2e: pkg devserver
+	node --test tests/e2e/
 
 clean:
 	cargo clean
