@@ -1,0 +1,158 @@
+// Error paths read as sentences with a next step, and text from people or servers stays text.
+
+import assert from "node:assert/strict";
+import { rm } from "node:fs/promises";
+import { after, before, test } from "node:test";
+import {
+  createScenario,
+  launchBrowser,
+  openPage,
+  pageUrl,
+  screenshot,
+  startServer,
+  text,
+  waitForResult,
+  writeFixtures,
+} from "./harness.mjs";
+
+let server;
+let browser;
+let fixtures;
+
+before(async () => {
+  fixtures = writeFixtures();
+  [server, browser] = await Promise.all([startServer(), launchBrowser()]);
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+  if (fixtures) await rm(fixtures.dir, { recursive: true, force: true });
+});
+
+async function runEdit(page, prompt = "make it brighter") {
+  await page.setInputFiles("#file", fixtures.sunset);
+  await page.waitForFunction(() => document.getElementById("dropzone").dataset.state === "ready");
+  await page.fill("#prompt", prompt);
+  await page.click("#run");
+}
+
+test("402 from Runflow: out of credit, add credit, nothing charged", async () => {
+  const mock = await createScenario(server.url, {
+    faults: [{ on: "create", action: { type: "error", status: 402 } }],
+  });
+  const { context, page, problems } = await openPage(browser);
+  try {
+    await page.goto(pageUrl(server.url, mock));
+    await runEdit(page);
+    await page.waitForSelector("#alert:not([hidden])");
+    assert.equal(await text(page, "#alert-title"), "Out of credit");
+    assert.match(await text(page, "#alert-text"), /no credit left.*Nothing was charged/);
+    assert.match(await text(page, "#alert-next"), /Add credit to the Runflow account/);
+    assert.equal(await page.getAttribute("#alert", "data-tone"), "error");
+    // The raw error stays folded away under "Technical details".
+    assert.equal(await page.isVisible("#alert-details"), false);
+    assert.match(await page.textContent("#alert-details"), /insufficient_credit.*402/s);
+    assert.equal(await page.isEnabled("#run"), true);
+    // Nothing was created, so nothing goes to history.
+    assert.equal(await page.locator(".history-item").count(), 0);
+    assert.equal(await mock.count("create"), 1);
+    await screenshot(page, "20-error-402");
+    assert.deepEqual(problems, []);
+  } finally {
+    await context.close();
+  }
+});
+
+test("an external image URL: the mock cannot fetch it, and the page says why", async () => {
+  const mock = await createScenario(server.url);
+  const { context, page, problems } = await openPage(browser);
+  try {
+    await page.goto(pageUrl(server.url, mock));
+    await page.fill("#url", "http://example.com/cat.jpg");
+    await page.click("#url-form button");
+    assert.match(await text(page, "#image-message"), /use an address starting with https:\/\//);
+
+    await page.fill("#url", "https://example.com/cat.jpg");
+    await page.press("#url", "Enter");
+    await page.waitForFunction(() => document.getElementById("dropzone").dataset.state === "ready");
+    assert.match(await text(page, "#image-message"), /embedded mock has no internet access/);
+    await page.fill("#prompt", "make it a painting");
+    await page.click("#run");
+    await page.waitForSelector("#alert:not([hidden])", { timeout: 15_000 });
+    assert.equal(await text(page, "#alert-title"), "The edit failed");
+    assert.match(await text(page, "#alert-text"), /could not be downloaded.*can only read pictures served by this dev server/);
+    assert.match(await text(page, "#alert-server"), /Runflow said: “The input image could not be downloaded from https:\/\/example\.com\/cat\.jpg”/);
+    assert.equal(await page.locator('.history-item[data-status="failed"]').count(), 1);
+    assert.equal(await text(page, '#timeline li[data-step="done"] .step-name'), "Failed");
+    const create = (await mock.log()).find((entry) => entry.kind === "create");
+    assert.equal(create.body.input.image_url, "https://example.com/cat.jpg");
+    await screenshot(page, "21-error-unreachable-url");
+    assert.deepEqual(problems, []);
+  } finally {
+    await context.close();
+  }
+});
+
+test("no Runflow API at the base: the page says how to start one", async () => {
+  const { context, page, problems } = await openPage(browser);
+  try {
+    await page.goto(`${server.url}/?base=/nothing-here`);
+    await page.waitForFunction(() => document.getElementById("backend").dataset.state === "down");
+    assert.equal(await text(page, "#backend-label"), "No backend at /nothing-here");
+    assert.match(await text(page, "#banner"), /make demo/);
+    await runEdit(page);
+    await page.waitForSelector("#alert:not([hidden])");
+    assert.equal(await text(page, "#alert-title"), "No Runflow proxy found");
+    assert.match(await text(page, "#alert-next"), /make demo.*RUNFLOW_API_KEY/);
+    await screenshot(page, "22-error-no-backend");
+    // Only same-origin API roots are accepted from the address bar.
+    await page.goto(`${server.url}/?base=https://evil.example/api`);
+    assert.match(await text(page, "#banner"), /Ignored \?base=https:\/\/evil\.example\/api/);
+    assert.equal(await text(page, "#footer-base"), "API root: /api/runflow");
+    assert.deepEqual(problems.filter((p) => !p.includes("404")), []);
+  } finally {
+    await context.close();
+  }
+});
+
+test("markup in a prompt or in server text stays inert text", async () => {
+  const evil = `<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>`;
+  const mock = await createScenario(server.url, {
+    final_status: "failed",
+    failure: { code: "PROVIDER_ERROR", message: `<img src=y onerror="window.__xss=3">` },
+  });
+  const clean = await createScenario(server.url);
+  const { context, page, problems } = await openPage(browser);
+  const injected = () =>
+    page.evaluate(() => ({
+      flag: window.__xss ?? null,
+      imgs: document.querySelectorAll('img[src="x"], img[src="y"]').length,
+      scripts: [...document.scripts].filter((s) => s.textContent.includes("__xss")).length,
+    }));
+  try {
+    // A successful run with the prompt enhanced, so the server echoes it back as well.
+    await page.goto(pageUrl(server.url, clean));
+    await page.check("#enhance");
+    await runEdit(page, evil);
+    await waitForResult(page);
+    assert.ok((await text(page, "#facts")).includes(evil));
+    assert.ok((await text(page, "#facts")).includes(`${evil}, highly detailed`));
+    assert.equal(await page.locator(".history-prompt").first().textContent(), evil);
+
+    // A failed run whose server message is markup.
+    await page.goto(pageUrl(server.url, mock));
+    await runEdit(page, evil);
+    await page.waitForSelector("#alert:not([hidden])", { timeout: 15_000 });
+    assert.match(await text(page, "#alert-server"), /<img src=y onerror=/);
+
+    await page.reload();
+    await page.waitForSelector(".history-item");
+    assert.equal(await page.locator(".history-item").count(), 2);
+    await screenshot(page, "23-xss-inert", { fullPage: true });
+    assert.deepEqual(await injected(), { flag: null, imgs: 0, scripts: 0 });
+    assert.deepEqual(problems, []);
+  } finally {
+    await context.close();
+  }
+});

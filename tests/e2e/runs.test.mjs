@@ -1,0 +1,175 @@
+// Following runs over time: cancel mid-run, history across a reload, and a run still going when
+// the page reloaded picked up again by its id.
+
+import assert from "node:assert/strict";
+import { rm } from "node:fs/promises";
+import { after, before, test } from "node:test";
+import {
+  createScenario,
+  launchBrowser,
+  openPage,
+  pageUrl,
+  screenshot,
+  startServer,
+  text,
+  waitForResult,
+  writeFixtures,
+} from "./harness.mjs";
+
+let server;
+let browser;
+let fixtures;
+
+before(async () => {
+  fixtures = writeFixtures();
+  [server, browser] = await Promise.all([startServer(), launchBrowser()]);
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+  if (fixtures) await rm(fixtures.dir, { recursive: true, force: true });
+});
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Waits until the page knows the run's id (the create was answered). */
+async function waitForRunId(page) {
+  await page.waitForFunction(() => document.getElementById("run-id-line").textContent.includes("run "));
+  return (await text(page, "#run-id-line")).replace(/^· run /, "");
+}
+
+test("cancel mid-run stops waiting, says the run may still be billed, and keeps it in history", async () => {
+  const mock = await createScenario(server.url, { lifecycle_ms: [300, 300, 30000] });
+  const { context, page, problems } = await openPage(browser);
+  try {
+    await page.goto(pageUrl(server.url, mock));
+    await page.setInputFiles("#file", fixtures.sunset);
+    await page.fill("#prompt", "make the sky stormy");
+    await page.click("#run");
+    const runId = await waitForRunId(page);
+    assert.equal(await page.isVisible("#cancel"), true);
+    assert.match(await text(page, "#cancel-note"), /may still finish and be billed/);
+    await page.waitForFunction(() => document.getElementById("timeline").dataset.status === "running", null, { timeout: 10_000 });
+    assert.equal(await page.getAttribute('#timeline li[data-step="running"]', "data-state"), "active");
+    assert.equal(await page.isDisabled("#run"), true);
+    await screenshot(page, "10-running");
+
+    await page.click("#cancel");
+    await page.waitForSelector("#alert:not([hidden])");
+    assert.equal(await text(page, "#alert-title"), "Stopped waiting");
+    assert.match(await text(page, "#alert-text"), /Runflow has no public cancel, so the run may still finish and be billed/);
+    assert.equal(await page.getAttribute("#alert", "data-tone"), "info");
+    assert.equal(await page.isEnabled("#run"), true);
+    assert.equal(await page.isHidden("#cancel"), true);
+    assert.equal(await text(page, '#timeline li[data-step="done"] .step-name'), "Stopped");
+
+    const item = page.locator(`.history-item[data-run-id="${runId}"]`);
+    assert.equal(await item.getAttribute("data-status"), "stopped");
+    assert.equal(await item.locator("button", { hasText: "Check again" }).count(), 1);
+    await screenshot(page, "11-canceled");
+
+    // No more polling once canceled.
+    const gets = await mock.count("get");
+    await sleep(1500);
+    assert.equal(await mock.count("get"), gets, "the page kept polling after cancel");
+
+    // Nothing is picked up again after a reload: the person chose to stop.
+    await page.reload();
+    await page.waitForSelector(`.history-item[data-run-id="${runId}"]`);
+    await sleep(700);
+    assert.equal(await mock.count("get"), gets);
+    assert.equal(await page.isHidden("#run-status"), true);
+    assert.deepEqual(problems, []);
+  } finally {
+    await context.close();
+  }
+});
+
+test("history survives a reload, shows the result again and reuses the settings", async () => {
+  const mock = await createScenario(server.url);
+  const { context, page, problems } = await openPage(browser);
+  try {
+    await page.goto(pageUrl(server.url, mock));
+    await page.setInputFiles("#file", fixtures.sunset);
+    await page.fill("#prompt", "turn it into a watercolour");
+    await page.click("label[for=num-2]");
+    await page.click("label[for=fmt-png]");
+    await page.selectOption("#aspect", "1:1");
+    await page.fill("#seed", "1234");
+    await page.click("#run");
+    await waitForResult(page);
+    const runId = await waitForRunId(page);
+
+    await page.reload();
+    await page.waitForSelector(".history-item");
+    assert.equal(await page.locator(".history-item").count(), 1);
+    const item = page.locator(".history-item").first();
+    assert.equal(await item.getAttribute("data-run-id"), runId);
+    assert.equal(await item.getAttribute("data-status"), "succeeded");
+    assert.equal(await item.locator(".history-prompt").textContent(), "turn it into a watercolour");
+    assert.match(await item.locator(".history-meta").textContent(), /done .*2 × PNG · 1:1 · seed 1234/);
+    await page.waitForFunction(() => {
+      const img = document.querySelector(".history-item img");
+      return img.complete && img.naturalWidth > 0 && img.src.includes("/__mock/files/");
+    });
+    // The last seed is remembered too.
+    assert.equal(await page.isEnabled("#reuse-seed"), true);
+    await screenshot(page, "12-history-after-reload", { fullPage: true });
+
+    // Open it: the comparison is back, with both outputs and their downloads.
+    await item.locator(".history-open").click();
+    await waitForResult(page);
+    assert.equal(await page.locator("#downloads button").count(), 2);
+    assert.match(await text(page, "#facts"), new RegExp(`Run id${runId}`));
+    assert.match(await page.getAttribute("#compare-before", "src"), /^data:image\/jpeg;base64,/);
+
+    // Reuse puts prompt and options back into the form.
+    await item.locator("button", { hasText: "Reuse" }).click();
+    assert.equal(await page.inputValue("#prompt"), "turn it into a watercolour");
+    assert.equal(await page.isChecked("#num-2"), true);
+    assert.equal(await page.isChecked("#fmt-png"), true);
+    assert.equal(await page.inputValue("#aspect"), "1:1");
+    assert.equal(await page.inputValue("#seed"), "1234");
+    assert.match(await text(page, "#cost"), /\$0\.08/);
+
+    await page.click("#clear-history");
+    assert.equal(await page.locator(".history-item").count(), 0);
+    await page.reload();
+    assert.equal(await page.isVisible("#history-empty"), true);
+    assert.deepEqual(problems, []);
+  } finally {
+    await context.close();
+  }
+});
+
+test("a run still going when the page reloads is picked up again by its id", async () => {
+  const mock = await createScenario(server.url, { lifecycle_ms: [300, 300, 2500] });
+  const { context, page, problems } = await openPage(browser);
+  try {
+    await page.goto(pageUrl(server.url, mock));
+    await page.setInputFiles("#file", fixtures.sunset);
+    await page.fill("#prompt", "add a rainbow");
+    await page.click("#run");
+    const runId = await waitForRunId(page);
+
+    await page.reload();
+    await page.waitForSelector("#resume-note:not([hidden])");
+    assert.match(await text(page, "#resume-note"), /Picked up again after the page reloaded/);
+    assert.match(await text(page, "#run-id-line"), new RegExp(runId));
+    assert.equal(await page.isVisible("#cancel"), true);
+    await screenshot(page, "13-picked-up");
+    await waitForResult(page);
+
+    assert.equal(await mock.count("create"), 1, "the run was not created twice");
+    assert.equal(await page.getAttribute(`.history-item[data-run-id="${runId}"]`, "data-status"), "succeeded");
+    assert.equal(await page.locator(".history-item").count(), 1);
+    const afterSrc = await page.getAttribute("#compare-after", "src");
+    assert.match(afterSrc, new RegExp(`/__mock/files/${runId}/0\\.jpg`));
+    // The original came back from the history thumbnail.
+    assert.match(await page.getAttribute("#compare-before", "src"), /^data:image\/jpeg;base64,/);
+    assert.deepEqual(problems, []);
+  } finally {
+    await context.close();
+  }
+});

@@ -1,0 +1,230 @@
+// The main path of the demo page: a picture from disk, an edit against the embedded mock, the
+// result with its comparison slider, and downloads in the chosen format.
+
+import assert from "node:assert/strict";
+import { readFile, rm } from "node:fs/promises";
+import { after, before, test } from "node:test";
+import { join } from "node:path";
+import {
+  ROOT,
+  createScenario,
+  isJpeg,
+  isPng,
+  launchBrowser,
+  openPage,
+  pageUrl,
+  screenshot,
+  startServer,
+  text,
+  waitForResult,
+  writeFixtures,
+} from "./harness.mjs";
+
+let server;
+let browser;
+let fixtures;
+
+before(async () => {
+  fixtures = writeFixtures();
+  [server, browser] = await Promise.all([startServer(), launchBrowser()]);
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+  if (fixtures) await rm(fixtures.dir, { recursive: true, force: true });
+});
+
+test("edits a picture from disk, compares before and after, downloads a PNG", async () => {
+  const { context, page, problems } = await openPage(browser);
+  try {
+    await page.goto(pageUrl(server.url));
+    await page.waitForFunction(() => document.getElementById("backend").dataset.state !== "checking");
+    assert.match(await text(page, "#backend-label"), /Embedded mock/);
+    await screenshot(page, "01-empty");
+
+    await page.setInputFiles("#file", fixtures.sunset);
+    await page.waitForFunction(() => document.getElementById("dropzone").dataset.state === "ready");
+    assert.match(await text(page, "#preview-info"), /320×200 · \d+ (bytes|KB) · PNG · sunset\.png/);
+
+    await page.fill("#prompt", "make it a snowy winter night");
+    await page.click("label[for=fmt-png]");
+    assert.match(await text(page, "#cost"), /1 image · \$0\.04/);
+    await page.click("#run");
+    await page.waitForFunction(() => document.getElementById("timeline").dataset.status === "queued" ||
+      document.getElementById("timeline").dataset.status === "dispatching" ||
+      document.getElementById("timeline").dataset.status === "running");
+    await screenshot(page, "02-running");
+    await waitForResult(page);
+
+    // The timeline reached the end, every step with a time.
+    const steps = await page.$$eval("#timeline li", (items) => items.map((li) => li.dataset.state));
+    assert.deepEqual(steps, ["done", "done", "done", "done"]);
+    assert.equal(await page.isHidden("#cancel"), true);
+    assert.match(await text(page, "#status-line"), /Done in \d+\.\d s/);
+
+    // The comparison: the original under the edit, with a slider that moves the split.
+    const beforeSrc = await page.getAttribute("#compare-before", "src");
+    assert.match(beforeSrc, /^data:image\/png;base64,/);
+    const afterSrc = await page.getAttribute("#compare-after", "src");
+    assert.match(afterSrc, /\/__mock\/files\/.+\.png\?/);
+    await page.focus("#compare-range");
+    await page.keyboard.press("End");
+    assert.equal(await page.$eval("#compare", (el) => el.style.getPropertyValue("--pos")), "100%");
+    await page.keyboard.press("Home");
+    assert.equal(await page.$eval("#compare", (el) => el.style.getPropertyValue("--pos")), "0%");
+    await page.fill("#compare-range", "50");
+
+    // Facts: seed, run id, size and format.
+    const facts = await text(page, "#facts");
+    assert.match(facts, /Seed\d+/);
+    assert.match(facts, /Run id[0-9a-f-]{36}/);
+    assert.match(facts, /320×200 · PNG/);
+    assert.equal(await page.isEnabled("#reuse-seed"), true);
+    await screenshot(page, "03-result", { fullPage: true });
+
+    // Download: the file really is a PNG.
+    const [download] = await Promise.all([page.waitForEvent("download"), page.click("#downloads button")]);
+    assert.match(download.suggestedFilename(), /^kontext-[0-9a-f]{8}-1\.png$/);
+    const bytes = await readFile(await download.path());
+    assert.ok(isPng(bytes), "downloaded file is a PNG");
+    assert.ok(bytes.length > 1000);
+
+    // Reuse last seed fills the seed field.
+    await page.click("#reuse-seed");
+    const seed = await page.inputValue("#seed");
+    assert.match(facts, new RegExp(`Seed${seed}`));
+    assert.deepEqual(problems, []);
+  } finally {
+    await context.close();
+  }
+});
+
+test("the sample picture, two JPEG outputs, the second one downloaded; README screenshot", async () => {
+  const { context, page, problems } = await openPage(browser);
+  try {
+    await page.goto(pageUrl(server.url));
+    await page.click("#sample");
+    await page.waitForFunction(() => document.getElementById("dropzone").dataset.state === "ready");
+    assert.match(await text(page, "#preview-info"), /960×640 · \d+ KB · JPEG · lakeside\.jpg/);
+    await page.click("text=Winter night");
+    assert.match(await page.inputValue("#prompt"), /snowy winter night/);
+    await page.click("label[for=num-2]");
+    assert.match(await text(page, "#cost"), /2 images · \$0\.08/);
+    await page.click("#run");
+    await waitForResult(page);
+
+    assert.equal(await page.locator("#outputs button").count(), 2);
+    assert.equal(await page.locator("#downloads button").count(), 2);
+    const first = await page.getAttribute("#compare-after", "src");
+    await page.click("#outputs button:nth-child(2)");
+    await waitForResult(page);
+    assert.notEqual(await page.getAttribute("#compare-after", "src"), first);
+    assert.equal(await page.getAttribute("#outputs button:nth-child(2)", "aria-pressed"), "true");
+
+    const [download] = await Promise.all([
+      page.waitForEvent("download"),
+      page.click("#downloads button:nth-child(2)"),
+    ]);
+    assert.match(download.suggestedFilename(), /-2\.jpg$/);
+    assert.ok(isJpeg(await readFile(await download.path())), "downloaded file is a JPEG");
+
+    await page.click("#outputs button:nth-child(1)");
+    await waitForResult(page);
+    await page.fill("#compare-range", "42");
+    await page.evaluate(() => window.scrollTo(0, 0));
+    await page.mouse.move(0, 0);
+    await page.screenshot({ path: join(ROOT, "docs/screenshot.png") });
+    await screenshot(page, "04-result-two-images");
+    assert.deepEqual(problems, []);
+  } finally {
+    await context.close();
+  }
+});
+
+test("phone width: everything reachable, nothing overflows sideways", async () => {
+  const { context, page, problems } = await openPage(browser, { viewport: { width: 390, height: 844 } });
+  try {
+    await page.goto(pageUrl(server.url));
+    await page.setInputFiles("#file", fixtures.sunset);
+    await page.fill("#prompt", "Add a red hot-air balloon in the sky");
+    await page.click("#run");
+    await waitForResult(page);
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(overflow <= 0, `page is ${overflow}px wider than the phone`);
+    await screenshot(page, "05-phone", { fullPage: true });
+    assert.deepEqual(problems, []);
+  } finally {
+    await context.close();
+  }
+});
+
+test("refuses a file that is not a picture, shrinks one over 1 MiB before sending it", async () => {
+  const mock = await createScenario(server.url);
+  const { context, page, problems } = await openPage(browser);
+  try {
+    await page.goto(pageUrl(server.url, mock));
+    await page.setInputFiles("#file", fixtures.text);
+    await page.waitForFunction(() => document.getElementById("image-message").dataset.tone === "error");
+    assert.match(await text(page, "#image-message"), /“notes\.txt” is a text\/plain file\. Choose a picture/);
+    assert.equal(await page.getAttribute("#dropzone", "data-state"), "empty");
+
+    await page.setInputFiles("#file", fixtures.big);
+    await page.waitForFunction(() => document.getElementById("dropzone").dataset.state === "ready", null, { timeout: 20_000 });
+    const note = await text(page, "#image-message");
+    assert.match(note, /Resized from 1600×1200 \([\d.]+ MB\) to \d+×\d+ \(\d+ KB\)/);
+    assert.match(note, /larger files need the upload support coming in a later version/i);
+    await screenshot(page, "06-resized");
+
+    await page.fill("#prompt", "make it calmer");
+    await page.click("#run");
+    await waitForResult(page);
+    const create = (await mock.log()).find((entry) => entry.kind === "create");
+    const sent = create.body.input.image_url;
+    assert.match(sent, /^data:image\/jpeg;base64,/);
+    const bytes = Buffer.from(sent.split(",")[1], "base64");
+    assert.ok(bytes.length <= 1024 * 1024, `sent ${bytes.length} bytes`);
+    assert.deepEqual(problems, []);
+  } finally {
+    await context.close();
+  }
+});
+
+test("every control has a label, and an edit can be made with the keyboard alone", async () => {
+  const mock = await createScenario(server.url);
+  const { context, page, problems } = await openPage(browser);
+  try {
+    await page.goto(pageUrl(server.url, mock));
+    const unlabelled = await page.$$eval("input, select, textarea, button", (controls) =>
+      controls
+        .filter((el) => !el.closest("[hidden]"))
+        .filter((el) => {
+          const name = el.getAttribute("aria-label") || el.labels?.[0]?.textContent || el.textContent;
+          const grouped = el.type === "radio" && el.closest("fieldset")?.querySelector("legend");
+          return !(name && name.trim()) || (el.type === "radio" && !grouped);
+        })
+        .map((el) => el.outerHTML.slice(0, 80)),
+    );
+    assert.deepEqual(unlabelled, []);
+
+    // Tab from the top of the page to the sample button, then to the prompt.
+    const focusBy = async (id, max = 30) => {
+      for (let i = 0; i < max; i += 1) {
+        await page.keyboard.press("Tab");
+        if (await page.evaluate((want) => document.activeElement?.id === want, id)) return;
+      }
+      assert.fail(`could not reach #${id} with Tab`);
+    };
+    await focusBy("sample");
+    await page.keyboard.press("Enter");
+    await page.waitForFunction(() => document.getElementById("dropzone").dataset.state === "ready");
+    await focusBy("prompt");
+    await page.keyboard.type("make it autumn");
+    await page.keyboard.press("Control+Enter");
+    await waitForResult(page);
+    assert.equal(await mock.count("create"), 1);
+    assert.deepEqual(problems, []);
+  } finally {
+    await context.close();
+  }
+});
