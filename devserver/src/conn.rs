@@ -7,6 +7,7 @@
 
 use std::{
     io,
+    net::SocketAddr,
     pin::Pin,
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -35,7 +36,7 @@ impl KillableListener {
 
 impl Listener for KillableListener {
     type Io = KillableStream;
-    type Addr = std::net::SocketAddr;
+    type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         // axum's own impl retries on accept errors with the right back-off.
@@ -103,11 +104,17 @@ impl AsyncWrite for KillableStream {
     }
 }
 
-/// The handler's end of a connection's kill switch (available as `ConnectInfo<ConnHandle>`).
+/// The handler's end of a connection's kill switch (available as `ConnectInfo<ConnHandle>`),
+/// with the peer's address (the proxy's rate limit is per client).
 #[derive(Clone)]
-pub(crate) struct ConnHandle(Arc<AtomicBool>);
+pub(crate) struct ConnHandle(Arc<AtomicBool>, SocketAddr);
 
 impl ConnHandle {
+    /// The address of the connection's other end.
+    pub(crate) fn peer(&self) -> SocketAddr {
+        self.1
+    }
+
     /// Makes the connection fail its next read or write, so it closes without a response.
     pub(crate) fn kill(&self) {
         self.0.store(true, Ordering::Release);
@@ -116,6 +123,6 @@ impl ConnHandle {
 
 impl Connected<IncomingStream<'_, KillableListener>> for ConnHandle {
     fn connect_info(stream: IncomingStream<'_, KillableListener>) -> Self {
-        ConnHandle(stream.io().killed.clone())
+        ConnHandle(stream.io().killed.clone(), *stream.remote_addr())
     }
 }

@@ -1,9 +1,11 @@
-//! Dev server for runflow-kontext: serves the demo page and the built package, and embeds a mock
-//! of Runflow's runs API (with isolated, scriptable scenarios) so that everything runs offline.
+//! Dev server for runflow-kontext: serves the demo page and the built package, and at
+//! `/api/runflow` either embeds a mock of Runflow's runs API (with isolated, scriptable
+//! scenarios) so that everything runs offline, or proxies to the real API with a server-side key.
 #![deny(missing_docs)]
 
 mod conn;
 mod mock;
+mod proxy;
 #[cfg(test)]
 mod tests;
 
@@ -11,12 +13,49 @@ use std::{future::Future, io, path::PathBuf};
 
 use axum::{
     http::{header, HeaderValue},
-    Router,
+    routing::get,
+    Json, Router,
 };
+use serde_json::json;
 use tokio::net::TcpListener;
 use tower_http::{services::ServeDir, set_header::SetResponseHeaderLayer};
 
-/// Where the static files live and how the default scenario's runs progress.
+pub use proxy::{
+    ApiKey, Authenticate, ModelAllowlist, ProxyConfig, RateLimit, Refusal, SameOrigin,
+    SharedSecret, Upstream, DEFAULT_MAX_BODY_BYTES, DEFAULT_MODEL, DEFAULT_TIMEOUT,
+    DEFAULT_UPSTREAM,
+};
+
+/// Where the API is mounted, as with Runflow's own proxy package (the client's `baseUrl`).
+pub const MOUNT: &str = "/api/runflow";
+
+/// What answers at `/api/runflow`.
+#[derive(Clone, Debug, Default)]
+pub enum Backend {
+    /// The embedded mock (the default: no key, no network).
+    #[default]
+    Mock,
+    /// The real API through the proxy.
+    Proxy(Box<ProxyConfig>),
+}
+
+impl Backend {
+    /// How the start-up line names it: `embedded mock` or `proxy to <origin>`.
+    ///
+    /// # Example
+    /// ```
+    /// assert_eq!(runflow_devserver::Backend::Mock.describe(), "embedded mock");
+    /// ```
+    pub fn describe(&self) -> String {
+        match self {
+            Backend::Mock => "embedded mock".into(),
+            Backend::Proxy(proxy) => format!("proxy to {}", proxy.upstream.origin()),
+        }
+    }
+}
+
+/// Where the static files live, how the default scenario's runs progress, and which backend
+/// serves the API.
 #[derive(Clone, Debug)]
 pub struct Config {
     /// Directory served at `/` (the demo page).
@@ -25,6 +64,8 @@ pub struct Config {
     pub pkg_dir: PathBuf,
     /// Milliseconds the default scenario's runs spend queued, dispatching and running.
     pub lifecycle_ms: [u64; 3],
+    /// The mock or the proxy.
+    pub backend: Backend,
 }
 
 impl Default for Config {
@@ -33,6 +74,7 @@ impl Default for Config {
             www_dir: "www".into(),
             pkg_dir: "pkg".into(),
             lifecycle_ms: [800, 700, 2500],
+            backend: Backend::Mock,
         }
     }
 }
@@ -56,7 +98,9 @@ pub fn parse_lifecycle(text: &str) -> Result<[u64; 3], String> {
     }
 }
 
-/// Builds the whole server: static files, the mock API and its control API.
+/// Builds the whole server: static files, and either the mock API with its control API or the
+/// proxy. `GET /api/runflow/_backend` tells a page which: `{"backend": "mock", "upstream": null}`
+/// or `{"backend": "proxy", "upstream": "<origin>"}`.
 ///
 /// # Example
 /// ```
@@ -71,10 +115,24 @@ pub fn app(config: Config) -> Router {
     );
     let pkg = ServeDir::new(&config.pkg_dir);
     let www = ServeDir::new(&config.www_dir);
-    mock::router(config)
-        .nest_service("/pkg", pkg)
-        .fallback_service(www)
-        .layer(no_cache)
+    let (api, backend) = match config.backend.clone() {
+        Backend::Mock => (
+            mock::router(config),
+            json!({"backend": "mock", "upstream": null}),
+        ),
+        Backend::Proxy(proxy) => {
+            let upstream = proxy.upstream.origin().to_string();
+            let info = json!({"backend": "proxy", "upstream": upstream});
+            (proxy::router(*proxy), info)
+        }
+    };
+    api.route(
+        &format!("{MOUNT}/_backend"),
+        get(move || std::future::ready(Json(backend.clone()))),
+    )
+    .nest_service("/pkg", pkg)
+    .fallback_service(www)
+    .layer(no_cache)
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then lets open requests finish.

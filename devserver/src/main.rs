@@ -1,8 +1,9 @@
-//! `devserver`: the demo page, the built package and the embedded mock API on one port.
+//! `devserver`: the demo page, the built package and the API on one port: the embedded mock, or
+//! with `RUNFLOW_API_KEY` set a proxy to the real API (see `docs/proxy.md` for its variables).
 
 use std::{env, io::Write, process::ExitCode, time::Duration};
 
-use runflow_devserver::{app, parse_lifecycle, serve, Config};
+use runflow_devserver::{app, parse_lifecycle, serve, Backend, Config, ProxyConfig};
 
 /// How long open requests (hung ones included) get to finish after ctrl-c or SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -13,10 +14,20 @@ fn var(name: &str, default: &str) -> String {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    if env::var_os("RUNFLOW_API_KEY").is_some() {
-        eprintln!("proxy mode is not implemented yet (issue 5); unset RUNFLOW_API_KEY to use the embedded mock");
-        return ExitCode::from(2);
-    }
+    let backend = if env::var_os("RUNFLOW_API_KEY").is_some() {
+        match ProxyConfig::from_env(|name| env::var(name).ok()) {
+            Ok(proxy) => {
+                eprintln!("devserver: {}", proxy.summary());
+                Backend::Proxy(Box::new(proxy))
+            }
+            Err(message) => {
+                eprintln!("devserver: {message}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        Backend::Mock
+    };
     let lifecycle_ms = match parse_lifecycle(&var("MOCK_LIFECYCLE_MS", "800,700,2500")) {
         Ok(lifecycle) => lifecycle,
         Err(message) => {
@@ -28,6 +39,7 @@ async fn main() -> ExitCode {
         www_dir: var("WWW_DIR", "www").into(),
         pkg_dir: var("PKG_DIR", "pkg").into(),
         lifecycle_ms,
+        backend,
     };
     let addr = format!("{}:{}", var("HOST", "127.0.0.1"), var("PORT", "8080"));
     let listener = match tokio::net::TcpListener::bind(&addr).await {
@@ -49,7 +61,10 @@ async fn main() -> ExitCode {
         Err(_) => format!("http://{addr}"),
     };
     // Scripts wait for this exact line, so it must not sit in a buffer.
-    println!("runflow-kontext dev server: {url} (backend: embedded mock)");
+    println!(
+        "runflow-kontext dev server: {url} (backend: {})",
+        config.backend.describe()
+    );
     let _ = std::io::stdout().flush();
 
     // Stop accepting on the signal, then give open requests a moment: hung ones never finish.

@@ -1,9 +1,9 @@
 //! The `devserver` binary: its start-up line, and the ways it refuses to start.
 
 use std::{
-    io::{BufRead, BufReader},
-    net::TcpListener,
-    process::{Command, Stdio},
+    io::{BufRead, BufReader, Read, Write},
+    net::{TcpListener, TcpStream},
+    process::{Child, Command, Stdio},
 };
 
 fn devserver() -> Command {
@@ -46,15 +46,105 @@ fn a_taken_port_is_a_clear_error() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("cannot listen on"));
 }
 
+/// Reads the start-up line and returns the URL and the backend it names.
+fn start_up(child: &mut Child) -> (String, String) {
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let rest = line
+        .strip_prefix("runflow-kontext dev server: ")
+        .and_then(|rest| rest.strip_suffix(")\n"))
+        .unwrap_or_else(|| panic!("unexpected start-up line {line:?}"));
+    let (url, backend) = rest.split_once(" (backend: ").unwrap();
+    (url.to_string(), backend.to_string())
+}
+
+/// `GET path` on `url` over a plain socket, with `headers`; returns the whole response.
+fn get(url: &str, path: &str, headers: &str) -> String {
+    let addr = url.strip_prefix("http://").unwrap();
+    let mut stream = TcpStream::connect(addr).unwrap();
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Connection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
 #[test]
-fn proxy_mode_is_refused_for_now() {
+fn proxy_mode_names_its_upstream_and_never_logs_the_key() {
+    let mut mock = devserver()
+        .env("PORT", "0")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (mock_url, _) = start_up(&mut mock);
+    let key = "rf_binary_key_9";
+    let mut proxy = devserver()
+        .env("PORT", "0")
+        .env("RUNFLOW_API_KEY", key)
+        .env("RUNFLOW_UPSTREAM", format!("{mock_url}/api/runflow"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (url, backend) = start_up(&mut proxy);
+    let health = get(
+        &url,
+        "/api/runflow/v1/health",
+        "Authorization: Bearer rf_browser_key\r\n",
+    );
+    let info = get(&url, "/api/runflow/_backend", "");
+    proxy.kill().unwrap();
+    proxy.wait().unwrap();
+    mock.kill().unwrap();
+    mock.wait().unwrap();
+    let mut stderr = String::new();
+    proxy
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+
+    assert_eq!(backend, format!("proxy to {mock_url}"));
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    assert!(
+        info.ends_with(&format!(
+            "{{\"backend\":\"proxy\",\"upstream\":\"{mock_url}\"}}"
+        )),
+        "{info}"
+    );
+    let call = stderr
+        .lines()
+        .find(|line| line.contains(r#""event":"proxy""#))
+        .unwrap_or_else(|| panic!("no call logged: {stderr}"));
+    for part in [
+        r#""method":"GET""#,
+        r#""path":"/v1/health""#,
+        r#""status":200"#,
+        r#""duration_ms":"#,
+    ] {
+        assert!(call.contains(part), "{part} missing from {call}");
+    }
+    for secret in [key, "rf_browser_key", "Bearer"] {
+        assert!(!stderr.contains(secret), "{secret} logged: {stderr}");
+        assert!(!health.contains(secret) && !info.contains(secret));
+    }
+}
+
+#[test]
+fn a_bad_proxy_setting_stops_it_at_start() {
     let output = devserver()
         .env("RUNFLOW_API_KEY", "rf_live_x")
+        .env("RUNFLOW_UPSTREAM", "ftp://files.example")
         .env("PORT", "0")
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr)
-        .contains("proxy mode is not implemented yet (issue 5)"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("RUNFLOW_UPSTREAM"), "{stderr}");
+    assert!(!stderr.contains("rf_live_x"));
     assert!(output.stdout.is_empty());
 }

@@ -4,6 +4,7 @@ mod api;
 mod faults;
 mod images;
 mod lifecycle;
+mod proxy;
 
 use std::{io::Cursor, path::PathBuf, sync::OnceLock};
 
@@ -25,6 +26,11 @@ const HOST: &str = "127.0.0.1:8080";
 
 /// A fresh app whose WWW_DIR holds `photo.png` (64x48) and `index.html`, PKG_DIR `x_bg.wasm`.
 pub(crate) fn test_app() -> Router {
+    app(test_config())
+}
+
+/// The configuration of `test_app`: the fixture directories, runs that finish at once, the mock.
+pub(crate) fn test_config() -> Config {
     // One fixture directory per test process: the files never change.
     static FIXTURES: OnceLock<PathBuf> = OnceLock::new();
     let dir = FIXTURES.get_or_init(|| {
@@ -36,11 +42,12 @@ pub(crate) fn test_app() -> Router {
         std::fs::write(dir.join("pkg/x_bg.wasm"), b"\0asm\x01\0\0\0").unwrap();
         dir
     });
-    app(Config {
+    Config {
         www_dir: dir.clone(),
         pkg_dir: dir.join("pkg"),
         lifecycle_ms: [0, 0, 0],
-    })
+        backend: crate::Backend::Mock,
+    }
 }
 
 /// A PNG with a horizontal gradient, so crops and edits are visible.
