@@ -113,26 +113,45 @@ function resolveBase() {
   }
 }
 
+/** What the dev server says it is (`{ backend: "mock" | "proxy", upstream }`), if it says. */
+async function serverBackend() {
+  try {
+    const response = await fetch(`${DEFAULT_BASE}/_backend`, { cache: "no-store" });
+    if (!response.ok || !(response.headers.get("content-type") ?? "").includes("json")) return null;
+    const info = await response.json();
+    return typeof info?.backend === "string" ? info : null;
+  } catch {
+    return null;
+  }
+}
+
 async function detectBackend() {
   const box = $("backend");
   const label = $("backend-label");
-  let healthy = false;
-  try {
-    const response = await fetch(`${state.base}/v1/health`, { cache: "no-store" });
-    healthy = response.ok && (response.headers.get("content-type") ?? "").includes("json");
-  } catch {
-    healthy = false;
-  }
-  state.isMock = healthy && LOCAL_HOSTS.has(location.hostname);
+  const [healthy, info] = await Promise.all([
+    fetch(`${state.base}/v1/health`, { cache: "no-store" })
+      .then((response) => response.ok && (response.headers.get("content-type") ?? "").includes("json"))
+      .catch(() => false),
+    serverBackend(),
+  ]);
   const scenario = state.base.match(/^\/__mock\/s\/([^/]+)$/)?.[1];
+  // The dev server's own word when it gives it; else a local server answering is the mock.
+  const mock = scenario ? true : info ? info.backend === "mock" : LOCAL_HOSTS.has(location.hostname);
+  state.isMock = healthy && mock && (state.base === DEFAULT_BASE || Boolean(scenario));
   if (state.isMock) {
     box.dataset.state = "mock";
     label.textContent = scenario ? `Embedded mock · scenario ${scenario}` : "Embedded mock · free, no key";
     box.title = `Requests go to ${state.base} on this dev server, which imitates Runflow: no key, no network, no cost.`;
   } else if (healthy) {
     box.dataset.state = "remote";
-    label.textContent = `Runflow via ${state.base}`;
-    box.title = `Requests go to the Runflow proxy at ${state.base}.`;
+    let upstream = "";
+    try {
+      upstream = info?.backend === "proxy" && info.upstream ? ` → ${new URL(info.upstream).host}` : "";
+    } catch {
+      upstream = "";
+    }
+    label.textContent = `Runflow via ${state.base}${upstream}`;
+    box.title = `Requests go to the Runflow proxy at ${state.base}: real runs, billed to the server's key.`;
   } else {
     box.dataset.state = "down";
     label.textContent = `No backend at ${state.base}`;
@@ -558,17 +577,28 @@ function failWith(entry, error) {
   if (entry.id) history.put(entry);
   const shown = isShown(entry);
   stopFollowing(entry);
-  if (shown) {
+  if (shown && !entry.id) {
+    // Nothing was created: no timeline to show, just what went wrong.
+    $("run-status").hidden = true;
+    $("working").hidden = true;
+    $("stage-empty").hidden = false;
+    $("result-panel").dataset.state = "error";
+    showAlert(info);
+    setStatusLine(info.title + ".");
+    focusField(error);
+  } else if (shown) {
     renderRun(entry);
     showAlert(info);
     setStatusLine(info.title + ".");
-    if (error?.code === "validation_error") {
-      const control = fieldControlId(error.field);
-      if (control) $(control).focus();
-    }
-    // Keep the original picture visible, without the "working" shimmer.
-    $("working").dataset.state = "stopped";
+    focusField(error);
+    settleWorking();
   }
+}
+
+function focusField(error) {
+  if (error?.code !== "validation_error") return;
+  const control = fieldControlId(error.field);
+  if (control) $(control).focus();
 }
 
 function stopFollowing(entry) {
@@ -663,8 +693,17 @@ function showWorking(entry, inputSrc) {
   working.hidden = false;
   working.dataset.state = "working";
   const src = inputSrc ?? beforeSource(entry);
-  if (src) $("working-image").src = src;
-  else $("working-image").removeAttribute("src");
+  const img = $("working-image");
+  img.onerror = () => img.removeAttribute("src");
+  if (src) img.src = src;
+  else img.removeAttribute("src");
+}
+
+/** After a run ends without a result: keep the original in view, still; nothing if there is none. */
+function settleWorking() {
+  const working = $("working");
+  working.dataset.state = "stopped";
+  working.hidden = !$("working-image").getAttribute("src");
 }
 
 function showResult(entry) {
@@ -675,7 +714,7 @@ function showResult(entry) {
   const outputs = entry.outputs ?? [];
   if (outputs.length === 0) {
     showWorking(entry);
-    $("working").dataset.state = "stopped";
+    settleWorking();
     return;
   }
   const index = Math.min(state.selected, outputs.length - 1);
@@ -915,10 +954,11 @@ function renderHistory(entries) {
     const fallback = entry.input?.thumbnail ?? entry.input?.url ?? null;
     const src = entry.outputs?.[0]?.url ?? fallback;
     if (src) thumb.src = src;
+    else thumb.hidden = true;
     thumb.onerror = () => {
-      thumb.onerror = null;
-      if (fallback && thumb.src !== fallback) thumb.src = fallback;
-      else thumb.removeAttribute("src");
+      thumb.onerror = () => (thumb.hidden = true);
+      if (fallback && thumb.getAttribute("src") !== fallback) thumb.src = fallback;
+      else thumb.hidden = true;
     };
     open.append(thumb);
     open.addEventListener("click", () => showHistoryEntry(entry.id));
@@ -977,7 +1017,7 @@ function showHistoryEntry(id) {
   } else {
     renderRun(entry);
     showWorking(entry);
-    $("working").dataset.state = "stopped";
+    settleWorking();
     $("result-details").hidden = true;
     if (entry.error) {
       showAlert(explainError({ code: entry.error.code, runId: entry.id }, { baseUrl: entry.baseUrl, isMock: state.isMock, runId: entry.id }));

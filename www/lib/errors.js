@@ -112,8 +112,10 @@ export function explainError(error, context = {}) {
       break;
     case "payload_too_large":
       title = "The picture is too large to send this way";
-      text = "The server or its proxy refused a request this big (a picture sent inline counts in full).";
-      next = "Use a smaller picture, or an https URL of the picture.";
+      text = "The proxy or Runflow refused a request this big: a picture sent from your computer travels inside the request, in full.";
+      next = context.isMock
+        ? "Use a smaller picture, or an https URL of the picture."
+        : "Use an https URL of the picture, or a smaller one. Running this dev server? Raise its limit with PROXY_MAX_BODY_BYTES.";
       break;
     case "rate_limited":
       tone = "warning";

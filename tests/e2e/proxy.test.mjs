@@ -1,0 +1,94 @@
+// The page through the dev server's proxy mode (RUNFLOW_API_KEY set): here the "real API" is a
+// second dev server's mock scenario, so the key and the proxy's limits are seen end to end.
+
+import assert from "node:assert/strict";
+import { rm } from "node:fs/promises";
+import { after, before, test } from "node:test";
+import {
+  createScenario,
+  launchBrowser,
+  openPage,
+  screenshot,
+  startServer,
+  text,
+  waitForResult,
+  writeFixtures,
+} from "./harness.mjs";
+
+const KEY = "rf_e2e_proxy_key_123";
+let upstream;
+let browser;
+let fixtures;
+const proxies = [];
+
+async function startProxy(scenario, env = {}) {
+  const proxy = await startServer({
+    RUNFLOW_API_KEY: KEY,
+    RUNFLOW_UPSTREAM: `${upstream.url}${scenario.base}/`,
+    ...env,
+  });
+  proxies.push(proxy);
+  return proxy;
+}
+
+before(async () => {
+  fixtures = writeFixtures();
+  [upstream, browser] = await Promise.all([startServer(), launchBrowser()]);
+});
+
+after(async () => {
+  await browser?.close();
+  await Promise.all(proxies.map((proxy) => proxy.stop()));
+  await upstream?.stop();
+  if (fixtures) await rm(fixtures.dir, { recursive: true, force: true });
+});
+
+test("through the proxy: labelled as Runflow, the key stays on the server, the edit works", async () => {
+  const scenario = await createScenario(upstream.url, { require_auth: true });
+  const proxy = await startProxy(scenario, { PROXY_MAX_BODY_BYTES: "2000000" });
+  const { context, page, problems } = await openPage(browser);
+  try {
+    await page.goto(`${proxy.url}/`);
+    await page.waitForFunction(() => document.getElementById("backend").dataset.state !== "checking");
+    assert.equal(await page.getAttribute("#backend", "data-state"), "remote");
+    assert.match(await text(page, "#backend-label"), /^Runflow via \/api\/runflow → 127\.0\.0\.1:\d+$/);
+    assert.doesNotMatch(await text(page, "#cost"), /free/);
+
+    await page.setInputFiles("#file", fixtures.sunset);
+    await page.fill("#prompt", "make it a snowy winter night");
+    await page.click("#run");
+    await waitForResult(page);
+    assert.doesNotMatch(await text(page, "#facts"), /free here/);
+    await screenshot(page, "30-proxy-result");
+
+    const create = (await scenario.log()).find((entry) => entry.kind === "create");
+    assert.equal(create.headers.authorization, `Bearer ${KEY}`);
+    const html = await page.content();
+    assert.ok(!html.includes(KEY), "the key reached the page");
+    assert.deepEqual(problems, []);
+  } finally {
+    await context.close();
+  }
+});
+
+test("a proxy body cap smaller than the picture: the 413 gets its sentence", async () => {
+  const scenario = await createScenario(upstream.url);
+  // The dev server allows 1.5 MiB (a 1 MiB picture inline); Runflow's own proxy defaults to 32 KiB.
+  const proxy = await startProxy(scenario, { PROXY_MAX_BODY_BYTES: "20000" });
+  const { context, page, problems } = await openPage(browser);
+  try {
+    await page.goto(`${proxy.url}/`);
+    await page.click("#sample");
+    await page.waitForFunction(() => document.getElementById("dropzone").dataset.state === "ready");
+    await page.fill("#prompt", "make it autumn");
+    await page.click("#run");
+    await page.waitForSelector("#alert:not([hidden])");
+    assert.equal(await text(page, "#alert-title"), "The picture is too large to send this way");
+    assert.match(await text(page, "#alert-next"), /https URL.*PROXY_MAX_BODY_BYTES/);
+    assert.equal(await scenario.count("create"), 0, "nothing reached Runflow");
+    await screenshot(page, "31-proxy-too-large");
+    assert.deepEqual(problems.filter((p) => !p.includes("413")), []);
+  } finally {
+    await context.close();
+  }
+});
