@@ -12,7 +12,7 @@ WASM_OPT_FLAGS := -Oz --enable-bulk-memory --enable-reference-types --enable-non
 # A budget the CI holds: gzip of .wasm + JS glue, in bytes.
 SIZE_BUDGET ?= 61440
 
-.PHONY: setup pkg devserver demo test test-native test-browser test-node lint size clean
+.PHONY: setup pkg devserver demo test test-native test-browser test-node test-package lint size clean
 
 setup:
 	@scripts/setup.sh
@@ -29,7 +29,7 @@ devserver: setup
 demo: pkg devserver
 	PORT=$(PORT) target/release/devserver
 
-test: setup lint test-native test-browser test-node size test-e2e
+test: setup lint test-native test-browser test-node test-package size test-e2e
 
 lint:
 	cargo fmt --all -- --check
@@ -45,6 +45,10 @@ test-browser: devserver
 
 test-node: pkg devserver
 	scripts/with-devserver.sh $(TEST_PORT) -- env MOCK_URL=http://127.0.0.1:$(TEST_PORT) node --test tests/node/
+
+# npm pack, then the examples installed from the tarball, type-checked, built and run.
+test-package: pkg devserver
+	node --test tests/package/
 
 size: pkg
 	@scripts/size.sh $(SIZE_BUDGET)

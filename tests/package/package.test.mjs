@@ -1,0 +1,88 @@
+// The npm package as users get it: packed with `npm pack`, installed from the tarball into each
+// example in a temporary folder, type-checked (including lines that must not compile), built with
+// Vite, and run end to end against the dev server's mock in Chromium and in Node.
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { cp, mkdtemp, rm, stat } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+import { promisify } from "node:util";
+import { ROOT, launchBrowser, startServer, writeFixtures } from "../e2e/harness.mjs";
+
+const run = promisify(execFile);
+const npm = (cwd, ...args) => run("npm", [...args, "--no-audit", "--no-fund", "--loglevel=error"], { cwd, maxBuffer: 1 << 24 });
+
+const EXPECTED_FILES = [
+  "CHANGELOG.md", "LICENSE-APACHE", "LICENSE-MIT", "README.md", "node.js", "package.json",
+  "runflow_kontext.d.ts", "runflow_kontext.js", "runflow_kontext_bg.wasm",
+  "snippets/runflow-kontext-8de8267591aa868e/js/edge.js",
+];
+
+let work;
+let tarball;
+
+before(async () => {
+  work = await mkdtemp(join(tmpdir(), "kontext-package-"));
+  const { stdout } = await npm(join(ROOT, "pkg"), "pack", "--json", "--pack-destination", work);
+  const [packed] = JSON.parse(stdout);
+  tarball = join(work, packed.filename);
+  const files = packed.files.map((f) => f.path).sort();
+  const snippet = files.find((f) => f.startsWith("snippets/"));
+  assert.deepEqual(files, EXPECTED_FILES.map((f) => (f.startsWith("snippets/") ? snippet : f)).sort());
+  assert.match(snippet, /^snippets\/runflow-kontext-[0-9a-f]+\/js\/edge\.js$/);
+  console.log(`# tarball ${packed.filename}: ${packed.size} bytes packed, ${packed.unpackedSize} unpacked, ${files.length} files`);
+});
+
+after(() => rm(work, { recursive: true, force: true }));
+
+async function example(name) {
+  const dir = join(work, name);
+  await cp(join(ROOT, "examples", name), dir, { recursive: true, filter: (src) => !/node_modules|dist/.test(src) });
+  await npm(dir, "install", tarball);
+  return dir;
+}
+
+test("the Vite + TypeScript example type-checks, rejects wrong types, builds and edits in Chromium", async () => {
+  const dir = await example("vite-app");
+  // tsc fails if any @ts-expect-error line in src/type-tests.ts compiles.
+  await run(join(dir, "node_modules/.bin/tsc"), ["--noEmit", "-p", dir]);
+  await run(join(dir, "node_modules/.bin/vite"), ["build", "--logLevel", "error"], { cwd: dir });
+  assert.ok((await stat(join(dir, "dist/index.html"))).isFile());
+
+  const server = await startServer({ WWW_DIR: join(dir, "dist") });
+  const browser = await launchBrowser();
+  try {
+    const page = await browser.newPage();
+    const errors = [];
+    page.on("pageerror", (e) => errors.push(e.message));
+    await page.goto(server.url);
+    await page.click("#run");
+    await page.waitForFunction(() => {
+      const img = document.getElementById("result");
+      return !img.hidden && img.complete && img.naturalWidth > 0;
+    }, null, { timeout: 20_000 });
+    assert.equal(await page.textContent("#status"), "succeeded");
+    assert.deepEqual(errors, []);
+  } finally {
+    await browser.close();
+    await server.stop();
+  }
+});
+
+test("the Node example edits a file against the mock", async () => {
+  const dir = await example("node-script");
+  const { sunset, dir: fixtures } = writeFixtures();
+  const server = await startServer();
+  try {
+    const { stdout, stderr } = await run(process.execPath, ["edit.mjs", sunset, "make it snow"], {
+      cwd: dir,
+      env: { ...process.env, RUNFLOW_BASE_URL: `${server.url}/api/runflow`, RUNFLOW_API_KEY: "rf_test_node" },
+    });
+    assert.match(stdout.trim(), /^http:\/\/127\.0\.0\.1:\d+\/__mock\/files\/\S+\.jpg\?/);
+    assert.match(stderr, /succeeded/);
+  } finally {
+    await server.stop();
+    await rm(fixtures, { recursive: true, force: true });
+  }
+});
