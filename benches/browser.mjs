@@ -1,0 +1,232 @@
+// Browser half of `make bench`: headless Chromium (Debian's) driven by playwright-core against
+// the dev server's mock. Each measurement runs in a fresh page of a same-origin document, with
+// the in-page code (harness.js + floor.js) bundled to an IIFE and injected.
+import { chromium } from "playwright-core";
+import { build } from "esbuild";
+
+const here = new URL("./", import.meta.url).pathname;
+
+export const CHROMIUM_ARGS = [
+  "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+  "--disable-component-update", "--disable-sync", "--disable-quic",
+  // Measurement switches: real heap sizes (not bucketed) and a callable gc().
+  "--enable-precise-memory-info", "--js-flags=--expose-gc",
+  // Timers in a page nobody looks at must not be throttled while we time them.
+  "--disable-background-timer-throttling", "--disable-renderer-backgrounding", "--disable-backgrounding-occluded-windows",
+];
+
+const PKG = "/pkg/runflow_kontext.js";
+
+const stats = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const q = (p) => s[Math.min(s.length - 1, Math.max(0, Math.ceil(p * s.length) - 1))];
+  return { n: s.length, min: s[0], median: q(0.5), p95: q(0.95), max: s[s.length - 1], mean: s.reduce((a, b) => a + b, 0) / s.length };
+};
+
+export class Bench {
+  constructor(origin, log = console.error) {
+    this.origin = origin;
+    this.log = log;
+  }
+
+  async start() {
+    this.browser = await chromium.launch({ executablePath: "/usr/bin/chromium", headless: true, args: CHROMIUM_ARGS });
+    const bundle = await build({ entryPoints: [here + "harness.js"], bundle: true, format: "iife", write: false, logLevel: "silent", target: "es2022" });
+    this.harness = bundle.outputFiles[0].text;
+    this.context = await this.browser.newContext();
+  }
+
+  async stop() {
+    await this.browser?.close();
+  }
+
+  /** A fresh page on the dev server's origin with the harness loaded. */
+  async page(context = this.context) {
+    const page = await context.newPage();
+    page.on("pageerror", (e) => this.log(`page error: ${e.message}`));
+    // Any same-origin document will do (an empty 404 would become an error page): the glue as text.
+    await page.goto(`${this.origin}/pkg/runflow_kontext.js`);
+    await page.addScriptTag({ content: this.harness });
+    return page;
+  }
+
+  async scenario(config) {
+    const res = await fetch(`${this.origin}/__mock/scenarios`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(config) });
+    if (res.status !== 201) throw new Error(`scenario: HTTP ${res.status} ${await res.text()}`);
+    const { base_url } = await res.json();
+    const base = this.origin + base_url;
+    return {
+      base,
+      log: async () => (await (await fetch(`${base}/log`)).json()).requests,
+      runs: async () => (await (await fetch(`${base}/runs`)).json()).items,
+    };
+  }
+
+  async env() {
+    const page = await this.page();
+    const env = await page.evaluate(() => bench.env());
+    env.browserVersion = this.browser.version();
+    await page.close();
+    return env;
+  }
+
+  /** Start-up: import -> init() -> new KontextClient, `n` times in fresh pages. `cold`: a new
+   * browser context (empty HTTP and code caches) per load; warm: one context, its caches kept. */
+  async startup(n) {
+    const out = {};
+    for (const mode of ["cold", "warm"]) {
+      const samples = [];
+      const warmContext = mode === "warm" ? await this.browser.newContext() : null;
+      for (let i = 0; i < n; i++) {
+        const context = warmContext ?? (await this.browser.newContext());
+        const page = await this.page(context);
+        samples.push(await page.evaluate((url) => bench.startup(url), PKG));
+        await page.close();
+        if (!warmContext) await context.close();
+      }
+      await warmContext?.close();
+      out[mode] = {
+        totalMs: stats(samples.map((s) => s.totalMs)),
+        importMs: stats(samples.map((s) => s.importMs)),
+        initMs: stats(samples.map((s) => s.initMs)),
+        clientMs: stats(samples.map((s) => s.clientMs)),
+        exportsMemory: samples.every((s) => s.hasMemory),
+      };
+    }
+    return out;
+  }
+
+  /** Per-run overhead, ours vs the floor, interleaved in one page, each side in its own scenario. */
+  async overhead({ n, warmup, pollIntervalMs }) {
+    const [ours, floor] = [await this.scenario({ lifecycle_ms: [0, 0, 0] }), await this.scenario({ lifecycle_ms: [0, 0, 0] })];
+    const page = await this.page();
+    const times = await page.evaluate((args) => bench.overhead(args), { url: PKG, ours: ours.base, floor: floor.base, n, warmup, pollIntervalMs });
+    await page.close();
+    // The two sides must have sent the same requests: same kinds, counts, headers and body keys.
+    const shape = (log) => {
+      const kinds = {};
+      for (const r of log) kinds[`${r.method} ${r.kind}`] = (kinds[`${r.method} ${r.kind}`] ?? 0) + 1;
+      const create = log.find((r) => r.kind === "create");
+      const get = log.find((r) => r.kind === "get");
+      return {
+        kinds,
+        createHeaders: Object.keys(create?.headers ?? {}).sort(),
+        getHeaders: Object.keys(get?.headers ?? {}).sort(),
+        createBodyKeys: Object.keys(create?.body ?? {}).sort(),
+        inputKeys: Object.keys(create?.body?.input ?? {}).sort(),
+      };
+    };
+    const requests = { ours: shape(await ours.log()), floor: shape(await floor.log()) };
+    const o = stats(times.ours), f = stats(times.floor);
+    const pairRatios = times.ours.map((t, i) => t / times.floor[i]);
+    return {
+      n, warmup, pollIntervalMs,
+      oursMs: o, floorMs: f,
+      ratio: { median: o.median / f.median, p95: o.p95 / f.p95, mean: o.mean / f.mean, pairedMedian: stats(pairRatios).median },
+      perRunOverheadMs: { median: o.median - f.median, p95: o.p95 - f.p95 },
+      requests,
+      sameRequests: JSON.stringify(requests.ours) === JSON.stringify(requests.floor),
+    };
+  }
+
+  /** Memory after 10 ... 2000 sequential runs, in a fresh page per side. */
+  async memory({ checkpoints, pollIntervalMs }) {
+    const out = {};
+    for (const side of ["ours", "floor"]) {
+      const s = await this.scenario({ lifecycle_ms: [0, 0, 0] });
+      const page = await this.page();
+      out[side] = await page.evaluate((args) => bench.memory(args), { url: PKG, base: s.base, checkpoints, pollIntervalMs, side });
+      await page.close();
+    }
+    const at = (side, runs) => out[side].find((p) => p.runs === runs);
+    const first = checkpoints[0], last = checkpoints[checkpoints.length - 1];
+    return {
+      points: out,
+      growth: {
+        from: first, to: last,
+        oursWasmBytes: at("ours", last).wasmBytes - at("ours", first).wasmBytes,
+        oursJsHeapBytes: at("ours", last).jsHeapBytes - at("ours", first).jsHeapBytes,
+        floorJsHeapBytes: at("floor", last).jsHeapBytes - at("floor", first).jsHeapBytes,
+      },
+    };
+  }
+
+  /** `n` runs in flight at once, ours and the floor, for each lifecycle. */
+  async concurrency({ n, lifecycles, pollIntervalMs }) {
+    const out = [];
+    for (const lifecycle of lifecycles) {
+      const row = { lifecycle_ms: lifecycle, pollIntervalMs };
+      for (const side of ["ours", "floor"]) {
+        const s = await this.scenario({ lifecycle_ms: lifecycle });
+        const page = await this.page();
+        row[side] = await page.evaluate((args) => bench.concurrency(args), { url: PKG, base: s.base, n, pollIntervalMs, side });
+        const log = await s.log();
+        row[side].requests = log.length;
+        row[side].gets = log.filter((r) => r.kind === "get").length;
+        await page.close();
+      }
+      row.wallRatio = row.ours.wallMs / row.floor.wallMs;
+      out.push(row);
+    }
+    return out;
+  }
+
+  /** Waiting: runs of `durations` (exact, and spread +-1 s around them), each strategy, all at once. */
+  async waiting({ durations, exact, spread }) {
+    const jobs = [];
+    const scenarios = new Map();
+    for (const duration of durations) {
+      for (const strategy of ["ours", "fixed500", "fixed2000"]) {
+        const lengths = [
+          ...Array.from({ length: exact }, () => ({ kind: "exact", ms: duration })),
+          // Stratified over a 2 s window, so a fixed loop's phase at completion is spread evenly.
+          ...Array.from({ length: spread }, (_, i) => ({ kind: "spread", ms: Math.round(duration - 1000 + (2000 * (i + 0.5)) / spread) })),
+        ];
+        for (const { kind, ms } of lengths) {
+          // queued, dispatching, running: 10 %, 10 %, 80 % of the run.
+          const lifecycle = [Math.round(ms * 0.1), Math.round(ms * 0.1), ms - 2 * Math.round(ms * 0.1)];
+          const s = await this.scenario({ lifecycle_ms: lifecycle });
+          const key = `${jobs.length}`;
+          scenarios.set(key, s);
+          jobs.push({ key, duration, kind, runMs: ms, strategy, base: s.base, startDelayMs: (jobs.length * 619) % 2000 });
+        }
+      }
+    }
+    const page = await this.page();
+    const t0 = Date.now();
+    const { results, visibility } = await page.evaluate((args) => bench.waiting(args), { url: PKG, jobs });
+    const wallMs = Date.now() - t0;
+    await page.close();
+    const parseTime = (s) => {
+      // RFC 3339 with microseconds: keep the milliseconds Date.parse reads, add the rest.
+      const m = s.match(/^(.*T\d\d:\d\d:\d\d)\.(\d+)(.*)$/);
+      if (!m) return Date.parse(s);
+      const frac = (m[2] + "000000").slice(0, 6);
+      return Date.parse(`${m[1]}.${frac.slice(0, 3)}${m[3]}`) + Number(frac.slice(3)) / 1000;
+    };
+    const rows = [];
+    for (const r of results) {
+      const s = scenarios.get(r.key);
+      const [run] = await s.runs();
+      const log = await s.log();
+      rows.push({
+        duration: r.duration, kind: r.kind, runMs: r.runMs, strategy: r.strategy, status: r.status,
+        gets: log.filter((e) => e.kind === "get").length,
+        delayMs: r.resolvedAt - parseTime(run.completed_at),
+      });
+    }
+    const summary = [];
+    for (const duration of durations) {
+      for (const kind of ["exact", "spread"]) {
+        for (const strategy of ["ours", "fixed500", "fixed2000"]) {
+          const sel = rows.filter((r) => r.duration === duration && r.kind === kind && r.strategy === strategy);
+          if (!sel.length) continue;
+          summary.push({ duration, kind, strategy, runs: sel.length, gets: stats(sel.map((r) => r.gets)), delayMs: stats(sel.map((r) => r.delayMs)) });
+        }
+      }
+    }
+    return { wallMs, visibility, rows, summary };
+  }
+}
+
+export { stats };

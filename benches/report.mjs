@@ -1,0 +1,148 @@
+// Turns the measurements into target/bench/report.md and the README's summary table.
+
+const kb = (n) => `${(n / 1000).toFixed(1)} KB`;
+const kib = (n) => `${(n / 1024).toFixed(1)} KiB`;
+const ms = (n, d = 1) => `${n.toFixed(d)} ms`;
+const x = (n) => `${n.toFixed(2)}x`;
+const pct = (n) => `${(n * 100).toFixed(1)} %`;
+const signed = (n) => `${n >= 0 ? "+" : "−"}${Math.abs(n).toLocaleString("en")} B`;
+const table = (head, rows) => [`| ${head.join(" | ")} |`, `|${head.map(() => "---").join("|")}|`, ...rows.map((r) => `| ${r.join(" | ")} |`)].join("\n");
+
+const STRATEGY = { ours: "ours (0.5 s, x1.5, cap 5 s)", fixed500: "fixed 500 ms (fal, replicate)", fixed2000: "fixed 2 s (Runflow SDK)" };
+
+export function targets(r) {
+  const ours = r.size.bundles[0];
+  const fal = r.size.bundles.find((b) => b.name === "@fal-ai/client");
+  const w10 = (strategy, kind = "exact") => r.waiting.summary.find((s) => s.duration === 10000 && s.kind === kind && s.strategy === strategy);
+  const m = r.memory.growth;
+  const pts = r.memory.points.ours;
+  const [a, b] = pts.slice(-2);
+  const tail = { runs: b.runs - a.runs, bytes: b.jsHeapBytes - a.jsHeapBytes };
+  return [
+    { target: "Per-run overhead <= 1.10x the fetch loop (median)", value: `${x(r.overhead.ratio.median)} median, ${x(r.overhead.ratio.p95)} p95`, met: r.overhead.ratio.median <= 1.1 },
+    { target: "wasm memory after 2,000 runs within 64 KB of after 10", value: signed(m.oursWasmBytes), met: Math.abs(m.oursWasmBytes) <= 65536 },
+    { target: "JS heap after 2,000 runs within 64 KB of after 10", value: `${signed(m.oursJsHeapBytes)} (fetch loop: ${signed(m.floorJsHeapBytes)}); last ${tail.runs} runs: ${signed(tail.bytes)}`, met: Math.abs(m.oursJsHeapBytes) <= 65536 },
+    { target: "10 s runs: fewer GETs than fixed 500 ms", value: `${w10("ours").gets.median} vs ${w10("fixed500").gets.median}`, met: w10("ours").gets.median < w10("fixed500").gets.median },
+    { target: "10 s runs: median completion delay < 500 ms", value: `${ms(w10("ours").delayMs.median, 0)} (runs of exactly 10 s); ${ms(w10("ours", "spread").delayMs.median, 0)} for 9–11 s runs`, met: w10("ours").delayMs.median < 500 },
+    { target: "Size <= 60 KB gzip (.wasm + JS as shipped)", value: `${kb(ours.total.gzip)} bundled, ${kb(r.size.pkgFiles.total.gzip)} as pkg/ files`, met: ours.total.gzip <= 61440 && r.size.pkgFiles.total.gzip <= 61440 },
+    { target: `Plan to get under @fal-ai/client (${kb(fal.total.gzip)})`, value: "written below", met: true },
+  ];
+}
+
+export function summaryTable(r) {
+  const b = Object.fromEntries(r.size.bundles.map((p) => [p.name, p]));
+  const ours = r.size.bundles[0];
+  const w = (d, s, kind = "exact") => r.waiting.summary.find((e) => e.duration === d && e.kind === kind && e.strategy === s);
+  const c0 = r.concurrency[0];
+  const c1 = r.concurrency[1];
+  const env = r.machine.browser;
+  const lines = [];
+  lines.push(`Measured by \`make bench\` on ${r.machine.cores} cores (${r.machine.cpu}), headless Chromium ${env.browserVersion}, Node ${r.machine.node}, against the dev server's mock on loopback.`);
+  lines.push("");
+  lines.push(
+    table(
+      ["what", "runflow-kontext", "peers / floor"],
+      [
+        ["size, gzip (brotli), one import + one run call, esbuild --bundle --minify", `**${kb(ours.total.gzip)}** (${kb(ours.total.brotli)}): wasm ${kb(ours.parts[1].gzip)} + JS ${kb(ours.parts[0].gzip)}`, `@fal-ai/client ${kb(b["@fal-ai/client"].total.gzip)} (${kb(b["@fal-ai/client"].total.brotli)}), replicate ${kb(b.replicate.total.gzip)} (${kb(b.replicate.total.brotli)}), openai ${kb(b.openai.total.gzip)} (${kb(b.openai.total.brotli)}), fetch loop ${kb(b["hand-written fetch loop (floor)"].total.gzip)} (${kb(b["hand-written fetch loop (floor)"].total.brotli)})`],
+        ["start-up: import → init() → new KontextClient, median of " + r.startup.cold.totalMs.n, `${ms(r.startup.cold.totalMs.median)} cold cache, ${ms(r.startup.warm.totalMs.median)} warm (init alone ${ms(r.startup.cold.initMs.median)} / ${ms(r.startup.warm.initMs.median)})`, "—"],
+        [`per-run overhead: ${r.overhead.n} create + get-until-done cycles, zero latency, interleaved`, `median ${ms(r.overhead.oursMs.median, 2)}, p95 ${ms(r.overhead.oursMs.p95, 2)}: **${x(r.overhead.ratio.median)}** median, **${x(r.overhead.ratio.p95)}** p95`, `fetch loop: median ${ms(r.overhead.floorMs.median, 2)}, p95 ${ms(r.overhead.floorMs.p95, 2)}`],
+        [`concurrency: ${c0.ours.n} runs in flight, zero latency`, `${ms(c0.ours.wallMs, 0)} wall, wasm memory ${kib(c0.ours.before.wasmBytes)} → peak ${kib(c0.ours.peak.wasmBytes)}`, `fetch loop ${ms(c0.floor.wallMs, 0)}`],
+        [`concurrency: ${c1.ours.n} runs of ${c1.lifecycle_ms.reduce((a, b) => a + b, 0) / 1000} s in flight, polled from ${c1.pollIntervalMs} ms`, `${ms(c1.ours.wallMs, 0)} wall, peak wasm memory ${kib(c1.ours.peak.wasmBytes)}, ${c1.ours.gets} GETs`, `fetch loop ${ms(c1.floor.wallMs, 0)}, ${c1.floor.gets} GETs`],
+        ["memory after 10 → 2,000 sequential runs (after GC)", `wasm ${signed(r.memory.growth.oursWasmBytes)}, JS heap ${signed(r.memory.growth.oursJsHeapBytes)}`, `fetch loop JS heap ${signed(r.memory.growth.floorJsHeapBytes)}`],
+        ...[5000, 10000, 30000].map((d) => [
+          `waiting, ${d / 1000} s runs: GETs per run, completion → resolution delay (median)`,
+          `${w(d, "ours").gets.median} GETs, ${ms(w(d, "ours").delayMs.median, 0)} (9–11 s spread: ${w(d, "ours", "spread").gets.median} GETs, ${ms(w(d, "ours", "spread").delayMs.median, 0)})`.replace("9–11", `${d / 1000 - 1}–${d / 1000 + 1}`),
+          `fixed 500 ms: ${w(d, "fixed500").gets.median} GETs, ${ms(w(d, "fixed500", "spread").delayMs.median, 0)}; fixed 2 s: ${w(d, "fixed2000").gets.median} GETs, ${ms(w(d, "fixed2000", "spread").delayMs.median, 0)} (spread runs)`,
+        ]),
+      ],
+    ),
+  );
+  lines.push("");
+  lines.push(table(["target (issue 7)", "measured", "met"], targets(r).map((t) => [t.target, t.value, t.met ? "yes" : "**no**"])));
+  return lines.join("\n");
+}
+
+export function plan(r) {
+  const ours = r.size.bundles[0];
+  const fal = r.size.bundles.find((b) => b.name === "@fal-ai/client");
+  const t = r.size.twiggy;
+  const ratio = ours.parts[1].gzip / ours.parts[1].bytes; // gzip bytes per wasm byte, on average
+  const g = Object.fromEntries(t.groups.map((x) => [x.name.split(" (")[0], x.bytes]));
+  const est = (raw) => Math.round(raw * ratio);
+  const verifySaved = t.whatIf.rebuiltStripped.gzip - t.whatIf.withoutVerifyCallbackSignature.gzip;
+  const gap = ours.total.gzip - fal.total.gzip;
+  const rows = [
+    ["1. Drop `verifyCallbackSignature` from the browser build: callbacks are received by servers; ship it in the Node entry as ~20 lines over `node:crypto`/WebCrypto `HMAC`", `measured: wasm ${kb(t.whatIf.rebuiltStripped.gzip)} → ${kb(t.whatIf.withoutVerifyCallbackSignature.gzip)} gzip`, `−${kb(verifySaved)}`],
+    ["2. No `core::fmt`: build messages with `push_str`, quote with a 10-line helper instead of `{:?}` (which pulls in `char::escape_debug` and `<char as Debug>::fmt`), integers with a tiny itoa", `formatting ${kb(g["formatting"])} raw`, `≈ −${kb(est(g["formatting"]))}`],
+    ["3. No `str::pattern`: byte-level `starts_with`/`find` helpers instead of `&str` patterns, and `get(..)` instead of slicing (no `slice_error_fail`)", `string searching ${kb(g["string searching and slicing panics"])} raw`, `≈ −${kb(est(g["string searching and slicing panics"]))}`],
+    ["4. Move the async edge to a JS snippet: fetch + AbortController + timeout + sleep + abort race as ~60 lines of JS (Promise.race), the create/retry/wait loops as plain JS async functions calling synchronous wasm exports for the decisions (policy, error mapping, normalisation). Removes the Rust futures state machines, `futures_util::select`, gloo, `wasm-bindgen-futures` and their closure glue; adds ≈ 1.5 KB gzip of JS", `async edge ${kb(g["async edge"])} raw`, `≈ −${kb(Math.max(0, est(g["async edge"]) - 1500))}`],
+    ["5. Error messages and validation texts as one table in JS keyed by code (they are sent to JS anyway): no duplicated fragments, `.rodata` shrinks to the field tables", `data segments ${kb(g["data segments"])} raw`, `≈ −${kb(Math.round(est(g["data segments"]) * 0.4))} (net of the JS table)`],
+    ["6. A bump allocator that frees all at the end of each call (calls are short) instead of talc", `allocator ${kb(g["allocator"])} raw`, `≈ −${kb(Math.round(est(g["allocator"]) * 0.7))}`],
+  ];
+  const savings = verifySaved + est(g["formatting"]) + est(g["string searching and slicing panics"]) + Math.max(0, est(g["async edge"]) - 1500) + Math.round(est(g["data segments"]) * 0.4) + Math.round(est(g["allocator"]) * 0.7);
+  const after = ours.total.gzip - savings;
+  const rest = t.groups[t.groups.length - 1].bytes;
+  return [
+    `Now: **${kb(ours.total.gzip)}** gzip (wasm ${kb(ours.parts[1].gzip)} + JS ${kb(ours.parts[0].gzip)}); @fal-ai/client: ${kb(fal.total.gzip)}; the gap is ${kb(gap)}.`,
+    `Estimates convert twiggy's raw bytes at the module's average ${ratio.toFixed(2)} gzip bytes per byte; step 1 is measured (the export removed from the module, then the same \`wasm-opt -Oz\`).`,
+    "",
+    table(["step", "what it removes (raw wasm)", "gzip saved"], rows),
+    "",
+    `Steps 1–6 together: ≈ −${kb(savings)} → **≈ ${kb(after)}**${after <= fal.total.gzip ? ", under" : ", still over"} @fal-ai/client's ${kb(fal.total.gzip)}. ` +
+      `${after <= fal.total.gzip ? "" : "Step 4 is the one that matters: the async edge is the largest group, and the rest of the module is mostly our own synchronous logic (validation, normalisation, error mapping). "}` +
+      `Steps 1–3 and 6 keep the architecture and are worth ≈ ${kb(verifySaved + est(g["formatting"]) + est(g["string searching and slicing panics"]) + Math.round(est(g["allocator"]) * 0.7))}; they alone do not get under ${kb(fal.total.gzip)}.`,
+    "",
+    `What is left after steps 1–6 is our synchronous core (${kb(rest)} raw, ≈ ${kb(est(rest))} gzip: validation, output and status normalisation, error mapping) and the JS bridge it needs (${kb(g["JS bridge"])} raw, ≈ ${kb(est(g["JS bridge"]))} gzip). ` +
+      `${after <= fal.total.gzip ? "" : `The wasm route therefore bottoms out around ${kb(after)}. Step 7 gets under ${kb(fal.total.gzip)}: `}` +
+      `7. Ship the client as JavaScript and keep Rust where it pays: the core's tables (error codes, statuses, input fields and ranges, messages) are generated from the Rust definitions into the JS build (as the TS unions already are), the native tests become shared JSON fixtures both run, and the wasm module goes away (−${kb(ours.parts[1].gzip)} of wasm, −${kb(ours.parts[0].gzip)} of glue). ` +
+      `Sized from the peers measured here: replicate does create + poll + typed errors in ${kb(r.size.bundles.find((b) => b.name === "replicate").total.gzip)}; the same job plus our validation, normalisation, no-duplicate create, Retry-After and abort/deadline handling is estimated at 10–12 KB gzip, about half of @fal-ai/client.`,
+  ].join("\n");
+}
+
+export function render(r) {
+  const s = r.size;
+  const out = [];
+  out.push(`# runflow-kontext benchmarks`, "", `Generated ${r.generatedAt} by \`make bench\` in ${r.elapsedSeconds} s. Raw data: \`report.json\` beside this file.`, "");
+  out.push("## Summary", "", summaryTable(r), "");
+
+  out.push("## Size", "", "One import + one run call per package, bundled with `esbuild --bundle --minify --format=esm --platform=browser`; gzip level 9, brotli quality 11 (Node's zlib). Ours ships the bundle plus the `.wasm` it fetches.", "");
+  out.push(table(["package", "version", "bytes", "gzip", "brotli"], s.bundles.map((b) => [b.name, b.version ?? "—", b.total.bytes.toLocaleString("en"), b.total.gzip.toLocaleString("en"), b.total.brotli.toLocaleString("en")])));
+  out.push("", `Ours in parts: ${s.bundles[0].parts.map((p) => `${p.file} ${p.bytes.toLocaleString("en")} B, gzip ${p.gzip.toLocaleString("en")}, brotli ${p.brotli.toLocaleString("en")}`).join("; ")}. As the files sit in \`pkg/\` (unminified glue, what \`make size\` counts): glue ${s.pkgFiles.glue.gzip.toLocaleString("en")} + wasm ${s.pkgFiles.wasm.gzip.toLocaleString("en")} = ${s.pkgFiles.total.gzip.toLocaleString("en")} B gzip.`, "");
+
+  out.push("### Where our wasm goes (twiggy)", "", `${s.twiggy.method}. Code and data ${s.twiggy.codeBytes.toLocaleString("en")} B (the shipped, stripped module is ${s.twiggy.shippedWasmBytes.toLocaleString("en")} B). Generic code is counted where it is defined: \`core::result::Result::and_then\` instantiated with our closures counts as core.`, "");
+  out.push(table(["crate", "bytes", "share", "items"], s.twiggy.crates.map((c) => [c.crate, c.bytes.toLocaleString("en"), pct(c.share), c.items])));
+  out.push("", "By what a size plan can act on:", "");
+  out.push(table(["group", "bytes", "share"], s.twiggy.groups.map((gr) => [gr.name, gr.bytes.toLocaleString("en"), pct(gr.bytes / s.twiggy.codeBytes)])));
+  out.push("", "Top functions and data:", "");
+  out.push(table(["item", "bytes", "share"], s.twiggy.top.map((i) => [`\`${i.name.slice(0, 110)}\``, i.bytes.toLocaleString("en"), pct(i.share)])));
+  out.push("", "Retained size of the exports (what removing one would free):", "");
+  out.push(table(["export", "retained bytes"], s.twiggy.exports.filter((e) => e.retainedBytes > 200).map((e) => [e.name, e.retainedBytes.toLocaleString("en")])));
+  out.push("", "### Plan: under @fal-ai/client", "", plan(r), "");
+
+  out.push("## Start-up", "", `import → \`await init()\` → \`new KontextClient()\` in a fresh page, ${r.startup.cold.totalMs.n} loads each. Cold: a new browser context per load (empty HTTP cache, no compiled-code cache). Warm: one context kept (the dev server sends \`Cache-Control: no-cache\`, so each load revalidates).`, "");
+  out.push(table(["", "total median", "p95", "import (JS) median", "init (wasm fetch + compile + instantiate) median", "new KontextClient median"], ["cold", "warm"].map((k) => [k, ms(r.startup[k].totalMs.median), ms(r.startup[k].totalMs.p95), ms(r.startup[k].importMs.median), ms(r.startup[k].initMs.median), ms(r.startup[k].clientMs.median, 2)])), "");
+
+  const o = r.overhead;
+  out.push("## Per-run overhead", "", `${o.n} cycles per side after ${o.warmup} warm-up cycles, interleaved in one page (ours, loop, loop, ours, ...), each side in its own mock scenario with lifecycle [0, 0, 0] and \`pollIntervalMs: ${o.pollIntervalMs}\`. A cycle is \`client.run(input)\` vs the hand-written loop (\`benches/floor.js\`): one POST and GETs until terminal.`, "");
+  out.push(table(["", "min", "median", "p95", "max", "mean"], [["ours", ...["min", "median", "p95", "max", "mean"].map((k) => ms(o.oursMs[k], 2))], ["fetch loop", ...["min", "median", "p95", "max", "mean"].map((k) => ms(o.floorMs[k], 2))], ["ratio", ...["min", "median", "p95", "max", "mean"].map((k) => x(o.oursMs[k] / o.floorMs[k]))]]));
+  out.push("", `Median of the per-pair ratios: ${x(o.ratio.pairedMedian)}. Overhead per run: ${ms(o.perRunOverheadMs.median, 2)} at the median.`, "");
+  out.push(`Same requests on both sides: **${o.sameRequests ? "yes" : "NO"}** (from the scenario logs: ${Object.entries(o.requests.ours.kinds).map(([k, v]) => `${v} ${k}`).join(", ")} vs ${Object.entries(o.requests.floor.kinds).map(([k, v]) => `${v} ${k}`).join(", ")}; create headers ${o.requests.ours.createHeaders.join(", ")} vs ${o.requests.floor.createHeaders.join(", ")}; body keys ${o.requests.ours.createBodyKeys.join(", ")} vs ${o.requests.floor.createBodyKeys.join(", ")}).`, "");
+
+  out.push("## Concurrency", "", "All runs started at once with `Promise.all`, one client. Chromium opens at most 6 HTTP/1.1 connections per host, so requests queue in the browser either way. Wasm memory never shrinks, so its size after the batch is its peak; the JS heap peak is sampled every 5 ms.", "");
+  out.push(table(["lifecycle (ms)", "side", "runs ok", "wall", "GETs", "wasm before → peak", "JS heap before → peak → after GC"], r.concurrency.flatMap((c) => ["ours", "floor"].map((side) => [c.lifecycle_ms.join(", "), side === "ours" ? "ours" : "fetch loop", `${c[side].ok}/${c[side].n}`, ms(c[side].wallMs, 0), c[side].gets, side === "ours" ? `${kib(c[side].before.wasmBytes)} → ${kib(c[side].peak.wasmBytes)}` : "—", `${kib(c[side].before.jsHeapBytes)} → ${kib(c[side].peak.jsHeapBytes)} → ${kib(c[side].after.jsHeapBytes)}`]))), "");
+
+  out.push("## Memory", "", "Sequential runs with one client (lifecycle [0, 0, 0]), in a fresh page per side; at each checkpoint `gc()` is called three times with turns of the event loop between (so FinalizationRegistry callbacks run), then `memory.buffer.byteLength` (the module's exported memory, as `init()` returns it) and `performance.memory.usedJSHeapSize` are read.", "");
+  const pts = r.memory.points;
+  out.push(table(["runs", "ours: wasm memory", "ours: JS heap", "fetch loop: JS heap"], pts.ours.map((p, i) => [p.runs, p.wasmBytes.toLocaleString("en"), p.jsHeapBytes.toLocaleString("en"), pts.floor[i].jsHeapBytes.toLocaleString("en")])));
+  const g = r.memory.growth;
+  out.push("", `From ${g.from} to ${g.to} runs: wasm ${signed(g.oursWasmBytes)}, JS heap ${signed(g.oursJsHeapBytes)} (${(g.oursJsHeapBytes / (g.to - g.from)).toFixed(0)} B per run); the fetch loop's JS heap ${signed(g.floorJsHeapBytes)}.`, "");
+
+  const wt = r.waiting;
+  out.push("## Waiting", "", `Every run has its own mock scenario with lifecycle 10 % queued, 10 % dispatching, 80 % running, and all of them ran at once in one page (${(wt.wallMs / 1000).toFixed(0)} s wall, page ${wt.visibility}). GETs are counted from each scenario's log; the delay is from the run's \`completed_at\` (server clock) to the moment the promise resolved (\`Date.now()\` in the page, same machine). "exact": runs of exactly 5/10/30 s; "spread": lengths spread evenly over ±1 s around them, so a fixed loop meets completion at every phase. Ours runs \`client.run()\` with the default schedule; the fixed loops are the same fetch loop with a constant interval.`, "");
+  out.push(table(["run", "lengths", "strategy", "runs", "GETs median (min–max)", "delay median", "delay p95", "delay max"], wt.summary.map((s) => [`${s.duration / 1000} s`, s.kind, STRATEGY[s.strategy], s.runs, `${s.gets.median} (${s.gets.min}–${s.gets.max})`, ms(s.delayMs.median, 0), ms(s.delayMs.p95, 0), ms(s.delayMs.max, 0)])), "");
+  out.push(`Computed from the schedules (\`benches/waiting.mjs\`, ${wt.simulated[0].latencyMs.toFixed(2)} ms per request, the measured median), for a run of exactly the nominal length and for 2,000 lengths spread evenly over ±1 s:`, "");
+  out.push(table(["run", "strategy", "exact: GETs", "exact: delay", "spread: mean GETs", "spread: median delay", "spread: p95 delay", "spread: mean delay"], wt.simulated.map((s) => [`${s.duration / 1000} s`, STRATEGY[s.strategy], s.exact.gets, ms(s.exact.delayMs, 0), s.spread.meanGets.toFixed(1), ms(s.spread.medianDelayMs, 0), ms(s.spread.p95DelayMs, 0), ms(s.spread.meanDelayMs, 0)])), "");
+
+  out.push("## Machine", "", `${r.machine.cores} cores (${r.machine.cpu}), ${(r.machine.memoryBytes / 2 ** 30).toFixed(1)} GiB, Node ${r.machine.node}, Chromium ${r.machine.browser.browserVersion} headless (${r.machine.browser.userAgent}); precise memory info: ${r.machine.browser.preciseMemory}, gc(): ${r.machine.browser.gc}.`, "");
+  return out.join("\n");
+}
