@@ -12,7 +12,7 @@ WASM_OPT_FLAGS := -Oz --enable-bulk-memory --enable-reference-types --enable-non
 # A budget the CI holds: gzip of .wasm + JS glue, in bytes.
 SIZE_BUDGET ?= 61440
 
-.PHONY: setup pkg devserver demo test test-native test-browser test-node test-package lint size clean
+.PHONY: setup pkg devserver demo test test-native test-browser test-node test-package lint size clean bench
 
 setup:
 	@scripts/setup.sh
@@ -59,3 +59,7 @@ test-e2e: pkg devserver
 clean:
 	cargo clean
 	rm -rf pkg node_modules
+
+# Size and speed against the peers and a hand-written fetch loop: target/bench/report.{md,json}.
+bench: pkg devserver
+	node benches/run.mjs
