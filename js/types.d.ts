@@ -52,7 +52,7 @@ export interface KontextClientOptions {
   timeoutMs?: number;
   /** Retries of a failed request after the first attempt, 0 to 10 (default 4: Runflow's five attempts). */
   maxRetries?: number;
-  /** The first polling interval in ms (default 500); it grows to 5 s while a run goes on. */
+  /** The first polling interval in ms (default 500); it grows to 0.8 s for the first 30 s of a run, then to 5 s. */
   pollIntervalMs?: number;
   /** Extra headers sent with every request. */
   headers?: Record<string, string>;

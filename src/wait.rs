@@ -26,6 +26,7 @@ impl Client {
         on_status: &mut dyn FnMut(&Run),
         call: &Call,
     ) -> Result<Run, Error> {
+        let started = js_sys::Date::now();
         let mut poll = 0;
         loop {
             let run = self.get_run(id, call).await?;
@@ -41,7 +42,8 @@ impl Client {
                     .await
                     .map_err(|e| e.with_run_id(id))?;
             }
-            call.sleep(self.poll.delay_ms(poll, is_hidden()))
+            let elapsed = (js_sys::Date::now() - started).max(0.0) as u64;
+            call.sleep(self.poll.delay_ms(poll, elapsed, is_hidden()))
                 .await
                 .map_err(|e| e.with_run_id(id))?;
             poll += 1;
