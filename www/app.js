@@ -88,10 +88,33 @@ async function loadClient() {
   }
 }
 
+/**
+ * The browser's fetch, watched: the client retries 429s and 5xx by itself, and this lets the page
+ * say so while it happens instead of looking stuck.
+ */
+function watchedFetch(input, init) {
+  return window.fetch(input, init).then((response) => {
+    if (response.status === 429 || response.status >= 500) noteRetry(response);
+    return response;
+  });
+}
+
+function noteRetry(response) {
+  if (!state.current) return;
+  const wait = Number(response.headers.get("retry-after"));
+  const after = Number.isFinite(wait) && wait > 0 ? ` in about ${Math.ceil(wait)} s` : "";
+  const text = response.status === 429
+    ? `Runflow asked to slow down (HTTP 429): retrying${after}…`
+    : `Runflow had a hiccup (HTTP ${response.status}): retrying${after}…`;
+  $("retry-note").textContent = text;
+  $("retry-note").hidden = false;
+  setStatusLine(text);
+}
+
 async function clientFor(baseUrl) {
   if (!clients.has(baseUrl)) {
     const { KontextClient } = await loadClient();
-    clients.set(baseUrl, new KontextClient({ baseUrl }));
+    clients.set(baseUrl, new KontextClient({ baseUrl, fetch: watchedFetch }));
   }
   return clients.get(baseUrl);
 }
@@ -503,6 +526,7 @@ function follow(entry, controller, { show, inputSrc, resumed = false }) {
   $("cancel").hidden = false;
   $("cancel").disabled = false;
   $("cancel-note").hidden = false;
+  $("retry-note").hidden = true;
   $("resume-note").hidden = !resumed;
   $("resume-note").textContent = resumed === "check"
     ? "Checking on this run again by its id."
@@ -523,6 +547,7 @@ function onStatus(entry, run, inputSrc) {
     if (inputSrc) state.inputs.set(run.id, inputSrc);
   }
   entry.status = run.status;
+  if (state.current?.entry === entry) $("retry-note").hidden = true;
   const step = TERMINAL.has(run.status) ? "done" : run.status;
   entry.steps[step] ??= Date.now() - entry.startedAt;
   history.put(entry);
@@ -611,6 +636,7 @@ function stopFollowing(entry) {
   $("run-label").textContent = "Edit picture";
   $("cancel").hidden = true;
   $("cancel-note").hidden = true;
+  $("retry-note").hidden = true;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -935,6 +961,8 @@ function timeLabel(ms) {
 
 function renderHistory(entries) {
   const list = $("history-list");
+  // Re-rendering on every status change must not make pictures blink: keep decoded ones.
+  const decoded = new Map([...list.querySelectorAll(".history-open img")].map((img) => [img.getAttribute("src"), img]));
   list.replaceChildren();
   $("history-empty").hidden = entries.length > 0;
   $("clear-history").hidden = entries.length === 0;
@@ -948,13 +976,14 @@ function renderHistory(entries) {
     open.type = "button";
     open.className = "history-open";
     open.setAttribute("aria-label", `Show the run “${entry.prompt}”`);
-    const thumb = document.createElement("img");
-    thumb.alt = "";
-    thumb.loading = "lazy";
     const fallback = entry.input?.thumbnail ?? entry.input?.url ?? null;
     const src = entry.outputs?.[0]?.url ?? fallback;
-    if (src) thumb.src = src;
-    else thumb.hidden = true;
+    const reused = src ? decoded.get(src) : undefined;
+    if (reused) decoded.delete(src);
+    const thumb = reused ?? document.createElement("img");
+    thumb.alt = "";
+    if (!reused && src) thumb.src = src;
+    else if (!src) thumb.hidden = true;
     thumb.onerror = () => {
       thumb.onerror = () => (thumb.hidden = true);
       if (fallback && thumb.getAttribute("src") !== fallback) thumb.src = fallback;

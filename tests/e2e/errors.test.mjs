@@ -64,6 +64,27 @@ test("402 from Runflow: out of credit, add credit, nothing charged", async () =>
   }
 });
 
+test("429 while following a run: the page says it was slowed down and is retrying, then finishes", async () => {
+  const mock = await createScenario(server.url, {
+    lifecycle_ms: [200, 200, 400],
+    faults: [{ on: "get", times: 2, action: { type: "error", status: 429, retry_after: "1" } }],
+  });
+  const { context, page, problems } = await openPage(browser);
+  try {
+    await page.goto(pageUrl(server.url, mock));
+    await runEdit(page);
+    await page.waitForSelector("#retry-note:not([hidden])", { timeout: 10_000 });
+    assert.match(await text(page, "#retry-note"), /Runflow asked to slow down \(HTTP 429\): retrying in about 1 s/);
+    await screenshot(page, "24-rate-limited-retrying");
+    await waitForResult(page);
+    assert.equal(await page.isHidden("#retry-note"), true);
+    assert.ok((await mock.count("get")) >= 3);
+    assert.deepEqual(problems, []);
+  } finally {
+    await context.close();
+  }
+});
+
 test("an external image URL: the mock cannot fetch it, and the page says why", async () => {
   const mock = await createScenario(server.url);
   const { context, page, problems } = await openPage(browser);

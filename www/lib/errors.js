@@ -163,6 +163,11 @@ export function explainError(error, context = {}) {
       text = `What answered at ${base} does not look like the Runflow API (for example a web page instead of JSON).`;
       next = START_PROXY;
       break;
+    case "package_missing":
+      title = "The client package is not built";
+      text = "The page could not load runflow-kontext from /pkg/.";
+      next = "Build it with `make pkg` (or start everything with `make demo`), then reload.";
+      break;
     default:
       title = "Something unexpected went wrong";
       text = "The page hit an error it does not know.";
