@@ -9,7 +9,7 @@ import { mkdir, writeFile } from "node:fs/promises";
 import { cpus, totalmem } from "node:os";
 import { sizes } from "./size.mjs";
 import { Bench, stats } from "./browser.mjs";
-import { simulateWaiting, pollDelay } from "./waiting.mjs";
+import { simulateWaiting } from "./waiting.mjs";
 import { render, summaryTable } from "./report.mjs";
 
 const root = new URL("../", import.meta.url).pathname;

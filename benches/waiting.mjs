@@ -1,13 +1,15 @@
 // The waiting comparison computed from the poll schedules themselves, over run lengths spread
 // evenly across +-1 s around each nominal length (so a fixed loop's phase is uniform).
 
-/** Our client's wait before poll `poll` (src/policy.rs PollSchedule::delay_ms, visible page). */
-export function pollDelay(poll, initialMs = 500, maxMs = 5000) {
-  return Math.min(Math.floor(initialMs * 1.5 ** Math.min(poll, 64)), Math.max(maxMs, initialMs));
+/** Our client's wait before poll `poll`, `elapsedMs` into the wait (src/policy.rs
+ * PollSchedule::delay_ms, visible page): x1.5 each poll, capped at 0.8 s for 30 s, then 5 s. */
+export function pollDelay(poll, elapsedMs, initialMs = 500) {
+  const cap = elapsedMs < 30_000 ? Math.max(800, initialMs) : Math.max(5000, initialMs);
+  return Math.min(Math.floor(initialMs * 1.5 ** Math.min(poll, 64)), cap);
 }
 
 export const STRATEGIES = {
-  ours: (poll) => pollDelay(poll),
+  ours: (poll, elapsedMs) => pollDelay(poll, elapsedMs),
   fixed500: () => 500,
   fixed2000: () => 2000,
 };
@@ -18,7 +20,7 @@ export function simulateOne(runMs, delay, latencyMs) {
   let sent = latencyMs; // the first GET goes out as soon as the create returned
   for (let poll = 0; ; poll++) {
     if (sent + latencyMs / 2 >= runMs) return { gets: poll + 1, delayMs: sent + latencyMs - runMs };
-    sent += latencyMs + delay(poll);
+    sent += latencyMs + delay(poll, sent - latencyMs);
   }
 }
 

@@ -5,7 +5,7 @@ use crate::http::{Call, HttpResponse, Transport};
 use crate::json::{Json, JsonValue as Value};
 use crate::paths;
 use crate::policy::{CreateOutcome, PollSchedule, RetryPolicy, create_outcome, new_ref};
-use crate::run::{Run, parse_run, parse_search};
+use crate::run::{Run, run_from_json, runs_from_search};
 
 /// A configured client: where to send, how to retry, how often to poll.
 pub struct Client {
@@ -71,12 +71,14 @@ impl Client {
         );
         body.extend(request.metadata.map(|metadata| ("metadata", metadata)));
         body.push(("client_ref", Value::string(&client_ref)));
-        let body = Value::object(body).stringify().ok_or_else(|| {
-            Error::invalid(
-                "input",
-                "The input or metadata holds a value JSON cannot carry (a BigInt or a cycle).",
-            )
-        })?;
+        let body: Value = js_sys::JSON::stringify(&Value::object(body))
+            .map_err(|_| {
+                Error::invalid(
+                    "input",
+                    "The input or metadata holds a value JSON cannot carry (a BigInt or a cycle).",
+                )
+            })?
+            .into();
         let url = self.url(&paths::create_run(&self.model));
         let headers = [
             ("content-type", "application/json"),
@@ -100,7 +102,7 @@ impl Client {
                 .await
                 .and_then(HttpResponse::success)
             {
-                Ok(response) => match parse_run(response.status, &response.body) {
+                Ok(response) => match response.json(run_from_json) {
                     Ok(run) => return Ok(run),
                     Err(error) => error,
                 },
@@ -158,7 +160,7 @@ impl Client {
             .get_with_retries(&paths::run(id), call)
             .await
             .map_err(|e| e.with_run_id(id))?;
-        parse_run(response.status, &response.body).map_err(|e| e.with_run_id(id))
+        response.json(run_from_json).map_err(|e| e.with_run_id(id))
     }
 
     /// Finds the run created with `client_ref`, if any.
@@ -173,7 +175,7 @@ impl Client {
         let response = self
             .get_with_retries(&paths::search_by_client_ref(client_ref), call)
             .await?;
-        let runs = parse_search(response.status, &response.body)?;
+        let runs = response.json(runs_from_search)?;
         Ok(runs
             .into_iter()
             .find(|run| run.client_ref.as_deref() == Some(client_ref)))

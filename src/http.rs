@@ -12,12 +12,14 @@ use futures_util::future::{Either, select};
 use gloo_events::EventListener;
 use gloo_timers::future::TimeoutFuture;
 use js_sys::{Function, Object, Promise, Reflect};
+use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{AbortController, AbortSignal, Response};
 
 use crate::error::{Error, ErrorCode};
 use crate::policy::parse_retry_after;
+use crate::run::describe_body;
 
 /// The signal and deadline one public call runs under.
 #[derive(Clone, Default)]
@@ -157,8 +159,9 @@ fn clamp_ms(ms: f64) -> u32 {
 pub struct HttpResponse {
     /// The HTTP status.
     pub status: u16,
-    /// The body text.
-    pub body: String,
+    /// The body text, left a JS string: a run echoes its input, which may hold a 1 MiB data URI,
+    /// so the body is parsed by the host's JSON and never copied into wasm memory.
+    pub body: JsValue,
     /// `x-request-id` (or `runflow-request-id`), when sent and visible.
     pub request_id: Option<String>,
     /// `Retry-After`, in ms from now, when sent and visible.
@@ -173,12 +176,38 @@ impl HttpResponse {
         } else {
             Err(Error::from_response(
                 self.status,
-                &self.body,
+                &self.text(),
                 self.request_id,
                 self.retry_after_ms,
             ))
         }
     }
+
+    /// The body as Rust text, for error messages.
+    pub fn text(&self) -> String {
+        self.body.as_string().unwrap_or_default()
+    }
+
+    /// Reads the body with `read`, or says what it was instead of JSON.
+    pub fn json<T>(
+        &self,
+        read: impl FnOnce(u16, &JsValue) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        match json_parse(&self.body) {
+            Ok(value) => read(self.status, &value),
+            Err(_) => Err(Error::invalid_response(
+                self.status,
+                describe_body(&self.text()),
+            )),
+        }
+    }
+}
+
+#[wasm_bindgen]
+extern "C" {
+    /// `JSON.parse` on a JS string, without a round trip through wasm memory.
+    #[wasm_bindgen(js_namespace = JSON, js_name = parse, catch)]
+    fn json_parse(text: &JsValue) -> Result<JsValue, JsValue>;
 }
 
 /// How requests are sent: which fetch, which headers, how long each may take.
@@ -202,7 +231,7 @@ impl Transport {
         &self,
         method: &str,
         url: &str,
-        body: Option<&str>,
+        body: Option<&JsValue>,
         extra_headers: &[(&str, &str)],
         call: &Call,
     ) -> Result<HttpResponse, Error> {
@@ -233,7 +262,7 @@ impl Transport {
         set(&init, "headers", &headers);
         set(&init, "signal", &signal);
         if let Some(body) = body {
-            set(&init, "body", &body.into());
+            set(&init, "body", body);
         }
 
         let fetch = match &self.fetch {
@@ -270,9 +299,7 @@ impl Transport {
             let text = response.text().map_err(|e| connection(url, &e))?;
             let body = JsFuture::from(text)
                 .await
-                .map_err(|e| connection(url, &e))?
-                .as_string()
-                .unwrap_or_default();
+                .map_err(|e| connection(url, &e))?;
             Ok(HttpResponse {
                 status,
                 body,

@@ -146,6 +146,14 @@ pub fn parse_run(status: u16, body: &str) -> Result<Run, Error> {
 pub fn parse_search(status: u16, body: &str) -> Result<Vec<Run>, Error> {
     let page =
         Value::parse(body).ok_or_else(|| Error::invalid_response(status, describe_body(body)))?;
+    runs_from_search(status, &page)
+}
+
+/// Reads a parsed search response (`{items: [...]}`) into runs.
+///
+/// # Errors
+/// `invalid_response` when it is not that shape or an item is not a run.
+pub fn runs_from_search(status: u16, page: &Value) -> Result<Vec<Run>, Error> {
     let items = page
         .member("items")
         .items()
@@ -162,7 +170,11 @@ fn text(value: &Value, key: &str) -> Option<String> {
     Json::as_str(&value.member(key))
 }
 
-fn run_from_json(status: u16, wire: &Value) -> Result<Run, Error> {
+/// Reads a parsed run; `status` is the HTTP status, for the error message.
+///
+/// # Errors
+/// `invalid_response` when it is not an object, or has no id or status.
+pub fn run_from_json(status: u16, wire: &Value) -> Result<Run, Error> {
     if !Json::is_object(wire) {
         return Err(Error::invalid_response(
             status,
@@ -351,7 +363,8 @@ fn content_type_of(url: &str) -> Option<String> {
     Some(mime.to_owned())
 }
 
-fn describe_body(body: &str) -> &'static str {
+/// What a body that is not JSON looks like, for messages.
+pub fn describe_body(body: &str) -> &'static str {
     let start = body.trim_start();
     if start.is_empty() {
         "an empty body"
