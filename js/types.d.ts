@@ -198,7 +198,10 @@ export class KontextClient<Input extends object = KontextInput> {
   createRun(input: Input, options?: CreateRunOptions): Promise<Run>;
   /** Fetches a run by id. */
   getRun(id: string, options?: GetRunOptions): Promise<Run>;
-  /** Polls a run until it succeeds, fails or is canceled, and resolves with that run. */
+  /**
+   * Polls a run until it succeeds, fails or is canceled, and resolves with that run whatever its
+   * status: check `run.status` (unlike `run()`, which rejects with `run_failed`).
+   */
   waitForRun(id: string, options?: WaitForRunOptions): Promise<Run>;
   /** Creates a run and waits for it; rejects with `run_failed` if it fails or is canceled. */
   run(input: Input, options?: RunOptions): Promise<Run>;

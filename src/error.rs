@@ -146,7 +146,7 @@ impl Error {
         let envelope = Envelope::parse(body);
         let server_code = envelope.code.clone();
         let code = classify(status, server_code.as_deref());
-        let mut message = format!("HTTP {status}. {}", explain(code, &envelope, body));
+        let mut message = format!("HTTP {status}. {}", explain(code, &envelope));
         if let Some(said) = envelope
             .message
             .as_deref()
@@ -221,7 +221,8 @@ pub fn classify(status: u16, server_code: Option<&str>) -> ErrorCode {
         401 => ErrorCode::AuthenticationError,
         402 => ErrorCode::InsufficientCredit,
         403 => ErrorCode::PermissionDenied,
-        404 => ErrorCode::NotFound,
+        // 405: the path exists on that server but is not the API, as when no proxy is mounted.
+        404 | 405 => ErrorCode::NotFound,
         408 => ErrorCode::Timeout,
         409 => ErrorCode::Conflict,
         413 => ErrorCode::PayloadTooLarge,
@@ -233,7 +234,7 @@ pub fn classify(status: u16, server_code: Option<&str>) -> ErrorCode {
 }
 
 /// What the status means and what to do, without the status itself (added once by the caller).
-fn explain(code: ErrorCode, envelope: &Envelope, body: &str) -> &'static str {
+fn explain(code: ErrorCode, envelope: &Envelope) -> &'static str {
     let proxy_refusal = matches!(
         envelope.code.as_deref(),
         Some("path_not_allowed" | "model_not_allowed")
@@ -254,7 +255,8 @@ fn explain(code: ErrorCode, envelope: &Envelope, body: &str) -> &'static str {
         ErrorCode::InsufficientCredit => {
             "The Runflow account is out of credit: add credit in the Runflow dashboard, then try again."
         }
-        ErrorCode::NotFound if envelope.is_empty() && !body.trim().is_empty() => {
+        // Runflow's own 404s always carry an error body.
+        ErrorCode::NotFound if envelope.is_empty() => {
             "Nothing that speaks the Runflow API answered: check baseUrl and that the proxy is running."
         }
         ErrorCode::NotFound => {
@@ -344,6 +346,7 @@ mod tests {
             (402, None, ErrorCode::InsufficientCredit, false),
             (403, None, ErrorCode::PermissionDenied, false),
             (404, None, ErrorCode::NotFound, false),
+            (405, None, ErrorCode::NotFound, false),
             (408, None, ErrorCode::Timeout, true),
             (409, None, ErrorCode::Conflict, false),
             (413, None, ErrorCode::PayloadTooLarge, false),
