@@ -49,6 +49,11 @@ export function summaryTable(r) {
         [`concurrency: ${c0.ours.n} runs in flight, zero latency`, `${ms(c0.ours.wallMs, 0)} wall, wasm memory ${kib(c0.ours.before.wasmBytes)} → peak ${kib(c0.ours.peak.wasmBytes)}`, `fetch loop ${ms(c0.floor.wallMs, 0)}`],
         [`concurrency: ${c1.ours.n} runs of ${c1.lifecycle_ms.reduce((a, b) => a + b, 0) / 1000} s in flight, polled from ${c1.pollIntervalMs} ms`, `${ms(c1.ours.wallMs, 0)} wall, peak wasm memory ${kib(c1.ours.peak.wasmBytes)}, ${c1.ours.gets} GETs`, `fetch loop ${ms(c1.floor.wallMs, 0)}, ${c1.floor.gets} GETs`],
         ["memory after 10 → 2,000 sequential runs (after GC)", `wasm ${signed(r.memory.growth.oursWasmBytes)}, JS heap ${signed(r.memory.growth.oursJsHeapBytes)}`, `fetch loop JS heap ${signed(r.memory.growth.floorJsHeapBytes)}`],
+        [
+          `proxy (issue 5): ${r.proxy.n} sequential GETs each way, keep-alive, interleaved; then ${r.proxy.throughput.concurrency} in flight for ${r.proxy.throughput.seconds} s`,
+          `through the proxy: p50 ${ms(r.proxy.latencyMs.proxied.p50, 2)}, p99 ${ms(r.proxy.latencyMs.proxied.p99, 2)} (**${x(r.proxy.ratio.p50)}** p50, **${x(r.proxy.ratio.p99)}** p99; +${ms(r.proxy.addedMs.p50, 2)} p50); ${Math.round(r.proxy.throughput.proxiedPerSec)} req/s`,
+          `straight to the mock: p50 ${ms(r.proxy.latencyMs.direct.p50, 2)}, p99 ${ms(r.proxy.latencyMs.direct.p99, 2)}; ${Math.round(r.proxy.throughput.directPerSec)} req/s`,
+        ],
         ...[5000, 10000, 30000].map((d) => [
           `waiting, ${d / 1000} s runs: GETs per run, completion → resolution delay (median)`,
           `${w(d, "ours").gets.median} GETs, ${ms(w(d, "ours").delayMs.median, 0)} (9–11 s spread: ${w(d, "ours", "spread").gets.median} GETs, ${ms(w(d, "ours", "spread").delayMs.median, 0)})`.replace("9–11", `${d / 1000 - 1}–${d / 1000 + 1}`),
@@ -142,6 +147,10 @@ export function render(r) {
   out.push(table(["run", "lengths", "strategy", "runs", "GETs median (min–max)", "delay median", "delay p95", "delay max"], wt.summary.map((s) => [`${s.duration / 1000} s`, s.kind, STRATEGY[s.strategy], s.runs, `${s.gets.median} (${s.gets.min}–${s.gets.max})`, ms(s.delayMs.median, 0), ms(s.delayMs.p95, 0), ms(s.delayMs.max, 0)])), "");
   out.push(`Computed from the schedules (\`benches/waiting.mjs\`, ${wt.simulated[0].latencyMs.toFixed(2)} ms per request, the measured median), for a run of exactly the nominal length and for 2,000 lengths spread evenly over ±1 s:`, "");
   out.push(table(["run", "strategy", "exact: GETs", "exact: delay", "spread: mean GETs", "spread: median delay", "spread: p95 delay", "spread: mean delay"], wt.simulated.map((s) => [`${s.duration / 1000} s`, STRATEGY[s.strategy], s.exact.gets, ms(s.exact.delayMs, 0), s.spread.meanGets.toFixed(1), ms(s.spread.medianDelayMs, 0), ms(s.spread.p95DelayMs, 0), ms(s.spread.meanDelayMs, 0)])), "");
+
+  const p = r.proxy;
+  out.push("## Proxy", "", `The dev server in proxy mode (\`RUNFLOW_API_KEY\` set, rate limit off) in front of a second dev server's mock, both release builds on loopback, driven from Node's http with keep-alive (\`benches/proxy.mjs\`). ${p.n} sequential \`GET /v1/runs/{id}\` each way, interleaved and alternating which goes first; then ${p.throughput.concurrency} requests in flight for ${p.throughput.seconds} s each way. The client and both servers share the machine's cores, so throughput is a floor, not a ceiling.`, "");
+  out.push(table(["path", "p50", "p99", "req/s"], [["straight to the mock", ms(p.latencyMs.direct.p50, 3), ms(p.latencyMs.direct.p99, 3), Math.round(p.throughput.directPerSec)], ["through the proxy", ms(p.latencyMs.proxied.p50, 3), ms(p.latencyMs.proxied.p99, 3), Math.round(p.throughput.proxiedPerSec)], ["ratio", x(p.ratio.p50), x(p.ratio.p99), x(p.throughput.directPerSec / p.throughput.proxiedPerSec)]]), "");
 
   out.push("## Machine", "", `${r.machine.cores} cores (${r.machine.cpu}), ${(r.machine.memoryBytes / 2 ** 30).toFixed(1)} GiB, Node ${r.machine.node}, Chromium ${r.machine.browser.browserVersion} headless (${r.machine.browser.userAgent}); precise memory info: ${r.machine.browser.preciseMemory}, gc(): ${r.machine.browser.gc}.`, "");
   return out.join("\n");

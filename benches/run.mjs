@@ -1,4 +1,4 @@
-// `make bench`: size, start-up, per-run overhead, concurrency, memory and waiting, for
+// `make bench`: size, start-up, per-run overhead, concurrency, memory, waiting and the proxy's cost, for
 // runflow-kontext next to its peers and a hand-written fetch loop. Starts the dev server (embedded
 // mock) on a free port, drives Debian's Chromium headless, writes target/bench/report.{md,json}
 // and prints the summary table that the README's Benchmarks section holds.
@@ -10,6 +10,7 @@ import { cpus, totalmem } from "node:os";
 import { sizes } from "./size.mjs";
 import { Bench, stats } from "./browser.mjs";
 import { simulateWaiting } from "./waiting.mjs";
+import { proxyCost } from "./proxy.mjs";
 import { render, summaryTable } from "./report.mjs";
 
 const root = new URL("../", import.meta.url).pathname;
@@ -22,6 +23,7 @@ const CONFIG = {
   memory: { checkpoints: quick ? [10, 200] : [10, 500, 1000, 2000], pollIntervalMs: 1 },
   concurrency: { n: 200, lifecycles: [[0, 0, 0], [200, 200, 600]], pollIntervalMs: quick ? 50 : 50 },
   waiting: { durations: [5000, 10000, 30000], exact: quick ? 2 : 4, spread: quick ? 4 : 8 },
+  proxy: { n: quick ? 300 : 2000, concurrency: 32, ms: quick ? 1000 : 3000 },
 };
 
 function startDevServer() {
@@ -52,6 +54,8 @@ const bench = new Bench(origin, log);
 try {
   log("size: bundling ours and the peers, twiggy breakdown");
   report.size = await sizes();
+  log(`proxy: ${CONFIG.proxy.n} sequential GETs each way, then ${CONFIG.proxy.concurrency} in flight`);
+  report.proxy = await proxyCost(CONFIG.proxy);
   await bench.start();
   report.machine.browser = await bench.env();
   log(`start-up: ${CONFIG.startupLoads} cold + ${CONFIG.startupLoads} warm loads`);
