@@ -1,49 +1,33 @@
 // Error paths read as sentences with a next step, and text from people or servers stays text.
 
 import assert from "node:assert/strict";
-import { rm } from "node:fs/promises";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import {
   createScenario,
-  launchBrowser,
   openPage,
   pageUrl,
   screenshot,
-  startServer,
+  studioSession,
   text,
   waitForResult,
-  writeFixtures,
 } from "./harness.mjs";
 
-let server;
-let browser;
-let fixtures;
-
-before(async () => {
-  fixtures = writeFixtures();
-  [server, browser] = await Promise.all([startServer(), launchBrowser()]);
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-  if (fixtures) await rm(fixtures.dir, { recursive: true, force: true });
-});
+const session = studioSession();
 
 async function runEdit(page, prompt = "make it brighter") {
-  await page.setInputFiles("#file", fixtures.sunset);
+  await page.setInputFiles("#file", session.fixtures.sunset);
   await page.waitForFunction(() => document.getElementById("dropzone").dataset.state === "ready");
   await page.fill("#prompt", prompt);
   await page.click("#run");
 }
 
 test("402 from Runflow: out of credit, add credit, nothing charged", async () => {
-  const mock = await createScenario(server.url, {
+  const mock = await createScenario(session.server.url, {
     faults: [{ on: "create", action: { type: "error", status: 402 } }],
   });
-  const { context, page, problems } = await openPage(browser);
+  const { context, page, problems } = await openPage(session.browser);
   try {
-    await page.goto(pageUrl(server.url, mock));
+    await page.goto(pageUrl(session.server.url, mock));
     await runEdit(page);
     await page.waitForSelector("#alert:not([hidden])");
     assert.equal(await text(page, "#alert-title"), "Out of credit");
@@ -65,13 +49,13 @@ test("402 from Runflow: out of credit, add credit, nothing charged", async () =>
 });
 
 test("429 while following a run: the page says it was slowed down and is retrying, then finishes", async () => {
-  const mock = await createScenario(server.url, {
+  const mock = await createScenario(session.server.url, {
     lifecycle_ms: [200, 200, 400],
     faults: [{ on: "get", times: 2, action: { type: "error", status: 429, retry_after: "1" } }],
   });
-  const { context, page, problems } = await openPage(browser);
+  const { context, page, problems } = await openPage(session.browser);
   try {
-    await page.goto(pageUrl(server.url, mock));
+    await page.goto(pageUrl(session.server.url, mock));
     await runEdit(page);
     await page.waitForSelector("#retry-note:not([hidden])", { timeout: 10_000 });
     assert.match(await text(page, "#retry-note"), /Runflow asked to slow down \(HTTP 429\): retrying in about 1 s/);
@@ -86,10 +70,10 @@ test("429 while following a run: the page says it was slowed down and is retryin
 });
 
 test("an external image URL: the mock cannot fetch it, and the page says why", async () => {
-  const mock = await createScenario(server.url);
-  const { context, page, problems } = await openPage(browser);
+  const mock = await createScenario(session.server.url);
+  const { context, page, problems } = await openPage(session.browser);
   try {
-    await page.goto(pageUrl(server.url, mock));
+    await page.goto(pageUrl(session.server.url, mock));
     await page.fill("#url", "http://example.com/cat.jpg");
     await page.click("#url-form button");
     assert.match(await text(page, "#image-message"), /use an address starting with https:\/\//);
@@ -116,9 +100,9 @@ test("an external image URL: the mock cannot fetch it, and the page says why", a
 });
 
 test("no Runflow API at the base: the page says how to start one", async () => {
-  const { context, page, problems } = await openPage(browser);
+  const { context, page, problems } = await openPage(session.browser);
   try {
-    await page.goto(`${server.url}/?base=/nothing-here`);
+    await page.goto(`${session.server.url}/?base=/nothing-here`);
     await page.waitForFunction(() => document.getElementById("backend").dataset.state === "down");
     assert.equal(await text(page, "#backend-label"), "No backend at /nothing-here");
     assert.match(await text(page, "#banner"), /make demo/);
@@ -128,7 +112,7 @@ test("no Runflow API at the base: the page says how to start one", async () => {
     assert.match(await text(page, "#alert-next"), /make demo.*RUNFLOW_API_KEY/);
     await screenshot(page, "22-error-no-backend");
     // Only same-origin API roots are accepted from the address bar.
-    await page.goto(`${server.url}/?base=https://evil.example/api`);
+    await page.goto(`${session.server.url}/?base=https://evil.example/api`);
     assert.match(await text(page, "#banner"), /Ignored \?base=https:\/\/evil\.example\/api/);
     assert.equal(await text(page, "#footer-base"), "API root: /api/runflow");
     assert.deepEqual(problems.filter((p) => !p.includes("404")), []);
@@ -139,12 +123,12 @@ test("no Runflow API at the base: the page says how to start one", async () => {
 
 test("markup in a prompt or in server text stays inert text", async () => {
   const evil = `<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>`;
-  const mock = await createScenario(server.url, {
+  const mock = await createScenario(session.server.url, {
     final_status: "failed",
     failure: { code: "PROVIDER_ERROR", message: `<img src=y onerror="window.__xss=3">` },
   });
-  const clean = await createScenario(server.url);
-  const { context, page, problems } = await openPage(browser);
+  const clean = await createScenario(session.server.url);
+  const { context, page, problems } = await openPage(session.browser);
   const injected = () =>
     page.evaluate(() => ({
       flag: window.__xss ?? null,
@@ -153,7 +137,7 @@ test("markup in a prompt or in server text stays inert text", async () => {
     }));
   try {
     // A successful run with the prompt enhanced, so the server echoes it back as well.
-    await page.goto(pageUrl(server.url, clean));
+    await page.goto(pageUrl(session.server.url, clean));
     await page.check("#enhance");
     await runEdit(page, evil);
     await waitForResult(page);
@@ -162,7 +146,7 @@ test("markup in a prompt or in server text stays inert text", async () => {
     assert.equal(await page.locator(".history-prompt").first().textContent(), evil);
 
     // A failed run whose server message is markup.
-    await page.goto(pageUrl(server.url, mock));
+    await page.goto(pageUrl(session.server.url, mock));
     await runEdit(page, evil);
     await page.waitForSelector("#alert:not([hidden])", { timeout: 15_000 });
     assert.match(await text(page, "#alert-server"), /<img src=y onerror=/);

@@ -9,6 +9,8 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { deflateSync } from "node:zlib";
+import { rm } from "node:fs/promises";
+import { after, before } from "node:test";
 import { chromium } from "playwright-core";
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
@@ -24,6 +26,24 @@ const CHROMIUM_ARGS = [
   "--disable-sync",
   "--disable-quic",
 ];
+
+/**
+ * Registers the hooks most test files share: image fixtures, a dev server and a browser for the
+ * whole file, torn down after it. Read them from the returned object inside tests.
+ */
+export function studioSession(serverEnv = {}) {
+  const session = {};
+  before(async () => {
+    session.fixtures = writeFixtures();
+    [session.server, session.browser] = await Promise.all([startServer(serverEnv), launchBrowser()]);
+  });
+  after(async () => {
+    await session.browser?.close();
+    await session.server?.stop();
+    if (session.fixtures) await rm(session.fixtures.dir, { recursive: true, force: true });
+  });
+  return session;
+}
 
 /** Starts the dev server on a free port; resolves with `{ url, stop }`. */
 export async function startServer(env = {}) {

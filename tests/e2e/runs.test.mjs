@@ -2,34 +2,18 @@
 // the page reloaded picked up again by its id.
 
 import assert from "node:assert/strict";
-import { rm } from "node:fs/promises";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import {
   createScenario,
-  launchBrowser,
   openPage,
   pageUrl,
   screenshot,
-  startServer,
+  studioSession,
   text,
   waitForResult,
-  writeFixtures,
 } from "./harness.mjs";
 
-let server;
-let browser;
-let fixtures;
-
-before(async () => {
-  fixtures = writeFixtures();
-  [server, browser] = await Promise.all([startServer(), launchBrowser()]);
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-  if (fixtures) await rm(fixtures.dir, { recursive: true, force: true });
-});
+const session = studioSession();
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -40,11 +24,11 @@ async function waitForRunId(page) {
 }
 
 test("cancel mid-run stops waiting, says the run may still be billed, and keeps it in history", async () => {
-  const mock = await createScenario(server.url, { lifecycle_ms: [300, 300, 30000] });
-  const { context, page, problems } = await openPage(browser);
+  const mock = await createScenario(session.server.url, { lifecycle_ms: [300, 300, 30000] });
+  const { context, page, problems } = await openPage(session.browser);
   try {
-    await page.goto(pageUrl(server.url, mock));
-    await page.setInputFiles("#file", fixtures.sunset);
+    await page.goto(pageUrl(session.server.url, mock));
+    await page.setInputFiles("#file", session.fixtures.sunset);
     await page.fill("#prompt", "make the sky stormy");
     await page.click("#run");
     const runId = await waitForRunId(page);
@@ -87,11 +71,11 @@ test("cancel mid-run stops waiting, says the run may still be billed, and keeps 
 });
 
 test("history survives a reload, shows the result again and reuses the settings", async () => {
-  const mock = await createScenario(server.url);
-  const { context, page, problems } = await openPage(browser);
+  const mock = await createScenario(session.server.url);
+  const { context, page, problems } = await openPage(session.browser);
   try {
-    await page.goto(pageUrl(server.url, mock));
-    await page.setInputFiles("#file", fixtures.sunset);
+    await page.goto(pageUrl(session.server.url, mock));
+    await page.setInputFiles("#file", session.fixtures.sunset);
     await page.fill("#prompt", "turn it into a watercolour");
     await page.click("label[for=num-2]");
     await page.click("label[for=fmt-png]");
@@ -144,11 +128,11 @@ test("history survives a reload, shows the result again and reuses the settings"
 });
 
 test("a run still going when the page reloads is picked up again by its id", async () => {
-  const mock = await createScenario(server.url, { lifecycle_ms: [300, 300, 2500] });
-  const { context, page, problems } = await openPage(browser);
+  const mock = await createScenario(session.server.url, { lifecycle_ms: [300, 300, 2500] });
+  const { context, page, problems } = await openPage(session.browser);
   try {
-    await page.goto(pageUrl(server.url, mock));
-    await page.setInputFiles("#file", fixtures.sunset);
+    await page.goto(pageUrl(session.server.url, mock));
+    await page.setInputFiles("#file", session.fixtures.sunset);
     await page.fill("#prompt", "add a rainbow");
     await page.click("#run");
     const runId = await waitForRunId(page);

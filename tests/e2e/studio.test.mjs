@@ -2,48 +2,33 @@
 // result with its comparison slider, and downloads in the chosen format.
 
 import assert from "node:assert/strict";
-import { readFile, rm } from "node:fs/promises";
-import { after, before, test } from "node:test";
+import { readFile } from "node:fs/promises";
+import { test } from "node:test";
 import { join } from "node:path";
 import {
   ROOT,
   createScenario,
   isJpeg,
   isPng,
-  launchBrowser,
   openPage,
   pageUrl,
   screenshot,
-  startServer,
+  studioSession,
   text,
   waitForResult,
-  writeFixtures,
 } from "./harness.mjs";
 
-let server;
-let browser;
-let fixtures;
-
-before(async () => {
-  fixtures = writeFixtures();
-  [server, browser] = await Promise.all([startServer(), launchBrowser()]);
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-  if (fixtures) await rm(fixtures.dir, { recursive: true, force: true });
-});
+const session = studioSession();
 
 test("edits a picture from disk, compares before and after, downloads a PNG", async () => {
-  const { context, page, problems } = await openPage(browser);
+  const { context, page, problems } = await openPage(session.browser);
   try {
-    await page.goto(pageUrl(server.url));
+    await page.goto(pageUrl(session.server.url));
     await page.waitForFunction(() => document.getElementById("backend").dataset.state !== "checking");
     assert.match(await text(page, "#backend-label"), /Embedded mock/);
     await screenshot(page, "01-empty");
 
-    await page.setInputFiles("#file", fixtures.sunset);
+    await page.setInputFiles("#file", session.fixtures.sunset);
     await page.waitForFunction(() => document.getElementById("dropzone").dataset.state === "ready");
     assert.match(await text(page, "#preview-info"), /320×200 · \d+ (bytes|KB) · PNG · sunset\.png/);
 
@@ -101,9 +86,9 @@ test("edits a picture from disk, compares before and after, downloads a PNG", as
 });
 
 test("the sample picture, two JPEG outputs, the second one downloaded (UPDATE_DOCS_SCREENSHOT=1 refreshes docs/screenshot.png)", async () => {
-  const { context, page, problems } = await openPage(browser);
+  const { context, page, problems } = await openPage(session.browser);
   try {
-    await page.goto(pageUrl(server.url));
+    await page.goto(pageUrl(session.server.url));
     await page.click("#sample");
     await page.waitForFunction(() => document.getElementById("dropzone").dataset.state === "ready");
     assert.match(await text(page, "#preview-info"), /960×640 · \d+ KB · JPEG · lakeside\.jpg/);
@@ -144,10 +129,10 @@ test("the sample picture, two JPEG outputs, the second one downloaded (UPDATE_DO
 });
 
 test("phone width: everything reachable, nothing overflows sideways", async () => {
-  const { context, page, problems } = await openPage(browser, { viewport: { width: 390, height: 844 } });
+  const { context, page, problems } = await openPage(session.browser, { viewport: { width: 390, height: 844 } });
   try {
-    await page.goto(pageUrl(server.url));
-    await page.setInputFiles("#file", fixtures.sunset);
+    await page.goto(pageUrl(session.server.url));
+    await page.setInputFiles("#file", session.fixtures.sunset);
     await page.fill("#prompt", "Add a red hot-air balloon in the sky");
     await page.click("#run");
     await waitForResult(page);
@@ -161,16 +146,16 @@ test("phone width: everything reachable, nothing overflows sideways", async () =
 });
 
 test("refuses a file that is not a picture, shrinks one over 1 MiB before sending it", async () => {
-  const mock = await createScenario(server.url);
-  const { context, page, problems } = await openPage(browser);
+  const mock = await createScenario(session.server.url);
+  const { context, page, problems } = await openPage(session.browser);
   try {
-    await page.goto(pageUrl(server.url, mock));
-    await page.setInputFiles("#file", fixtures.text);
+    await page.goto(pageUrl(session.server.url, mock));
+    await page.setInputFiles("#file", session.fixtures.text);
     await page.waitForFunction(() => document.getElementById("image-message").dataset.tone === "error");
     assert.match(await text(page, "#image-message"), /“notes\.txt” is a text\/plain file\. Choose a picture/);
     assert.equal(await page.getAttribute("#dropzone", "data-state"), "empty");
 
-    await page.setInputFiles("#file", fixtures.big);
+    await page.setInputFiles("#file", session.fixtures.big);
     await page.waitForFunction(() => document.getElementById("dropzone").dataset.state === "ready", null, { timeout: 20_000 });
     const note = await text(page, "#image-message");
     assert.match(note, /Resized from 1600×1200 \([\d.]+ MB\) to \d+×\d+ \(\d+ KB\)/);
@@ -192,10 +177,10 @@ test("refuses a file that is not a picture, shrinks one over 1 MiB before sendin
 });
 
 test("every control has a label, and an edit can be made with the keyboard alone", async () => {
-  const mock = await createScenario(server.url);
-  const { context, page, problems } = await openPage(browser);
+  const mock = await createScenario(session.server.url);
+  const { context, page, problems } = await openPage(session.browser);
   try {
-    await page.goto(pageUrl(server.url, mock));
+    await page.goto(pageUrl(session.server.url, mock));
     const unlabelled = await page.$$eval("input, select, textarea, button", (controls) =>
       controls
         .filter((el) => !el.closest("[hidden]"))
