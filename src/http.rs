@@ -124,12 +124,21 @@ impl Future for Aborted {
 }
 
 /// Aborts its fetch when dropped, so a request whose future is dropped (timeout, abort, or the
-/// caller going away) does not go on in the background.
-struct AbortOnDrop(AbortController);
+/// caller going away) does not go on in the background. A request read to the end is disarmed:
+/// aborting a finished fetch costs a few percent of a request's CPU time for nothing.
+struct AbortOnDrop(Option<AbortController>);
+
+impl AbortOnDrop {
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
-        self.0.abort();
+        if let Some(controller) = &self.0 {
+            controller.abort();
+        }
     }
 }
 
@@ -242,7 +251,7 @@ impl Transport {
             .map_or(request_budget, |left| left.min(request_budget));
         let controller = AbortController::new().map_err(|e| connection(url, &e))?;
         let signal = controller.signal();
-        let _guard = AbortOnDrop(controller.clone());
+        let mut guard = AbortOnDrop(Some(controller.clone()));
         let _forward = call
             .signal
             .as_ref()
@@ -292,7 +301,8 @@ impl Transport {
             }
             let response: Response = response.unchecked_into();
             let status = response.status();
-            let header = |name: &str| response.headers().get(name).ok().flatten();
+            let headers = response.headers();
+            let header = |name: &str| headers.get(name).ok().flatten();
             let request_id = header("x-request-id").or_else(|| header("runflow-request-id"));
             let retry_after_ms = header("retry-after")
                 .and_then(|value| parse_retry_after(&value, now_ms().max(0.0) as u64, parse_date));
@@ -314,7 +324,10 @@ impl Transport {
         )
         .await
         {
-            Either::Left((result, _)) => result,
+            Either::Left((result, _)) => {
+                guard.disarm();
+                result
+            }
             Either::Right((Either::Left(_), _)) if limit < request_budget => {
                 Err(call.deadline_passed())
             }
