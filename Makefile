@@ -62,4 +62,5 @@ clean:
 
 # Size and speed against the peers and a hand-written fetch loop: target/bench/report.{md,json}.
 bench: pkg devserver
+	@command -v twiggy >/dev/null || cargo install --locked twiggy
 	node benches/run.mjs
