@@ -129,6 +129,12 @@ function resolveBase() {
   try {
     const url = new URL(raw, location.href);
     if (url.origin !== location.origin) throw new Error("foreign origin");
+    // `/.//evil.com` or `/%2e//evil.com` normalise to the pathname `//evil.com`, which `fetch`
+    // reads as protocol-relative: a path must start with exactly one `/`, with no `//` and no
+    // backslash anywhere (decoded too).
+    for (const form of [url.pathname, decodeURIComponent(url.pathname)]) {
+      if (!form.startsWith("/") || form.includes("//") || form.includes("\\")) throw new Error("unsafe path");
+    }
     return url.pathname.replace(/\/+$/, "") || DEFAULT_BASE;
   } catch {
     showBanner(`Ignored ?base=${raw}: only an API path on this server is allowed. Using ${DEFAULT_BASE}.`);

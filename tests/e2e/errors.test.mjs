@@ -121,6 +121,27 @@ test("no Runflow API at the base: the page says how to start one", async () => {
   }
 });
 
+test("?base= that normalises to a protocol-relative path is ignored", async () => {
+  const { context, page, problems } = await openPage(session.browser);
+  const foreign = [];
+  page.on("request", (request) => {
+    if (new URL(request.url()).hostname.includes("evil")) foreign.push(request.url());
+  });
+  try {
+    // Both become the same-origin pathname `//evil.com`, i.e. `fetch("//evil.com/v1/...")`.
+    for (const raw of ["/.//evil.com", "/%2e//evil.com"]) {
+      await page.goto(`${session.server.url}/?base=${encodeURIComponent(raw)}`);
+      assert.equal(await text(page, "#banner"), `Ignored ?base=${raw}: only an API path on this server is allowed. Using /api/runflow.`);
+      assert.equal(await text(page, "#footer-base"), "API root: /api/runflow");
+      await page.waitForFunction(() => document.getElementById("backend").dataset.state !== "checking");
+    }
+    assert.deepEqual(foreign, []);
+    assert.deepEqual(problems, []);
+  } finally {
+    await context.close();
+  }
+});
+
 test("markup in a prompt or in server text stays inert text", async () => {
   const evil = `<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>`;
   const mock = await createScenario(session.server.url, {
