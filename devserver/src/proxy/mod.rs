@@ -227,7 +227,7 @@ impl ProxyConfig {
             timeout: DEFAULT_TIMEOUT,
             rate_limit: Some(RateLimit::DEFAULT),
             client_ip_header: None,
-            authenticators: vec![Arc::new(SameOrigin)],
+            authenticators: vec![Arc::new(SameOrigin::default())],
             client,
         })
     }
@@ -236,7 +236,7 @@ impl ProxyConfig {
     /// `RUNFLOW_API_KEY` (required), `RUNFLOW_UPSTREAM`, `RUNFLOW_ORGANIZATION_ID`,
     /// `RUNFLOW_ALLOWED_MODELS`, `PROXY_MAX_BODY_BYTES`, `PROXY_TIMEOUT_MS`,
     /// `PROXY_RATE_PER_SEC` (0 turns the limit off), `PROXY_BURST`, `PROXY_CLIENT_IP_HEADER`,
-    /// `PROXY_SHARED_SECRET`, `PROXY_SAME_ORIGIN` (`0` turns the check off).
+    /// `PROXY_SHARED_SECRET`, `PROXY_SAME_ORIGIN` (`0` turns the check off), `PROXY_ALLOWED_HOSTS`.
     ///
     /// # Errors
     /// A message naming the variable at fault (never showing the key).
@@ -292,7 +292,14 @@ impl ProxyConfig {
                 .push(Arc::new(SharedSecret::new(secret)));
         }
         match var("PROXY_SAME_ORIGIN").as_deref().map(str::trim) {
-            None | Some("1" | "true" | "on") => config.authenticators.push(Arc::new(SameOrigin)),
+            None | Some("1" | "true" | "on") => {
+                let hosts = var("PROXY_ALLOWED_HOSTS").filter(|h| !h.trim().is_empty());
+                let hook = match hosts {
+                    Some(hosts) => SameOrigin::parse(&hosts)?,
+                    None => SameOrigin::default(),
+                };
+                config.authenticators.push(Arc::new(hook));
+            }
             Some("0" | "false" | "off") => {}
             Some(other) => return Err(format!("PROXY_SAME_ORIGIN must be 1 or 0, got {other:?}")),
         }

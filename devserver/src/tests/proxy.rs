@@ -16,7 +16,8 @@ use tokio::net::TcpListener;
 
 use super::*;
 use crate::{
-    serve, ApiKey, Backend, ModelAllowlist, ProxyConfig, RateLimit, Refusal, SharedSecret, Upstream,
+    serve, ApiKey, Backend, ModelAllowlist, ProxyConfig, RateLimit, Refusal, SameOrigin,
+    SharedSecret, Upstream,
 };
 
 const KEY: &str = "rf_test_key_123";
@@ -488,6 +489,38 @@ async fn the_authenticate_hooks_guard_the_proxy() {
     assert_eq!(foreign.json()["code"], json!("ORIGIN_NOT_ALLOWED"));
     let same = call(c.get(&health).header("origin", format!("http://{host}"))).await;
     assert_eq!(same.status, StatusCode::OK);
+    // DNS rebinding: the attacker's name points at this server, so Host and Origin agree.
+    let port = host.rsplit(':').next().unwrap();
+    let rebound = call(
+        c.get(&health)
+            .header("host", format!("evil.example:{port}"))
+            .header("origin", format!("http://evil.example:{port}")),
+    )
+    .await;
+    assert_eq!(rebound.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        rebound.json(),
+        json!({
+            "code": "HOST_NOT_ALLOWED",
+            "message": "This proxy does not answer for this host name: add it to PROXY_ALLOWED_HOSTS",
+            "errors": null
+        })
+    );
+    let deployed = proxy(&base, |config| {
+        let hook = SameOrigin::parse("demo.example").unwrap();
+        config.authenticators = vec![Arc::new(hook)];
+    })
+    .await;
+    let health_there = format!("{deployed}/v1/health");
+    let public = call(
+        c.get(&health_there)
+            .header("host", "demo.example")
+            .header("origin", "https://demo.example"),
+    )
+    .await;
+    assert_eq!(public.status, StatusCode::OK);
+    let loopback = call(c.get(&health_there)).await;
+    assert_eq!(loopback.json()["code"], json!("HOST_NOT_ALLOWED"));
 
     let guarded = proxy(&base, |config| {
         config.authenticators = vec![Arc::new(SharedSecret::new("s3cret"))];
@@ -518,7 +551,7 @@ async fn the_authenticate_hooks_guard_the_proxy() {
         json!({"code": "SIGN_IN", "message": "Sign in first", "errors": null})
     );
     let log = upstream_log(&base).await;
-    assert_eq!(log.len(), 2, "only the accepted calls went upstream");
+    assert_eq!(log.len(), 3, "only the accepted calls went upstream");
     assert!(log
         .iter()
         .all(|e| e["headers"].get("x-proxy-secret").is_none()));
@@ -596,6 +629,11 @@ fn the_environment_configures_the_proxy() {
     assert_eq!(defaults.rate_limit, Some(RateLimit::DEFAULT));
     let hooks: Vec<&str> = defaults.authenticators.iter().map(|a| a.name()).collect();
     assert_eq!(hooks, ["same origin"]);
+    let listed = ProxyConfig::from_env(vars(&[
+        ("RUNFLOW_API_KEY", KEY),
+        ("PROXY_ALLOWED_HOSTS", "demo.example, demo.example:8443"),
+    ]));
+    assert_eq!(listed.unwrap().authenticators.len(), 1);
     let off = ProxyConfig::from_env(vars(&[
         ("RUNFLOW_API_KEY", KEY),
         ("PROXY_RATE_PER_SEC", "0"),
@@ -614,6 +652,10 @@ fn the_environment_configures_the_proxy() {
         &[("RUNFLOW_API_KEY", KEY), ("PROXY_RATE_PER_SEC", "-1")],
         &[("RUNFLOW_API_KEY", KEY), ("PROXY_MAX_BODY_BYTES", "big")],
         &[("RUNFLOW_API_KEY", KEY), ("PROXY_SAME_ORIGIN", "maybe")],
+        &[
+            ("RUNFLOW_API_KEY", KEY),
+            ("PROXY_ALLOWED_HOSTS", "https://demo.example"),
+        ],
     ] {
         let error = ProxyConfig::from_env(vars(bad)).unwrap_err();
         assert!(!error.contains(KEY), "{error}");
