@@ -501,9 +501,10 @@ async function startEdit() {
 async function resume(entry, { show, reason = "reload" }) {
   if (state.following.has(entry.id)) return;
   const controller = new AbortController();
-  follow(entry, controller, { show, resumed: reason });
   try {
-    const client = await clientFor(entry.baseUrl);
+    follow(entry, controller, { show, resumed: reason });
+    // Entries from before the page stored their API root: ask this page's, never a default.
+    const client = await clientFor(entry.baseUrl ?? state.base);
     const run = await client.waitForRun(entry.id, {
       signal: controller.signal,
       onStatus: (update) => onStatus(entry, update),

@@ -157,3 +157,45 @@ test("a run still going when the page reloads is picked up again by its id", asy
     await context.close();
   }
 });
+
+test("corrupt history in localStorage is repaired or dropped, and editing still works", async () => {
+  const mock = await createScenario(session.server.url);
+  const { context, page, problems } = await openPage(session.browser);
+  try {
+    await page.addInitScript((base) => {
+      localStorage.setItem(
+        "kontext-studio.history.v1",
+        JSON.stringify([
+          // Still "running", but no steps, no API root, no prompt.
+          { id: "a", status: "running" },
+          // Options that are not an object.
+          { id: "b", options: null },
+          // Still running on this page's API root, without steps: followed again, and gone.
+          { id: "c", status: "running", baseUrl: base },
+          // Wrong types everywhere.
+          { id: "d", status: "succeeded", prompt: 5, options: { output_format: 7, num_images: "x" }, outputs: [{ url: 3 }, null, "x"], steps: "x", input: 1, error: "x" },
+          // Nothing to keep.
+          null, 42, "x", { status: "running" }, { id: 7 },
+        ]),
+      );
+    }, mock.base);
+    await page.goto(pageUrl(session.server.url, mock));
+    await page.waitForFunction(() => document.querySelector('.history-item[data-run-id="c"]')?.dataset.status === "gone", null, { timeout: 10_000 });
+    assert.deepEqual(await page.locator(".history-item").evaluateAll((items) => items.map((li) => li.dataset.runId)), ["a", "b", "c", "d"]);
+    assert.equal(await page.getAttribute('.history-item[data-run-id="a"]', "data-status"), "stopped");
+    assert.match(await page.locator('.history-item[data-run-id="b"] .history-meta').textContent(), /1 × JPEG/);
+    assert.match(await page.locator('.history-item[data-run-id="d"] .history-meta').textContent(), /done .*1 × JPEG/);
+    assert.equal(await page.isEnabled("#run"), true);
+
+    await page.setInputFiles("#file", session.fixtures.sunset);
+    await page.fill("#prompt", "add a lighthouse");
+    await page.click("#run");
+    await waitForResult(page);
+    const runId = await waitForRunId(page);
+    assert.equal(await page.getAttribute(`.history-item[data-run-id="${runId}"]`, "data-status"), "succeeded");
+    assert.equal(await page.isEnabled("#run"), true);
+    assert.deepEqual(problems, []);
+  } finally {
+    await context.close();
+  }
+});
