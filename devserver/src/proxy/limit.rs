@@ -2,14 +2,18 @@
 
 use std::{
     collections::HashMap,
-    net::IpAddr,
+    net::{IpAddr, Ipv6Addr},
     sync::{Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
 /// Clients remembered at once; past this, buckets that have filled up again are forgotten
-/// (they would start full anyway), so a flood of addresses cannot grow the map without bound.
+/// (they would start full anyway), then the fullest ones, so a flood of addresses cannot grow
+/// the map without bound.
 const MAX_CLIENTS: usize = 10_000;
+/// How many buckets one eviction forgets when none has filled up: a tenth, so the O(n) pass
+/// that picks them runs once per that many new clients, not on every one.
+const EVICT: usize = MAX_CLIENTS / 10;
 
 /// How fast each client may call through the proxy (`PROXY_RATE_PER_SEC`, `PROXY_BURST`).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -34,7 +38,21 @@ struct Bucket {
     at: Instant,
 }
 
-/// The buckets of every client seen lately, keyed by address (`None`: no address known).
+/// Whom a bucket belongs to: an IPv4 address, or an IPv6 client's /64 (`None`: no address
+/// known). One IPv6 subscriber is routinely given a whole /64, so keying by the full address
+/// would hand them 2^64 buckets.
+fn bucket_key(client: Option<IpAddr>) -> Option<IpAddr> {
+    match client? {
+        IpAddr::V4(v4) => Some(IpAddr::V4(v4)),
+        // An IPv4 client seen through a dual-stack socket is that IPv4 address.
+        IpAddr::V6(v6) => Some(match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+        }),
+    }
+}
+
+/// The buckets of every client seen lately, keyed by `bucket_key`.
 pub(crate) struct RateLimiter {
     limit: RateLimit,
     buckets: Mutex<HashMap<Option<IpAddr>, Bucket>>,
@@ -57,11 +75,24 @@ impl RateLimiter {
             (bucket.tokens + elapsed * per_second).min(burst)
         };
         // A panic elsewhere cannot leave a bucket half-updated: every update is one assignment.
+        let client = bucket_key(client);
         let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
         if buckets.len() >= MAX_CLIENTS && !buckets.contains_key(&client) {
             buckets.retain(|_, bucket| refill(*bucket) < burst);
             if buckets.len() >= MAX_CLIENTS {
-                buckets.clear();
+                // Forgetting a bucket gives its client `burst - tokens` back, so forget the
+                // fullest first (the oldest among equals): an abuser who has emptied theirs
+                // keeps it however many new addresses flood in, never a fresh one.
+                let mut victims: Vec<(Option<IpAddr>, f64, Instant)> = buckets
+                    .iter()
+                    .map(|(key, bucket)| (*key, refill(*bucket), bucket.at))
+                    .collect();
+                let evict = EVICT.min(victims.len() - 1);
+                victims
+                    .select_nth_unstable_by(evict, |a, b| b.1.total_cmp(&a.1).then(a.2.cmp(&b.2)));
+                for (key, _, _) in &victims[..=evict] {
+                    buckets.remove(key);
+                }
             }
         }
         let tokens = buckets.get(&client).map_or(burst, |b| refill(*b));
@@ -110,6 +141,61 @@ mod tests {
             assert_eq!(limiter.take(ip(1), much_later), Ok(()));
         }
         assert!(limiter.take(ip(1), much_later).is_err());
+    }
+
+    #[test]
+    fn ipv6_clients_share_a_bucket_per_64() {
+        let limiter = RateLimiter::new(RateLimit {
+            per_second: 1.0,
+            burst: 2,
+        });
+        let t0 = Instant::now();
+        let v6 = |text: &str| Some(text.parse::<IpAddr>().unwrap());
+        assert_eq!(limiter.take(v6("2001:db8:1:2::1"), t0), Ok(()));
+        assert_eq!(limiter.take(v6("2001:db8:1:2:ffff:1:2:3"), t0), Ok(()));
+        assert!(
+            limiter.take(v6("2001:db8:1:2::9"), t0).is_err(),
+            "the same /64 is one client"
+        );
+        assert_eq!(
+            limiter.take(v6("2001:db8:1:3::1"), t0),
+            Ok(()),
+            "the next /64 is another"
+        );
+        // An IPv4 client through a dual-stack socket is still that IPv4 client.
+        assert_eq!(limiter.take(v6("::ffff:10.0.0.7"), t0), Ok(()));
+        assert_eq!(limiter.take(ip(7), t0), Ok(()));
+        assert!(limiter.take(ip(7), t0).is_err());
+    }
+
+    #[test]
+    fn a_flood_of_new_clients_does_not_refill_an_emptied_bucket() {
+        let limiter = RateLimiter::new(RateLimit {
+            per_second: 1.0,
+            burst: 5,
+        });
+        let t0 = Instant::now();
+        let abuser = Some(IpAddr::from([192, 0, 2, 1]));
+        for _ in 0..5 {
+            assert_eq!(limiter.take(abuser, t0), Ok(()));
+        }
+        for n in 0..(MAX_CLIENTS as u32 * 2) {
+            let client = Some(IpAddr::from((10u32 << 24 | n).to_be_bytes()));
+            assert_eq!(limiter.take(client, t0), Ok(()));
+        }
+        assert!(
+            limiter.take(abuser, t0).is_err(),
+            "the abuser's bucket survived"
+        );
+        let len = limiter
+            .buckets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len();
+        assert!(
+            len > MAX_CLIENTS - EVICT - 2,
+            "only a tenth is forgotten at a time: {len}"
+        );
     }
 
     #[test]
