@@ -62,6 +62,8 @@ const state = {
   lastSeed: null,
   /** Runs being followed, by id (the shown one and ones resumed in the background). */
   following: new Map(),
+  /** Run ids removed from history while followed: their ending must not put them back. */
+  removed: new Set(),
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -557,8 +559,13 @@ function onStatus(entry, run, inputSrc) {
   if (state.current?.entry === entry) $("retry-note").hidden = true;
   const step = TERMINAL.has(run.status) ? "done" : run.status;
   entry.steps[step] ??= Date.now() - entry.startedAt;
-  history.put(entry);
+  keep(entry);
   if (isShown(entry)) renderRun(entry);
+}
+
+/** Saves `entry` in history, unless it was removed from there while it was being followed. */
+function keep(entry) {
+  if (entry.id && !state.removed.has(entry.id)) history.put(entry);
 }
 
 function isShown(entry) {
@@ -576,7 +583,7 @@ function finishWith(entry, run) {
   entry.completedAt = Date.now();
   entry.steps.done ??= entry.completedAt - entry.startedAt;
   entry.error = null;
-  history.put(entry);
+  keep(entry);
   setLastSeed(entry.seed);
   const shown = isShown(entry);
   stopFollowing(entry);
@@ -606,7 +613,7 @@ function failWith(entry, error) {
   }
   entry.error = { code: error?.code ?? "unexpected", title: info.title };
   entry.completedAt = Date.now();
-  if (entry.id) history.put(entry);
+  keep(entry);
   const shown = isShown(entry);
   stopFollowing(entry);
   if (shown && !entry.id) {
@@ -1024,6 +1031,7 @@ function renderHistory(entries) {
     }
     actions.append(
       smallButton("Remove", `Remove “${entry.prompt}” from history`, () => {
+        if (state.following.has(entry.id)) state.removed.add(entry.id);
         state.following.get(entry.id)?.abort();
         history.remove(entry.id);
       }),
@@ -1073,7 +1081,10 @@ function main() {
   wireEditForm();
   $("compare-range").addEventListener("input", updateCompare);
   $("clear-history").addEventListener("click", () => {
-    for (const controller of state.following.values()) controller?.abort();
+    for (const [id, controller] of state.following) {
+      state.removed.add(id);
+      controller?.abort();
+    }
     history.clear();
   });
   history.onChange(renderHistory);

@@ -199,3 +199,43 @@ test("corrupt history in localStorage is repaired or dropped, and editing still 
     await context.close();
   }
 });
+
+test("Remove or Clear history during a run does not put the run back when it stops", async () => {
+  const mock = await createScenario(session.server.url, { lifecycle_ms: [300, 300, 30000] });
+  const { context, page, problems } = await openPage(session.browser);
+  try {
+    await page.goto(pageUrl(session.server.url, mock));
+    await page.setInputFiles("#file", session.fixtures.sunset);
+
+    // Remove on the run being followed.
+    await page.fill("#prompt", "make the sky stormy");
+    await page.click("#run");
+    const first = await waitForRunId(page);
+    const item = page.locator(`.history-item[data-run-id="${first}"]`);
+    await item.waitFor();
+    await item.locator("button", { hasText: "Remove" }).click();
+    await page.waitForFunction(() => !document.getElementById("run").disabled);
+    await sleep(300);
+    assert.equal(await page.locator(".history-item").count(), 0);
+    assert.equal(await text(page, "#alert-title"), "Stopped waiting");
+
+    // Clear history with a run being followed.
+    await page.fill("#prompt", "add a rainbow");
+    await page.click("#run");
+    const second = await waitForRunId(page);
+    await page.locator(`.history-item[data-run-id="${second}"]`).waitFor();
+    await page.click("#clear-history");
+    await page.waitForFunction(() => !document.getElementById("run").disabled);
+    await sleep(300);
+    assert.equal(await page.locator(".history-item").count(), 0);
+
+    const gets = await mock.count("get");
+    await page.reload();
+    assert.equal(await page.isVisible("#history-empty"), true);
+    await sleep(700);
+    assert.equal(await mock.count("get"), gets, "a removed run was followed again after the reload");
+    assert.deepEqual(problems, []);
+  } finally {
+    await context.close();
+  }
+});
