@@ -113,7 +113,7 @@ impl Error {
             ..Error::new(
                 ErrorCode::InvalidResponse,
                 format!(
-                    "Runflow answered HTTP {status} with {what}; this is not what the API promises. If a proxy sits in between, check that it forwards to Runflow."
+                    "Runflow answered HTTP {status} with {what}, not what the API promises: check that any proxy in between forwards to Runflow."
                 ),
             )
         }

@@ -179,9 +179,12 @@ impl KontextClient {
         let base_url = options
             .string("baseUrl")?
             .unwrap_or_else(|| DEFAULT_BASE_URL.to_owned());
+        // A path must stay on this origin: "//host" and "/\\host" are protocol-relative URLs.
+        let same_origin_path =
+            base_url.starts_with('/') && !matches!(base_url.as_bytes().get(1), Some(b'/' | b'\\'));
         if !(base_url.starts_with("https://")
             || base_url.starts_with("http://")
-            || base_url.starts_with('/'))
+            || same_origin_path)
         {
             return Err(Error::invalid(
                 "baseUrl",
@@ -252,7 +255,7 @@ fn prepare_create(
             return Err(Error::invalid(
                 name,
                 format!(
-                    "`{name}` was given a File, Blob or bytes, which this version does not send yet: pass an https URL, or a data: URI (FileReader.readAsDataURL) for an image under 1 MiB."
+                    "`{name}` is a File, Blob or bytes, which this version cannot send yet: pass an https URL, or a data: URI (FileReader.readAsDataURL) under 1 MiB."
                 ),
             ));
         }

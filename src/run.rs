@@ -261,6 +261,14 @@ pub fn normalise_output(output: &Value) -> Option<Output> {
 
 fn image_from_json(value: &Value) -> Option<OutputImage> {
     let url = Json::as_str(value).or_else(|| text(value, "url"))?;
+    // Pages put these URLs in <img src> and download links: nothing that could run script.
+    let scheme = url.get(..11).unwrap_or(&url).to_ascii_lowercase();
+    if !["https://", "http://", "data:image/", "blob:"]
+        .iter()
+        .any(|s| scheme.starts_with(s))
+    {
+        return None;
+    }
     let dimension = |key: &str| Json::as_f64(&value.member(key)).filter(|n| *n > 0.0);
     let content_type = text(value, "content_type").or_else(|| content_type_of(&url));
     Some(OutputImage {
@@ -424,6 +432,29 @@ mod tests {
             assert_eq!(output.outputs[0].url, url);
             assert_eq!(output.outputs[0].content_type.as_deref(), Some("image/png"));
         }
+    }
+
+    #[test]
+    fn only_image_urls_that_cannot_run_script_are_kept() {
+        let run = parse(
+            json!({"id": "r1", "status_code": "succeeded", "output": {"image_urls": [
+                "javascript:alert(1)", "JAVASCRIPT:alert(1)", "data:text/html,<script>", "https://x/1.png", "HTTP://x/2.png", "data:image/png;base64,AA", "blob:https://x/3"
+            ]}}),
+        );
+        let urls: Vec<&str> = run
+            .output
+            .as_ref()
+            .map(|o| o.outputs.iter().map(|i| i.url.as_str()).collect())
+            .unwrap_or_default();
+        assert_eq!(
+            urls,
+            [
+                "https://x/1.png",
+                "HTTP://x/2.png",
+                "data:image/png;base64,AA",
+                "blob:https://x/3"
+            ]
+        );
     }
 
     #[test]

@@ -271,6 +271,8 @@ async fn bad_client_options_are_refused_by_name() {
         (json!({"maxRetries": -1}), "maxRetries"),
         (json!({"model": "a//b"}), "model"),
         (json!({"baseUrl": "ftp://x"}), "baseUrl"),
+        (json!({"baseUrl": "//evil.example/api"}), "baseUrl"),
+        (json!({"baseUrl": "/\\evil.example/api"}), "baseUrl"),
     ] {
         let error = KontextClient::new(to_js(&options)).err().expect("refused");
         assert_eq!(text(&error, "code").as_deref(), Some("validation_error"));
