@@ -16,7 +16,7 @@ use serde_json::{json, Map, Value};
 use super::{
     imaging::parse_aspect_ratio,
     run::{Phase, Run, KONTEXT},
-    scenario::{Action, Envelope, Kind, LogEntry, Replay, Scenario},
+    scenario::{body_hash, Action, Claim, Envelope, Kind, LogEntry, Replay, Scenario},
     AppState,
 };
 use crate::conn::ConnHandle;
@@ -451,20 +451,39 @@ impl Api {
             .headers
             .get("idempotency-key")
             .and_then(|v| v.to_str().ok());
-        let body = Value::Object(fields.clone());
-        if let Some(replay) = key.and_then(|key| self.scenario.replay(key)) {
-            if replay.body != body {
-                let message = "This Idempotency-Key was already used with a different request body";
-                return self.error(
-                    StatusCode::CONFLICT,
-                    "IDEMPOTENCY_KEY_REUSED",
-                    message,
-                    None,
-                );
+        let reservation = match key {
+            None => None,
+            Some(key) => {
+                let hash = body_hash(&Value::Object(fields));
+                match self.scenario.claim(model, key, hash) {
+                    Claim::Reserved(reservation) => Some(reservation),
+                    Claim::Replay(replay) => {
+                        let status =
+                            StatusCode::from_u16(replay.status).unwrap_or(StatusCode::CREATED);
+                        return (status, Json(replay.response)).into_response();
+                    }
+                    Claim::Conflict => {
+                        let message =
+                            "This Idempotency-Key was already used with a different request body";
+                        return self.error(
+                            StatusCode::CONFLICT,
+                            "IDEMPOTENCY_KEY_REUSED",
+                            message,
+                            None,
+                        );
+                    }
+                    Claim::InFlight => {
+                        let message = "A request with this Idempotency-Key is still being processed; retry shortly";
+                        return self.error(
+                            StatusCode::CONFLICT,
+                            "IDEMPOTENCY_KEY_IN_USE",
+                            message,
+                            None,
+                        );
+                    }
+                }
             }
-            let status = StatusCode::from_u16(replay.status).unwrap_or(StatusCode::CREATED);
-            return (status, Json(replay.response)).into_response();
-        }
+        };
         let settings = self.scenario.settings.clone();
         let run = Arc::new(Run::new(
             model.to_string(),
@@ -483,13 +502,11 @@ impl Api {
                 None,
             )
             .await;
-        if let Some(key) = key {
-            let replay = Replay {
-                body,
+        if let Some(reservation) = reservation {
+            reservation.complete(Replay {
                 status: StatusCode::CREATED.as_u16(),
                 response: response.clone(),
-            };
-            self.scenario.remember(key.to_string(), replay);
+            });
         }
         (StatusCode::CREATED, Json(response)).into_response()
     }

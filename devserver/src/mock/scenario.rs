@@ -265,9 +265,109 @@ pub(crate) struct LogEntry {
 /// A create that succeeded with an `Idempotency-Key`: later creates with the key replay it.
 #[derive(Clone)]
 pub(crate) struct Replay {
-    pub body: Value,
     pub status: u16,
     pub response: Value,
+}
+
+/// An `Idempotency-Key` as the mock scopes it: `(model path, key)`, so one key sent to two
+/// models names two creates.
+type IdempotencyKey = (String, String);
+
+/// What an `Idempotency-Key` stands for: a create under way, or its outcome. Only a hash of the
+/// body is kept for the same-body check, not the body (up to megabytes with a `data:` image).
+struct Claimed {
+    /// Its place in `State::idempotency_order`, so the oldest is evicted first.
+    seq: u64,
+    body_hash: u64,
+    replay: Option<Replay>,
+}
+
+/// The answer to "look the key up, else reserve it", taken under one lock.
+pub(crate) enum Claim {
+    /// The key was free: it is now reserved for this create until the reservation completes
+    /// (or is dropped unfinished, which frees the key again).
+    Reserved(Reservation),
+    /// An earlier create with this key and body finished: answer as it did.
+    Replay(Replay),
+    /// The key was used with another body.
+    Conflict,
+    /// A create with this key and body is still under way.
+    InFlight,
+}
+
+/// A key reserved by `Scenario::claim`.
+pub(crate) struct Reservation {
+    scenario: Arc<Scenario>,
+    key: Option<IdempotencyKey>,
+    seq: u64,
+}
+
+impl Reservation {
+    /// Records the create's answer for later creates with the key to replay.
+    pub(crate) fn complete(mut self, replay: Replay) {
+        let Some(key) = self.key.take() else {
+            return;
+        };
+        let mut state = self.scenario.lock();
+        // Evicted meanwhile (500 newer keys came in): nothing to record it in.
+        if let Some(claimed) = state
+            .idempotency
+            .get_mut(&key)
+            .filter(|c| c.seq == self.seq)
+        {
+            claimed.replay = Some(replay);
+        }
+    }
+}
+
+impl Drop for Reservation {
+    /// A create abandoned before it answered (its client went away) must not hold the key for
+    /// ever: free it, unless it was completed.
+    fn drop(&mut self) {
+        let Some(key) = self.key.take() else {
+            return;
+        };
+        let mut state = self.scenario.lock();
+        if state
+            .idempotency
+            .get(&key)
+            .is_some_and(|c| c.seq == self.seq)
+        {
+            state.idempotency.remove(&key);
+            state.idempotency_order.remove(&self.seq);
+        }
+    }
+}
+
+/// A hash of a JSON value that does not depend on the order of object members (two bodies are
+/// the same request when they are equal as JSON). SipHash with fixed keys: stable within the
+/// process, which is all a replay check needs.
+pub(crate) fn body_hash(value: &Value) -> u64 {
+    use std::hash::{Hash, Hasher};
+    fn feed(value: &Value, h: &mut std::collections::hash_map::DefaultHasher) {
+        match value {
+            Value::Null => 0u8.hash(h),
+            Value::Bool(b) => (1u8, b).hash(h),
+            Value::Number(n) => (2u8, n.to_string()).hash(h),
+            Value::String(s) => (3u8, s).hash(h),
+            Value::Array(items) => {
+                (4u8, items.len()).hash(h);
+                items.iter().for_each(|item| feed(item, h));
+            }
+            Value::Object(map) => {
+                (5u8, map.len()).hash(h);
+                let mut members: Vec<_> = map.iter().collect();
+                members.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                for (name, item) in members {
+                    name.hash(h);
+                    feed(item, h);
+                }
+            }
+        }
+    }
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    feed(value, &mut hasher);
+    hasher.finish()
 }
 
 /// A scenario's settings and mutable state.
@@ -282,7 +382,10 @@ struct State {
     log: VecDeque<LogEntry>,
     next_seq: u64,
     faults: Vec<FaultRule>,
-    idempotency: HashMap<String, Replay>,
+    idempotency: HashMap<IdempotencyKey, Claimed>,
+    /// The keys in `idempotency` by age (`Claimed::seq`), oldest first.
+    idempotency_order: BTreeMap<u64, IdempotencyKey>,
+    next_claim: u64,
 }
 
 impl Scenario {
@@ -347,17 +450,41 @@ impl Scenario {
         self.lock().runs.iter().cloned().collect()
     }
 
-    pub(crate) fn replay(&self, key: &str) -> Option<Replay> {
-        self.lock().idempotency.get(key).cloned()
-    }
-
-    pub(crate) fn remember(&self, key: String, replay: Replay) {
+    /// Looks `key` up for a create on `model` with a body hashing to `body_hash`, and reserves
+    /// it when it is free, in one locked step: two concurrent creates with one key can never
+    /// both find it free.
+    pub(crate) fn claim(self: &Arc<Self>, model: &str, key: &str, body_hash: u64) -> Claim {
         let mut state = self.lock();
-        // Bounded like the runs: keys of forgotten runs are worthless anyway.
-        if state.idempotency.len() >= MAX_RUNS {
-            state.idempotency.clear();
+        let scoped = (model.to_string(), key.to_string());
+        if let Some(claimed) = state.idempotency.get(&scoped) {
+            return match &claimed.replay {
+                _ if claimed.body_hash != body_hash => Claim::Conflict,
+                Some(replay) => Claim::Replay(replay.clone()),
+                None => Claim::InFlight,
+            };
         }
-        state.idempotency.insert(key, replay);
+        // Bounded like the runs, forgetting the oldest keys (whose runs are likely gone too)
+        // rather than every key at once.
+        while state.idempotency.len() >= MAX_RUNS {
+            let Some((_, oldest)) = state.idempotency_order.pop_first() else {
+                break;
+            };
+            state.idempotency.remove(&oldest);
+        }
+        let seq = state.next_claim;
+        state.next_claim += 1;
+        state.idempotency_order.insert(seq, scoped.clone());
+        let claimed = Claimed {
+            seq,
+            body_hash,
+            replay: None,
+        };
+        state.idempotency.insert(scoped.clone(), claimed);
+        Claim::Reserved(Reservation {
+            scenario: self.clone(),
+            key: Some(scoped),
+            seq,
+        })
     }
 }
 
@@ -461,6 +588,101 @@ mod tests {
         assert_eq!(pick_fault(&mut rules, Kind::Get), Some(Action::Hang));
         assert!(rules.is_empty());
         assert_eq!(pick_fault(&mut rules, Kind::Get), None);
+    }
+
+    fn scenario() -> Arc<Scenario> {
+        let settings = Settings::new(&ScenarioConfig::default(), [1, 1, 1]);
+        Arc::new(Scenario::new(settings, Vec::new()))
+    }
+
+    fn replay(n: u64) -> Replay {
+        Replay {
+            status: 201,
+            response: serde_json::json!({"id": n}),
+        }
+    }
+
+    #[test]
+    fn a_key_is_looked_up_and_reserved_in_one_step() {
+        let scenario = scenario();
+        let Claim::Reserved(first) = scenario.claim("m", "k", 1) else {
+            panic!("a fresh key is free");
+        };
+        // While the first create is under way, a second with the same key never creates.
+        assert!(matches!(scenario.claim("m", "k", 1), Claim::InFlight));
+        assert!(matches!(scenario.claim("m", "k", 2), Claim::Conflict));
+        // Scoped by model: the same key on another model is another create.
+        assert!(matches!(
+            scenario.claim("other", "k", 1),
+            Claim::Reserved(_)
+        ));
+        first.complete(replay(7));
+        let Claim::Replay(again) = scenario.claim("m", "k", 1) else {
+            panic!("a finished create is replayed");
+        };
+        assert_eq!(again.response, serde_json::json!({"id": 7}));
+        assert!(matches!(scenario.claim("m", "k", 2), Claim::Conflict));
+        // An abandoned create frees its key.
+        let Claim::Reserved(abandoned) = scenario.claim("m", "gone", 1) else {
+            panic!("a fresh key is free");
+        };
+        drop(abandoned);
+        assert!(matches!(scenario.claim("m", "gone", 1), Claim::Reserved(_)));
+    }
+
+    #[test]
+    fn concurrent_claims_of_one_key_reserve_it_once() {
+        let scenario = scenario();
+        let reserved: usize = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| {
+                    let scenario = &scenario;
+                    s.spawn(move || match scenario.claim("m", "race", 1) {
+                        // Kept reserved so a later thread cannot take the key again.
+                        Claim::Reserved(r) => {
+                            std::mem::forget(r);
+                            1
+                        }
+                        _ => 0,
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(reserved, 1);
+    }
+
+    #[test]
+    fn a_full_key_table_forgets_the_oldest_keys_only() {
+        let scenario = scenario();
+        for n in 0..(MAX_RUNS as u64 + 10) {
+            match scenario.claim("m", &format!("k{n}"), n) {
+                Claim::Reserved(r) => r.complete(replay(n)),
+                _ => panic!("k{n} is fresh"),
+            }
+        }
+        assert_eq!(scenario.lock().idempotency.len(), MAX_RUNS);
+        assert_eq!(scenario.lock().idempotency_order.len(), MAX_RUNS);
+        for n in 0..10 {
+            assert!(matches!(
+                scenario.claim("m", &format!("k{n}"), n),
+                Claim::Reserved(_)
+            ));
+        }
+        let Claim::Replay(kept) = scenario.claim("m", "k509", 509) else {
+            panic!("the newest keys are kept");
+        };
+        assert_eq!(kept.response, serde_json::json!({"id": 509}));
+    }
+
+    #[test]
+    fn the_body_hash_ignores_member_order_only() {
+        let a = serde_json::json!({"input": {"prompt": "p", "seed": 1}, "client_ref": "r"});
+        let b: Value =
+            serde_json::from_str(r#"{"client_ref":"r","input":{"seed":1,"prompt":"p"}}"#).unwrap();
+        assert_eq!(body_hash(&a), body_hash(&b));
+        let c = serde_json::json!({"input": {"prompt": "p", "seed": 2}, "client_ref": "r"});
+        assert_ne!(body_hash(&a), body_hash(&c));
     }
 
     #[test]
