@@ -1027,7 +1027,7 @@ function renderHistory(entries) {
       }),
     );
     if (entry.status === "stopped") {
-      actions.append(smallButton("Check again", `Check how the run “${entry.prompt}” ended`, () => resume(entry, { show: true, reason: "check" })));
+      actions.append(smallButton("Check again", `Check how the run “${entry.prompt}” ended`, () => checkAgain(entry)));
     }
     actions.append(
       smallButton("Remove", `Remove “${entry.prompt}” from history`, () => {
@@ -1039,6 +1039,16 @@ function renderHistory(entries) {
     item.append(open, body, actions);
     list.append(item);
   }
+}
+
+/** Follows a stopped run again; never at the cost of the run in progress. */
+function checkAgain(entry) {
+  if (state.current && state.current.entry.id !== entry.id) {
+    setStatusLine("Finish or cancel the current run first.");
+    return;
+  }
+  if (state.current) return;
+  resume(entry, { show: true, reason: "check" });
 }
 
 function showHistoryEntry(id) {

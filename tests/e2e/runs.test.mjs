@@ -239,3 +239,46 @@ test("Remove or Clear history during a run does not put the run back when it sto
     await context.close();
   }
 });
+
+test("Check again while another run is in progress does not abort that run", async () => {
+  const mock = await createScenario(session.server.url, { lifecycle_ms: [300, 300, 30000] });
+  const { context, page, problems } = await openPage(session.browser);
+  try {
+    await page.goto(pageUrl(session.server.url, mock));
+    await page.setInputFiles("#file", session.fixtures.sunset);
+    await page.fill("#prompt", "make the sky stormy");
+    await page.click("#run");
+    const stopped = await waitForRunId(page);
+    await page.click("#cancel");
+    await page.waitForSelector("#alert:not([hidden])");
+
+    await page.fill("#prompt", "add a rainbow");
+    await page.click("#run");
+    await page.waitForFunction((id) => {
+      const line = document.getElementById("run-id-line").textContent;
+      return line.includes("run ") && !line.includes(id);
+    }, stopped);
+    const current = await waitForRunId(page);
+    const checkAgain = page.locator(`.history-item[data-run-id="${stopped}"] button`, { hasText: "Check again" });
+    await checkAgain.click();
+    assert.equal(await text(page, "#status-line"), "Finish or cancel the current run first.");
+    await sleep(500);
+    assert.equal(await text(page, "#run-id-line"), `· run ${current}`);
+    assert.equal(await page.isVisible("#cancel"), true);
+    assert.equal(await page.isDisabled("#run"), true);
+    assert.equal(await page.isHidden("#alert"), true);
+    assert.notEqual(await page.getAttribute(`.history-item[data-run-id="${current}"]`, "data-status"), "stopped");
+
+    // Once that run is canceled, Check again follows the stopped one.
+    await page.click("#cancel");
+    await page.waitForFunction(() => !document.getElementById("run").disabled);
+    await checkAgain.click();
+    await page.waitForSelector("#resume-note:not([hidden])");
+    assert.match(await text(page, "#resume-note"), /Checking on this run again/);
+    assert.equal(await text(page, "#run-id-line"), `· run ${stopped}`);
+    await page.click("#cancel");
+    assert.deepEqual(problems, []);
+  } finally {
+    await context.close();
+  }
+});
