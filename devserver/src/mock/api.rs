@@ -601,5 +601,39 @@ fn validate_kontext(input: &Map<String, Value>) -> Vec<FieldError> {
             message: "seed must be an integer",
         });
     }
+    if present("guidance_scale")
+        .is_some_and(|g| !g.as_f64().is_some_and(|g| (1.0..=20.0).contains(&g)))
+    {
+        errors.push(FieldError {
+            field: "input.guidance_scale",
+            message: "guidance_scale must be a number from 1 to 20",
+        });
+    }
+    // A string, as the API documents it (the client turns a number into one): a mock that took
+    // the number too would hide a client that stopped converting.
+    if present("safety_tolerance")
+        .is_some_and(|t| !matches!(t.as_str(), Some("1" | "2" | "3" | "4" | "5" | "6")))
+    {
+        errors.push(FieldError {
+            field: "input.safety_tolerance",
+            message: "safety_tolerance must be one of the strings \"1\" to \"6\"",
+        });
+    }
+    for (name, field, message) in [
+        (
+            "enhance_prompt",
+            "input.enhance_prompt",
+            "enhance_prompt must be a boolean",
+        ),
+        (
+            "sync_mode",
+            "input.sync_mode",
+            "sync_mode must be a boolean",
+        ),
+    ] {
+        if present(name).is_some_and(|b| !b.is_boolean()) {
+            errors.push(FieldError { field, message });
+        }
+    }
     errors
 }

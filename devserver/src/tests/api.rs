@@ -82,6 +82,61 @@ async fn bad_creates_get_415_400_and_422() {
 }
 
 #[tokio::test]
+async fn kontext_tuning_fields_are_checked_like_the_real_api() {
+    let app = test_app();
+    let base = scenario(&app, json!({})).await;
+    let url = format!("{base}{KONTEXT_RUNS}");
+    let with = |name: &str, value: Value| {
+        let mut input = kontext_input();
+        input[name] = value;
+        json!({ "input": input })
+    };
+    for (name, bad) in [
+        ("guidance_scale", json!(0.99)),
+        ("guidance_scale", json!(20.01)),
+        ("guidance_scale", json!("3")),
+        ("guidance_scale", json!(true)),
+        ("safety_tolerance", json!(3)),
+        ("safety_tolerance", json!("0")),
+        ("safety_tolerance", json!("7")),
+        ("safety_tolerance", json!(" 3")),
+        ("safety_tolerance", json!(true)),
+        ("enhance_prompt", json!("yes")),
+        ("enhance_prompt", json!(1)),
+        ("sync_mode", json!(0)),
+        ("sync_mode", json!("false")),
+    ] {
+        let reply = post(&app, &url, &with(name, bad.clone())).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{name}: {bad}"
+        );
+        let body = reply.json();
+        assert_eq!(body["code"], "VALIDATION_ERROR");
+        assert_eq!(
+            body["errors"][0]["field"],
+            json!(format!("input.{name}")),
+            "{name}: {bad}"
+        );
+        assert_eq!(body["errors"].as_array().unwrap().len(), 1);
+    }
+    for (name, ok) in [
+        ("guidance_scale", json!(1)),
+        ("guidance_scale", json!(3.5)),
+        ("guidance_scale", json!(20)),
+        ("guidance_scale", Value::Null),
+        ("safety_tolerance", json!("1")),
+        ("safety_tolerance", json!("6")),
+        ("enhance_prompt", json!(true)),
+        ("sync_mode", json!(false)),
+    ] {
+        let reply = post(&app, &url, &with(name, ok.clone())).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{name}: {ok}");
+    }
+}
+
+#[tokio::test]
 async fn idempotency_keys_replay_or_conflict() {
     let app = test_app();
     let base = scenario(&app, json!({})).await;
