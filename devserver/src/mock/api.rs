@@ -133,6 +133,7 @@ async fn handle(state: Arc<AppState>, scenario_id: &str, path: String, req: Requ
         body: body
             .as_ref()
             .and_then(|b| serde_json::from_slice(b).ok())
+            .map(elide_data_uris)
             .unwrap_or_default(),
         status: None,
         fault: None,
@@ -553,6 +554,48 @@ impl Api {
         }
         Json(json!({"items": items, "total": matching.len()})).into_response()
     }
+}
+
+/// The longest `data:` header (before the comma) kept in a log marker: real ones are short, and a
+/// long one would bring back what the marker is for leaving out.
+const DATA_HEADER_MAX: usize = 64;
+
+/// `value` with every `data:` URI string replaced by `"data:image/png;base64,… (N bytes)"`, N
+/// being the bytes it carries (decoded when base64): the request log keeps up to `MAX_LOG`
+/// entries per scenario, and with the images in them it would hold megabytes per create.
+fn elide_data_uris(mut value: Value) -> Value {
+    fn walk(value: &mut Value) {
+        match value {
+            Value::String(text)
+                if text
+                    .get(..5)
+                    .is_some_and(|p| p.eq_ignore_ascii_case("data:")) =>
+            {
+                *text = data_uri_marker(text);
+            }
+            Value::Array(items) => items.iter_mut().for_each(walk),
+            Value::Object(members) => members.values_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    walk(&mut value);
+    value
+}
+
+fn data_uri_marker(uri: &str) -> String {
+    let Some((header, payload)) = uri
+        .split_once(',')
+        .filter(|(h, _)| h.len() <= DATA_HEADER_MAX)
+    else {
+        return format!("data:… ({} bytes)", uri.len());
+    };
+    let bytes = if header.to_ascii_lowercase().ends_with(";base64") {
+        let padding = payload.bytes().rev().take_while(|b| *b == b'=').count();
+        (payload.len() / 4 * 3 + (payload.len() % 4).saturating_sub(1)).saturating_sub(padding)
+    } else {
+        payload.len()
+    };
+    format!("{header},… ({bytes} bytes)")
 }
 
 /// Server-side checks of FLUX Kontext [pro] input, as the real API makes them.

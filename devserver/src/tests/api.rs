@@ -417,3 +417,33 @@ async fn unknown_scenarios_and_bad_control_calls() {
         StatusCode::NO_CONTENT
     );
 }
+
+#[tokio::test]
+async fn the_log_keeps_a_short_marker_instead_of_a_data_uri() {
+    let app = test_app();
+    let base = scenario(&app, json!({})).await;
+    let url = format!("{base}{KONTEXT_RUNS}");
+    let image = png(64, 48);
+    for unpadded in [0, 1, 2] {
+        // Images of each base64 length modulo 3, so the count is right with and without `=`.
+        let bytes = &image[..image.len() - unpadded];
+        let mut input = kontext_input();
+        input["image_url"] = json!(data_uri(bytes));
+        let body = json!({"input": input, "metadata": {"thumbs": ["data:text/plain,hi"]}});
+        assert_eq!(post(&app, &url, &body).await.status, StatusCode::CREATED);
+        let entries = log(&app, &base).await;
+        let logged = &entries.last().unwrap()["body"];
+        assert_eq!(
+            logged["input"]["image_url"],
+            json!(format!("data:image/png;base64,… ({} bytes)", bytes.len()))
+        );
+        assert_eq!(logged["input"]["prompt"], json!("make it teal"));
+        assert_eq!(
+            logged["metadata"]["thumbs"][0],
+            json!("data:text/plain,… (2 bytes)")
+        );
+    }
+    // The run itself still got the whole image: its output is made from it.
+    let runs = get(&app, &format!("{base}/runs")).await.json();
+    assert_eq!(runs["items"].as_array().unwrap().len(), 3);
+}
