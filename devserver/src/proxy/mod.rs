@@ -433,15 +433,21 @@ async fn forward(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
             rejection.into_response()
         }
     };
-    no_store(&mut response);
+    guard_headers(&mut response);
     response
 }
 
-/// API answers are per call: never let a cache keep them (the app sets `no-cache` otherwise).
-fn no_store(response: &mut Response) {
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+/// Headers on every answer of the proxy, forwarded or its own.
+fn guard_headers(response: &mut Response) {
+    let headers = response.headers_mut();
+    // API answers are per call: never let a cache keep them (the app sets `no-cache` otherwise).
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // The upstream's body comes back under its own Content-Type; a browser must not sniff it
+    // into HTML or script when someone links to or embeds a proxy URL.
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
 }
 
 impl Proxy {

@@ -259,6 +259,19 @@ async fn only_the_allowed_headers_cross_in_either_direction() {
 }
 
 #[tokio::test]
+async fn every_proxy_answer_says_nosniff_and_no_store() {
+    let api = proxy(&echo_upstream().await, |_| {}).await;
+    let forwarded = call(client().get(format!("{api}/v1/health"))).await;
+    let refused = call(client().get(format!("{api}/v1/secrets"))).await;
+    assert_eq!(forwarded.status, StatusCode::OK);
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    for answer in [&forwarded, &refused] {
+        assert_eq!(answer.header("x-content-type-options"), Some("nosniff"));
+        assert_eq!(answer.header("cache-control"), Some("no-store"));
+    }
+}
+
+#[tokio::test]
 async fn calls_off_the_allowlist_are_refused_and_never_forwarded() {
     let (_, base) = mock_upstream(json!({})).await;
     let api = proxy(&base, |_| {}).await;
