@@ -851,13 +851,33 @@ async function download(entry, output, index, ext, button) {
     message.textContent = `Saved ${filename}.`;
     message.dataset.tone = "info";
   } catch {
-    // Storage on another origin without CORS: let the browser open the picture instead.
-    saveLink(output.url, filename, true);
+    // Storage on another origin without CORS: let the browser open the picture instead, if its
+    // address is one a link may open (never `javascript:` or the like, from a server or storage).
+    const href = openableUrl(output.url);
+    if (!href) {
+      message.textContent = "This picture's address is not a web link the page can open, so it cannot be downloaded.";
+      message.dataset.tone = "error";
+      return;
+    }
+    saveLink(href, filename, true);
     message.textContent = "Opened the picture in a new tab: save it from there.";
     message.dataset.tone = "info";
   } finally {
     button.disabled = false;
   }
+}
+
+/** `url` resolved, if it is https:, http:, blob: or a data:image/ URL; otherwise `null`. */
+function openableUrl(url) {
+  if (typeof url !== "string") return null;
+  try {
+    const parsed = new URL(url, location.href);
+    if (["https:", "http:", "blob:"].includes(parsed.protocol)) return parsed.href;
+    if (parsed.protocol === "data:" && /^data:image\//i.test(parsed.href)) return parsed.href;
+  } catch {
+    // Not a URL at all.
+  }
+  return null;
 }
 
 function saveLink(href, filename, newTab = false) {

@@ -182,3 +182,49 @@ test("markup in a prompt or in server text stays inert text", async () => {
     await context.close();
   }
 });
+
+test("the download fallback opens only http(s), blob: and data:image/ links", async () => {
+  const { context, page, problems } = await openPage(session.browser);
+  const opened = [];
+  context.on("page", (popup) => opened.push(popup.url()));
+  try {
+    await page.addInitScript(() => {
+      localStorage.setItem(
+        "kontext-studio.history.v1",
+        JSON.stringify([
+          {
+            id: "0123456789abcdef",
+            baseUrl: "/api/runflow",
+            prompt: "stored by someone else",
+            options: { num_images: 2, output_format: "png" },
+            status: "succeeded",
+            outputs: [
+              { url: "javascript:window.__pwned=1//x.png", width: 64, height: 64, content_type: "image/png" },
+              { url: " JaVaScript:window.__pwned=2//x.png", width: 64, height: 64, content_type: "image/png" },
+            ],
+            startedAt: Date.now() - 5000,
+            completedAt: Date.now(),
+            steps: { done: 5000 },
+          },
+        ]),
+      );
+    });
+    await page.goto(session.server.url);
+    await page.locator(".history-open").first().click();
+    await page.waitForSelector("#downloads button");
+    for (const index of [0, 1]) {
+      await page.locator("#downloads button").nth(index).click();
+      await page.waitForFunction(() => ["error", "info"].includes(document.getElementById("download-message").dataset.tone));
+      assert.match(await text(page, "#download-message"), /not a web link the page can open/);
+      assert.equal(await page.getAttribute("#download-message", "data-tone"), "error");
+      await page.evaluate(() => (document.getElementById("download-message").dataset.tone = ""));
+    }
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    assert.equal(await page.evaluate(() => window.__pwned ?? null), null);
+    assert.deepEqual(opened, []);
+    // The page's CSP already refuses to fetch or show these; that is logged, and fine.
+    assert.deepEqual(problems.filter((p) => !/Content Security Policy/.test(p)), []);
+  } finally {
+    await context.close();
+  }
+});
