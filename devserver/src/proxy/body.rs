@@ -77,7 +77,7 @@ pub(crate) struct CallLog {
 }
 
 impl CallLog {
-    /// Prints the call's line: `outcome` is `forwarded`, `refused` or `failed`; `detail` is the
+    /// Logs the call's line on stderr (through the log thread): `outcome` is `forwarded`, `refused` or `failed`; `detail` is the
     /// refusal code or the failure. Nothing here ever holds the key or a request header.
     pub(crate) fn finish(self, status: u16, outcome: &str, detail: Option<&str>) {
         let line = json!({
@@ -91,7 +91,8 @@ impl CallLog {
             "outcome": outcome,
             "detail": detail,
         });
-        eprintln!("{line}");
+        // Queued for the log thread: this runs in request tasks, and from `Drop`.
+        super::log::log_line(line.to_string());
     }
 }
 

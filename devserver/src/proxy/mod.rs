@@ -5,6 +5,7 @@ mod allow;
 mod auth;
 mod body;
 mod limit;
+mod log;
 
 use std::{
     net::IpAddr,
