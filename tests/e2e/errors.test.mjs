@@ -10,6 +10,7 @@ import {
   studioSession,
   text,
   waitForResult,
+  withStudioPage,
 } from "./harness.mjs";
 
 const session = studioSession();
@@ -70,10 +71,7 @@ test("429 while following a run: the page says it was slowed down and is retryin
 });
 
 test("an external image URL: the mock cannot fetch it, and the page says why", async () => {
-  const mock = await createScenario(session.server.url);
-  const { context, page, problems } = await openPage(session.browser);
-  try {
-    await page.goto(pageUrl(session.server.url, mock));
+  await withStudioPage(session, {}, async ({ page, mock }) => {
     await page.fill("#url", "http://example.com/cat.jpg");
     await page.click("#url-form button");
     assert.match(await text(page, "#image-message"), /use an address starting with https:\/\//);
@@ -93,10 +91,7 @@ test("an external image URL: the mock cannot fetch it, and the page says why", a
     const create = (await mock.log()).find((entry) => entry.kind === "create");
     assert.equal(create.body.input.image_url, "https://example.com/cat.jpg");
     await screenshot(page, "21-error-unreachable-url");
-    assert.deepEqual(problems, []);
-  } finally {
-    await context.close();
-  }
+  });
 });
 
 test("no Runflow API at the base: the page says how to start one", async () => {

@@ -1,6 +1,7 @@
 // Shared by the e2e tests of the demo page: a dev server of their own on a free port, headless
 // Chromium (Debian's, through playwright-core), mock scenarios, and image fixtures written to disk.
 
+import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { once } from "node:events";
@@ -43,6 +44,22 @@ export function studioSession(serverEnv = {}) {
     if (session.fixtures) await rm(session.fixtures.dir, { recursive: true, force: true });
   });
   return session;
+}
+
+/**
+ * Opens the page on a fresh mock scenario of the session's server, runs `body` with
+ * `{ page, mock, context, problems }`, then checks the page logged no problems and closes it.
+ */
+export async function withStudioPage(session, scenarioConfig, body) {
+  const mock = await createScenario(session.server.url, scenarioConfig);
+  const { context, page, problems } = await openPage(session.browser);
+  try {
+    await page.goto(pageUrl(session.server.url, mock));
+    await body({ page, mock, context, problems });
+    assert.deepEqual(problems, []);
+  } finally {
+    await context.close();
+  }
 }
 
 /** Starts the dev server on a free port; resolves with `{ url, stop }`. */

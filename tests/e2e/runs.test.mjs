@@ -11,6 +11,7 @@ import {
   studioSession,
   text,
   waitForResult,
+  withStudioPage,
 } from "./harness.mjs";
 
 const session = studioSession();
@@ -24,10 +25,7 @@ async function waitForRunId(page) {
 }
 
 test("cancel mid-run stops waiting, says the run may still be billed, and keeps it in history", async () => {
-  const mock = await createScenario(session.server.url, { lifecycle_ms: [300, 300, 30000] });
-  const { context, page, problems } = await openPage(session.browser);
-  try {
-    await page.goto(pageUrl(session.server.url, mock));
+  await withStudioPage(session, { lifecycle_ms: [300, 300, 30000] }, async ({ page, mock }) => {
     await page.setInputFiles("#file", session.fixtures.sunset);
     await page.fill("#prompt", "make the sky stormy");
     await page.click("#run");
@@ -64,17 +62,11 @@ test("cancel mid-run stops waiting, says the run may still be billed, and keeps 
     await sleep(700);
     assert.equal(await mock.count("get"), gets);
     assert.equal(await page.isHidden("#run-status"), true);
-    assert.deepEqual(problems, []);
-  } finally {
-    await context.close();
-  }
+  });
 });
 
 test("history survives a reload, shows the result again and reuses the settings", async () => {
-  const mock = await createScenario(session.server.url);
-  const { context, page, problems } = await openPage(session.browser);
-  try {
-    await page.goto(pageUrl(session.server.url, mock));
+  await withStudioPage(session, {}, async ({ page }) => {
     await page.setInputFiles("#file", session.fixtures.sunset);
     await page.fill("#prompt", "turn it into a watercolour");
     await page.click("label[for=num-2]");
@@ -121,17 +113,11 @@ test("history survives a reload, shows the result again and reuses the settings"
     assert.equal(await page.locator(".history-item").count(), 0);
     await page.reload();
     assert.equal(await page.isVisible("#history-empty"), true);
-    assert.deepEqual(problems, []);
-  } finally {
-    await context.close();
-  }
+  });
 });
 
 test("a run still going when the page reloads is picked up again by its id", async () => {
-  const mock = await createScenario(session.server.url, { lifecycle_ms: [300, 300, 2500] });
-  const { context, page, problems } = await openPage(session.browser);
-  try {
-    await page.goto(pageUrl(session.server.url, mock));
+  await withStudioPage(session, { lifecycle_ms: [300, 300, 2500] }, async ({ page, mock }) => {
     await page.setInputFiles("#file", session.fixtures.sunset);
     await page.fill("#prompt", "add a rainbow");
     await page.click("#run");
@@ -152,10 +138,7 @@ test("a run still going when the page reloads is picked up again by its id", asy
     assert.match(afterSrc, new RegExp(`/__mock/files/${runId}/0\\.jpg`));
     // The original came back from the history thumbnail.
     assert.match(await page.getAttribute("#compare-before", "src"), /^data:image\/jpeg;base64,/);
-    assert.deepEqual(problems, []);
-  } finally {
-    await context.close();
-  }
+  });
 });
 
 test("corrupt history in localStorage is repaired or dropped, and editing still works", async () => {
@@ -201,10 +184,7 @@ test("corrupt history in localStorage is repaired or dropped, and editing still 
 });
 
 test("Remove or Clear history during a run does not put the run back when it stops", async () => {
-  const mock = await createScenario(session.server.url, { lifecycle_ms: [300, 300, 30000] });
-  const { context, page, problems } = await openPage(session.browser);
-  try {
-    await page.goto(pageUrl(session.server.url, mock));
+  await withStudioPage(session, { lifecycle_ms: [300, 300, 30000] }, async ({ page, mock }) => {
     await page.setInputFiles("#file", session.fixtures.sunset);
 
     // Remove on the run being followed.
@@ -234,17 +214,11 @@ test("Remove or Clear history during a run does not put the run back when it sto
     assert.equal(await page.isVisible("#history-empty"), true);
     await sleep(700);
     assert.equal(await mock.count("get"), gets, "a removed run was followed again after the reload");
-    assert.deepEqual(problems, []);
-  } finally {
-    await context.close();
-  }
+  });
 });
 
 test("Check again while another run is in progress does not abort that run", async () => {
-  const mock = await createScenario(session.server.url, { lifecycle_ms: [300, 300, 30000] });
-  const { context, page, problems } = await openPage(session.browser);
-  try {
-    await page.goto(pageUrl(session.server.url, mock));
+  await withStudioPage(session, { lifecycle_ms: [300, 300, 30000] }, async ({ page }) => {
     await page.setInputFiles("#file", session.fixtures.sunset);
     await page.fill("#prompt", "make the sky stormy");
     await page.click("#run");
@@ -277,8 +251,5 @@ test("Check again while another run is in progress does not abort that run", asy
     assert.match(await text(page, "#resume-note"), /Checking on this run again/);
     assert.equal(await text(page, "#run-id-line"), `· run ${stopped}`);
     await page.click("#cancel");
-    assert.deepEqual(problems, []);
-  } finally {
-    await context.close();
-  }
+  });
 });
