@@ -102,7 +102,8 @@ impl KontextClient {
         let (client, key) = (self.client.clone(), self.api_key.clone());
         respond(key, async move {
             let options = Options::read(&options, "options", CREATE_OPTIONS)?;
-            let (input, request, call) = prepare_create(&client, &input, &options)?;
+            let (input, request) = prepare_create(&client, &input, &options)?;
+            let call = options.call(None)?;
             client.create_run(input, request, &call).await
         })
     }
@@ -132,8 +133,10 @@ impl KontextClient {
             let id = run_id(&id)?;
             let call = options.call(Some(DEFAULT_WAIT_TIMEOUT_MS))?;
             let mut on_status = status_callback(options.function("onStatus")?);
-            let client = with_poll_interval(&client, &options)?;
-            client.wait_for_run(&id, None, &mut on_status, &call).await
+            let schedule = poll_schedule(&client, &options)?;
+            client
+                .wait_for_run(&id, None, schedule, &mut on_status, &call)
+                .await
         })
     }
 
@@ -147,15 +150,21 @@ impl KontextClient {
                 .copied()
                 .collect();
             let options = Options::read(&options, "options", &known)?;
-            let (input, request, _) = prepare_create(&client, &input, &options)?;
+            let (input, request) = prepare_create(&client, &input, &options)?;
             let call = options.call(Some(DEFAULT_WAIT_TIMEOUT_MS))?;
             let mut on_status = status_callback(options.function("onStatus")?);
-            let client = with_poll_interval(&client, &options)?;
+            let schedule = poll_schedule(&client, &options)?;
             let created = client.create_run(input, request, &call).await?;
             on_status(&created);
             let id = created.id.clone();
             let done = client
-                .wait_for_run(&id, Some(created.status_code), &mut on_status, &call)
+                .wait_for_run(
+                    &id,
+                    Some(created.status_code),
+                    schedule,
+                    &mut on_status,
+                    &call,
+                )
                 .await?;
             if done.status.is_failure() {
                 return Err(run_failed(done));
@@ -248,7 +257,7 @@ fn prepare_create(
     client: &Client,
     input: &JsValue,
     options: &Options,
-) -> Result<(JsValue, CreateRequest, Call), Error> {
+) -> Result<(JsValue, CreateRequest), Error> {
     for name in ["image", "image_url"] {
         let value = Reflect::get(input, &name.into()).unwrap_or(JsValue::UNDEFINED);
         if value.is_object() && !value.is_array() {
@@ -277,26 +286,14 @@ fn prepare_create(
         request.client_ref.as_deref(),
         request.callback_url.as_deref(),
     )?;
-    let call = options.call(None)?;
-    Ok((wire, request, call))
+    Ok((wire, request))
 }
 
-fn with_poll_interval(client: &Rc<Client>, options: &Options) -> Result<Rc<Client>, Error> {
-    let Some(ms) = options.number("pollIntervalMs", 1.0, 3_600_000.0, false)? else {
-        return Ok(client.clone());
-    };
-    let transport = Transport {
-        fetch: client.transport.fetch.clone(),
-        headers: client.transport.headers.clone(),
-        request_timeout_ms: client.transport.request_timeout_ms,
-    };
-    Ok(Rc::new(Client {
-        base_url: client.base_url.clone(),
-        model: client.model.clone(),
-        transport,
-        retry: client.retry,
-        poll: PollSchedule::starting_at(ms as u64),
-    }))
+/// The call's poll schedule: its own `pollIntervalMs`, or the client's.
+fn poll_schedule(client: &Client, options: &Options) -> Result<PollSchedule, Error> {
+    Ok(options
+        .number("pollIntervalMs", 1.0, 3_600_000.0, false)?
+        .map_or(client.poll, |ms| PollSchedule::starting_at(ms as u64)))
 }
 
 /// Wraps `onStatus`: a callback that throws is reported on the console and does not stop the wait.

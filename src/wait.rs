@@ -7,14 +7,15 @@ use wasm_bindgen::JsValue;
 use crate::client::Client;
 use crate::error::{Error, ErrorCode};
 use crate::http::Call;
+use crate::policy::PollSchedule;
 use crate::run::{Run, Status};
 
 /// How often to look again whether the browser is back online.
 const OFFLINE_RECHECK_MS: u64 = 1_000;
 
 impl Client {
-    /// Polls run `id` until it is terminal, calling `on_status` each time `status_code` changes
-    /// (`last_seen` is the status the caller already reported, if any).
+    /// Polls run `id` on `schedule` until it is terminal, calling `on_status` each time
+    /// `status_code` changes (`last_seen` is the status the caller already reported, if any).
     ///
     /// # Errors
     /// A failure of the polling after retries, `aborted`, or `timeout` at the call's deadline;
@@ -23,6 +24,7 @@ impl Client {
         &self,
         id: &str,
         mut last_seen: Option<String>,
+        schedule: PollSchedule,
         on_status: &mut dyn FnMut(&Run),
         call: &Call,
     ) -> Result<Run, Error> {
@@ -43,7 +45,7 @@ impl Client {
                     .map_err(|e| e.with_run_id(id))?;
             }
             let elapsed = (js_sys::Date::now() - started).max(0.0) as u64;
-            call.sleep(self.poll.delay_ms(poll, elapsed, is_hidden()))
+            call.sleep(schedule.delay_ms(poll, elapsed, is_hidden()))
                 .await
                 .map_err(|e| e.with_run_id(id))?;
             poll += 1;
