@@ -51,6 +51,8 @@ const state = {
   isMock: false,
   /** The picture to send: `{ src, kind: "file"|"url", width, height, bytes, name, type, thumbnail }`. */
   image: null,
+  /** The file being read, if any: an edit started meanwhile waits for it rather than missing it. */
+  reading: null,
   /** The run this page is following and shows: `{ entry, controller, timer }`. */
   current: null,
   /** Run id shown in the result area. */
@@ -231,8 +233,16 @@ function setImage(image) {
   $("preview-info").textContent = parts.join(" · ");
 }
 
-async function acceptFile(file) {
+function acceptFile(file) {
   if (!file) return;
+  const reading = readFile(file).finally(() => {
+    if (state.reading === reading) state.reading = null;
+  });
+  state.reading = reading;
+  return reading;
+}
+
+async function readFile(file) {
   setImageMessage(`Reading “${file.name || "pasted image"}”…`);
   $("dropzone").dataset.busy = "true";
   try {
@@ -445,6 +455,15 @@ function setLastSeed(seed) {
 async function startEdit() {
   if (state.current) return;
   hideAlert();
+  if (state.reading) {
+    setStatusLine("Reading the picture first…");
+    $("run").disabled = true;
+    await state.reading;
+    $("run").disabled = false;
+    setStatusLine("");
+    // A file that could not be read has said why in the picture's message.
+    if (state.current || !state.image) return;
+  }
   if (!state.image) {
     setImageMessage("Add a picture first: choose a file, drop or paste one, or try the sample picture.", "error");
     $("sample").focus();
