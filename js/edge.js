@@ -30,3 +30,114 @@ export function toJson(value) {
     return undefined;
   }
 }
+
+/**
+ * A fetch for presigned-URL PUTs, over XMLHttpRequest: the one browser API that reports upload
+ * progress. Like fetch it honours `init.signal` and rejects on network failure; it also gives
+ * up after `idleMs` without progress. Null where there is no XMLHttpRequest (Node).
+ */
+export function uploadFetch(onProgress, idleMs) {
+  if (typeof XMLHttpRequest !== "function") return null;
+  return (url, init) =>
+    new Promise((resolve, reject) => {
+      const xhr = new XMLHttpRequest();
+      const signal = init.signal;
+      let idle;
+      const end = (error) => {
+        clearTimeout(idle);
+        signal.removeEventListener("abort", onAbort);
+        xhr.upload.onprogress = null;
+        if (!error) return resolve(new Response(xhr.responseText, { status: xhr.status }));
+        xhr.abort();
+        reject(error);
+      };
+      const arm = () => {
+        clearTimeout(idle);
+        idle = setTimeout(() => end(new Error(`no upload progress for ${idleMs} ms`)), idleMs);
+      };
+      const onAbort = () => end(new DOMException("aborted", "AbortError"));
+      signal.addEventListener("abort", onAbort);
+      xhr.open(init.method, url);
+      for (const [name, value] of Object.entries(init.headers)) xhr.setRequestHeader(name, value);
+      xhr.upload.onprogress = (event) => {
+        arm();
+        reportProgress(onProgress, event.loaded, event.total);
+      };
+      xhr.onload = () => end(null);
+      xhr.onerror = () => end(new TypeError("the upload connection failed"));
+      arm();
+      xhr.send(init.body);
+    });
+}
+
+/** The image `value` holds as a Blob or bytes, or null when it is not a local image. */
+export function localImage(value) {
+  if (typeof Blob === "function" && value instanceof Blob) return value;
+  if (value instanceof ArrayBuffer) return new Uint8Array(value);
+  if (ArrayBuffer.isView(value)) return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
+  return null;
+}
+
+/**
+ * Reads what the client needs of a local image: its first 16 bytes (to tell its type), its
+ * size and name, the body to upload, and all its bytes when it is small enough to go inline.
+ * With `prepare`, a picture over the megapixel limit is first downscaled.
+ */
+export async function loadImage(image, prepare, inlineLimit) {
+  const body = (prepare && (await prepareImage(image, prepare))) || image;
+  const bytes = async (blob) => new Uint8Array(await blob.arrayBuffer());
+  const isBlob = body instanceof Blob;
+  const size = isBlob ? body.size : body.byteLength;
+  return {
+    body,
+    size,
+    name: body === image && typeof image.name === "string" ? image.name : undefined,
+    head: isBlob ? await bytes(body.slice(0, 16)) : body.subarray(0, 16),
+    bytes: size < inlineLimit ? (isBlob ? await bytes(body) : body) : undefined,
+  };
+}
+
+/**
+ * Downscales an image above `maxMegapixels` and re-encodes it, turned upright by its EXIF
+ * orientation. Resolves the new Blob, or null to send the original (small enough, not decodable
+ * here, or no canvas in this environment, as in Node).
+ */
+async function prepareImage(source, { maxMegapixels = 4, type = "image/jpeg", quality = 0.9 }) {
+  if (typeof createImageBitmap !== "function" || typeof OffscreenCanvas !== "function") return null;
+  let bitmap;
+  try {
+    bitmap = await createImageBitmap(source instanceof Blob ? source : new Blob([source]), {
+      imageOrientation: "from-image",
+    });
+  } catch {
+    return null;
+  }
+  try {
+    const { width, height } = bitmap;
+    const scale = Math.sqrt((maxMegapixels * 1e6) / (width * height));
+    if (scale >= 1) return null;
+    const w = Math.max(1, Math.floor(width * scale));
+    const h = Math.max(1, Math.floor(height * scale));
+    const context = new OffscreenCanvas(w, h).getContext("2d");
+    // JPEG has no transparency: paint what was transparent white rather than black.
+    if (type === "image/jpeg") {
+      context.fillStyle = "#fff";
+      context.fillRect(0, 0, w, h);
+    }
+    context.imageSmoothingQuality = "high";
+    context.drawImage(bitmap, 0, 0, w, h);
+    return await context.canvas.convertToBlob({ type, quality });
+  } finally {
+    bitmap.close();
+  }
+}
+
+/** Calls `onUploadProgress`, if any; one that throws is reported and does not stop the upload. */
+export function reportProgress(callback, loaded, total) {
+  if (typeof callback !== "function") return;
+  try {
+    callback({ loaded, total });
+  } catch (error) {
+    console.error("runflow-kontext: onUploadProgress threw; the upload goes on.", error);
+  }
+}

@@ -32,11 +32,36 @@ export interface KontextOptions {
 }
 
 /**
- * The input of FLUX.1 Kontext [pro]: the prompt and options, and the image to edit as
- * `image_url` (or its other name `image`, not both): an https URL, or a
- * `data:image/...;base64,` URI for images under 1 MiB.
+ * A picture on this device: a File (from a file input, drop or paste), a Blob, or its bytes.
+ * The client checks its real type by its first bytes (JPEG, PNG, WebP, GIF or AVIF; at most
+ * 50 MiB), then sends it inline as a `data:` URI when under `uploadThreshold`, else through
+ * Runflow's asset upload.
  */
-export type KontextInput = KontextOptions & ({ image_url: string; image?: undefined } | { image: string; image_url?: undefined });
+export type LocalImage = Blob | ArrayBuffer | ArrayBufferView;
+
+/**
+ * The input of FLUX.1 Kontext [pro]: the prompt and options, and the image to edit as
+ * `image_url` (or its other name `image`, not both): an https URL, a
+ * `data:image/...;base64,` URI, or a {@link LocalImage}.
+ */
+export type KontextInput = KontextOptions &
+  ({ image_url: string | LocalImage; image?: undefined } | { image: string | LocalImage; image_url?: undefined });
+
+/** How `prepareImage` shrinks big pictures before sending them. */
+export interface PrepareImageOptions {
+  /** Pictures above this many megapixels are downscaled to it (default 4). */
+  maxMegapixels?: number;
+  /** The format they are re-encoded to (default "image/jpeg"). */
+  type?: "image/jpeg" | "image/webp" | "image/png";
+  /** The encoder's quality, 0 to 1 (default 0.9). */
+  quality?: number;
+}
+
+/** Progress of turning a local image into an `image_url`: bytes sent so far, of `total`. */
+export interface UploadProgress {
+  loaded: number;
+  total: number;
+}
 
 /** Options of `new KontextClient(...)`. */
 export interface KontextClientOptions {
@@ -56,8 +81,16 @@ export interface KontextClientOptions {
   pollIntervalMs?: number;
   /** Extra headers sent with every request. */
   headers?: Record<string, string>;
-  /** A fetch to use instead of the global one (same signature). */
+  /** A fetch to use instead of the global one (same signature). Uploads then go through it too, with progress only at the end. */
   fetch?: (input: string, init: RequestInit) => Promise<Response>;
+  /** Local images under this many bytes go inline as `data:` URIs; larger ones are uploaded (default 1048576, 1 MiB; 0 uploads all). */
+  uploadThreshold?: number;
+  /**
+   * Downscale local images above a megapixel limit and re-encode them, upright by their EXIF
+   * orientation, before sending (default off; `true` for the defaults). Needs
+   * `createImageBitmap` and `OffscreenCanvas`: where they are missing (Node), images go as they are.
+   */
+  prepareImage?: boolean | PrepareImageOptions;
 }
 
 /** Options of `createRun`. */
@@ -74,6 +107,21 @@ export interface CreateRunOptions {
   signal?: AbortSignal;
   /** An overall deadline for the call, in ms. */
   timeoutMs?: number;
+  /**
+   * Progress of a local image's upload: called as bytes are sent (from 0 again if a PUT is
+   * retried), and once with `loaded === total` when the image is ready, inline ones included.
+   */
+  onUploadProgress?: (progress: UploadProgress) => void;
+}
+
+/** Options of `uploadImage`. */
+export interface UploadImageOptions {
+  /** Stops the upload: the promise rejects with `aborted`. */
+  signal?: AbortSignal;
+  /** An overall deadline, in ms. */
+  timeoutMs?: number;
+  /** See {@link CreateRunOptions.onUploadProgress}. */
+  onUploadProgress?: (progress: UploadProgress) => void;
 }
 
 /** Options of `waitForRun`. */
@@ -205,6 +253,12 @@ export class KontextClient<Input extends object = KontextInput> {
   waitForRun(id: string, options?: WaitForRunOptions): Promise<Run>;
   /** Creates a run and waits for it; rejects with `run_failed` if it fails or is canceled. */
   run(input: Input, options?: RunOptions): Promise<Run>;
+  /**
+   * Turns a local image into an `image_url` to pass in input: a `data:` URI when under
+   * `uploadThreshold`, else the signed URL of an asset uploaded to Runflow. Upload once, edit
+   * many times.
+   */
+  uploadImage(image: LocalImage, options?: UploadImageOptions): Promise<string>;
   /** The model this client creates runs for. */
   readonly model: string;
   /** The API root requests go to. */

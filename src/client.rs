@@ -1,5 +1,8 @@
 //! The client's calls: create (never twice), get and search (with retries), over `Transport`.
 
+use futures_util::future::LocalBoxFuture;
+use wasm_bindgen::JsValue;
+
 use crate::error::{Error, ErrorCode};
 use crate::http::{Call, HttpResponse, Transport};
 use crate::json::{Json, JsonValue as Value};
@@ -19,6 +22,10 @@ pub struct Client {
     pub retry: RetryPolicy,
     /// How often runs are polled.
     pub poll: PollSchedule,
+    /// Local images under this many bytes go inline as `data:` URIs; larger ones are uploaded.
+    pub inline_limit: f64,
+    /// `prepareImage`'s settings, when local images are downscaled before sending.
+    pub prepare: Option<JsValue>,
 }
 
 /// What a create sends besides the input.
@@ -182,12 +189,44 @@ impl Client {
     }
 
     async fn get_with_retries(&self, path: &str, call: &Call) -> Result<HttpResponse, Error> {
+        self.send_with_retries("GET", path, None, call).await
+    }
+
+    /// Sends a request that is safe to repeat (a GET, or a POST whose duplicate harms nothing),
+    /// retrying 429, 5xx, timeouts and network failures; a body is sent as JSON.
+    ///
+    /// # Errors
+    /// The last failure.
+    ///
+    /// Boxed: it is awaited from several places, and one shared copy of its state machine is
+    /// much smaller wasm than one inlined into each caller.
+    pub fn send_with_retries<'a>(
+        &'a self,
+        method: &'a str,
+        path: &'a str,
+        body: Option<&'a Value>,
+        call: &'a Call,
+    ) -> LocalBoxFuture<'a, Result<HttpResponse, Error>> {
+        Box::pin(self.send_with_retries_inner(method, path, body, call))
+    }
+
+    async fn send_with_retries_inner(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        call: &Call,
+    ) -> Result<HttpResponse, Error> {
         let url = self.url(path);
+        let headers: &[(&str, &str)] = match body {
+            Some(_) => &[("content-type", "application/json")],
+            None => &[],
+        };
         let mut attempt = 0;
         loop {
             let error = match self
                 .transport
-                .send("GET", &url, None, &[], call)
+                .send(method, &url, body, headers, call)
                 .await
                 .and_then(HttpResponse::success)
             {

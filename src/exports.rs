@@ -13,11 +13,16 @@ use crate::callback::verify_signature;
 use crate::client::{Client, CreateRequest};
 use crate::error::{Error, ErrorCode};
 use crate::http::{Call, Transport};
-use crate::input::{KONTEXT_MODEL, validate_create, validate_kontext, validate_untyped};
+use crate::image_source::{ImageOptions, Local, local_image};
+use crate::input::{
+    KONTEXT_MODEL, validate_create, validate_kontext, validate_kontext_without_image,
+    validate_untyped,
+};
 use crate::json::Json;
 use crate::paths::is_valid_model;
 use crate::policy::{DEFAULT_POLL, DEFAULT_RETRY, PollSchedule, RetryPolicy};
 use crate::run::Run;
+use crate::upload::{DEFAULT_INLINE_LIMIT, MAX_UPLOAD_BYTES};
 use crate::wait::run_failed;
 
 #[wasm_bindgen(typescript_custom_section)]
@@ -78,6 +83,8 @@ impl KontextClient {
                 "pollIntervalMs",
                 "headers",
                 "fetch",
+                "uploadThreshold",
+                "prepareImage",
             ],
         )
         .map_err(to_js)?;
@@ -102,9 +109,13 @@ impl KontextClient {
         let (client, key) = (self.client.clone(), self.api_key.clone());
         respond(key, async move {
             let options = Options::read(&options, "options", CREATE_OPTIONS)?;
-            let (input, request) = prepare_create(&client, &input, &options)?;
+            let (input, request, local) = prepare_create(&client, &input, &options)?;
             let call = options.call(None)?;
-            client.create_run(input, request, &call).await
+            resolve_image(&client, &input, local, &options, &call).await?;
+            client
+                .create_run(input, request, &call)
+                .await
+                .map(|run| run.to_json())
         })
     }
 
@@ -116,7 +127,7 @@ impl KontextClient {
             let options = Options::read(&options, "options", &["signal", "timeoutMs"])?;
             let id = run_id(&id)?;
             let call = options.call(None)?;
-            client.get_run(&id, &call).await
+            client.get_run(&id, &call).await.map(|run| run.to_json())
         })
     }
 
@@ -137,6 +148,7 @@ impl KontextClient {
             client
                 .wait_for_run(&id, None, schedule, &mut on_status, &call)
                 .await
+                .map(|run| run.to_json())
         })
     }
 
@@ -150,10 +162,11 @@ impl KontextClient {
                 .copied()
                 .collect();
             let options = Options::read(&options, "options", &known)?;
-            let (input, request) = prepare_create(&client, &input, &options)?;
+            let (input, request, local) = prepare_create(&client, &input, &options)?;
             let call = options.call(Some(DEFAULT_WAIT_TIMEOUT_MS))?;
             let mut on_status = status_callback(options.function("onStatus")?);
             let schedule = poll_schedule(&client, &options)?;
+            resolve_image(&client, &input, local, &options, &call).await?;
             let created = client.create_run(input, request, &call).await?;
             on_status(&created);
             let id = created.id.clone();
@@ -169,7 +182,30 @@ impl KontextClient {
             if done.status.is_failure() {
                 return Err(run_failed(done));
             }
-            Ok(done)
+            Ok(done.to_json())
+        })
+    }
+
+    /// Turns a File, Blob or bytes into an `image_url`: a `data:` URI when small, else the URL
+    /// of an asset uploaded to Runflow. Useful to upload once and edit many times.
+    #[wasm_bindgen(js_name = uploadImage)]
+    pub fn upload_image(&self, image: JsValue, options: JsValue) -> Promise {
+        let (client, key) = (self.client.clone(), self.api_key.clone());
+        respond(key, async move {
+            let options = Options::read(
+                &options,
+                "options",
+                &["signal", "timeoutMs", "onUploadProgress"],
+            )?;
+            let Some(local) = local_image(&image) else {
+                return Err(Error::invalid(
+                    "image",
+                    "`image` must be a File, Blob, ArrayBuffer or Uint8Array.",
+                ));
+            };
+            let call = options.call(None)?;
+            let settings = image_options(&client, &options)?;
+            client.image_url("image", local, &settings, &call).await
         })
     }
 }
@@ -181,6 +217,7 @@ const CREATE_OPTIONS: &[&str] = &[
     "idempotencyKey",
     "signal",
     "timeoutMs",
+    "onUploadProgress",
 ];
 
 impl KontextClient {
@@ -239,8 +276,36 @@ impl KontextClient {
                 .number("timeoutMs", 1.0, f64::from(i32::MAX), false)?
                 .unwrap_or(DEFAULT_REQUEST_TIMEOUT_MS),
         };
+        let inline_limit = options
+            .number("uploadThreshold", 0.0, MAX_UPLOAD_BYTES, false)?
+            .unwrap_or(DEFAULT_INLINE_LIMIT);
+        let prepare = match options.get("prepareImage") {
+            None => None,
+            Some(flag) if flag.as_bool() == Some(false) => None,
+            Some(flag) if flag.as_bool() == Some(true) => Some(Object::new().into()),
+            Some(settings) => {
+                let settings = Options::read(
+                    &settings,
+                    "prepareImage",
+                    &["maxMegapixels", "type", "quality"],
+                )?;
+                settings.number("maxMegapixels", 0.01, 1000.0, false)?;
+                settings.number("quality", 0.0, 1.0, false)?;
+                if let Some(kind) = settings.string("type")? {
+                    if !["image/jpeg", "image/webp", "image/png"].contains(&kind.as_str()) {
+                        return Err(Error::invalid(
+                            "type",
+                            "`prepareImage.type` must be \"image/jpeg\", \"image/webp\" or \"image/png\".",
+                        ));
+                    }
+                }
+                Some(settings.0)
+            }
+        };
         let client = Client {
             base_url: base_url.trim_end_matches('/').to_owned(),
+            inline_limit,
+            prepare,
             model,
             transport,
             retry,
@@ -253,26 +318,38 @@ impl KontextClient {
     }
 }
 
+/// A local image taken out of the input, and the wire field its `image_url` goes in.
+type LocalField = (&'static str, Local);
+
 fn prepare_create(
     client: &Client,
     input: &JsValue,
     options: &Options,
-) -> Result<(JsValue, CreateRequest), Error> {
+) -> Result<(JsValue, CreateRequest, Option<LocalField>), Error> {
+    let kontext = client.model == KONTEXT_MODEL;
+    // A local image is taken out of a copy of the input and checked and sent after the rest of
+    // the input is valid, so a bad field costs no upload.
+    let mut input = input.clone();
+    let mut local = None;
     for name in ["image", "image_url"] {
-        let value = Reflect::get(input, &name.into()).unwrap_or(JsValue::UNDEFINED);
-        if value.is_object() && !value.is_array() {
-            return Err(Error::invalid(
-                name,
-                format!(
-                    "`{name}` is a File, Blob or bytes, which this version cannot send yet: pass an https URL, or a data: URI (FileReader.readAsDataURL) under 1 MiB."
-                ),
-            ));
+        let value = Reflect::get(&input, &name.into()).unwrap_or(JsValue::UNDEFINED);
+        if let Some(image) = local_image(&value) {
+            if local.is_some() {
+                return Err(Error::invalid(
+                    "image",
+                    "Give either `image` or `image_url`, not both.",
+                ));
+            }
+            let copy = Object::assign(&Object::new(), input.unchecked_ref());
+            let _ = Reflect::delete_property(&copy, &name.into());
+            input = copy.into();
+            local = Some((if kontext { "image_url" } else { name }, image));
         }
     }
-    let wire = if client.model == KONTEXT_MODEL {
-        validate_kontext(input)?
-    } else {
-        validate_untyped(input)?
+    let wire = match (kontext, local.is_some()) {
+        (true, false) => validate_kontext(&input)?,
+        (true, true) => validate_kontext_without_image(&input)?,
+        (false, _) => validate_untyped(&input)?,
     };
     let request = CreateRequest {
         callback_url: options.string("callbackUrl")?,
@@ -286,7 +363,40 @@ fn prepare_create(
         request.client_ref.as_deref(),
         request.callback_url.as_deref(),
     )?;
-    Ok((wire, request))
+    Ok((wire, request, local))
+}
+
+/// Turns a local image taken out of the input into its `image_url`, set on the wire input.
+async fn resolve_image(
+    client: &Client,
+    wire: &JsValue,
+    local: Option<LocalField>,
+    options: &Options,
+    call: &Call,
+) -> Result<(), Error> {
+    let Some((name, image)) = local else {
+        return Ok(());
+    };
+    let settings = image_options(client, options)?;
+    let field = if name == "image_url" {
+        "image_url"
+    } else {
+        "image"
+    };
+    let url = client.image_url(field, image, &settings, call).await?;
+    Reflect::set(wire, &name.into(), &url)
+        .map(drop)
+        .map_err(|_| Error::invalid("input", "The input object cannot be extended."))
+}
+
+fn image_options(client: &Client, options: &Options) -> Result<ImageOptions, Error> {
+    Ok(ImageOptions {
+        inline_limit: client.inline_limit,
+        prepare: client.prepare.clone(),
+        on_progress: options
+            .function("onUploadProgress")?
+            .map_or(JsValue::UNDEFINED, Into::into),
+    })
 }
 
 /// The call's poll schedule: its own `pollIntervalMs`, or the client's.
@@ -318,10 +428,10 @@ fn run_id(id: &JsValue) -> Result<String, Error> {
         })
 }
 
-/// Runs a call as a promise: the run as a plain JS object, or a `RunflowError`.
+/// Runs a call as a promise: its JS value, or a `RunflowError`.
 fn respond(
     api_key: Option<String>,
-    call: impl std::future::Future<Output = Result<Run, Error>> + 'static,
+    call: impl std::future::Future<Output = Result<JsValue, Error>> + 'static,
 ) -> Promise {
     settle(api_key, Box::pin(call))
 }
@@ -329,11 +439,11 @@ fn respond(
 /// One promise adapter for every method (not one per future type): smaller wasm.
 fn settle(
     api_key: Option<String>,
-    call: std::pin::Pin<Box<dyn std::future::Future<Output = Result<Run, Error>>>>,
+    call: std::pin::Pin<Box<dyn std::future::Future<Output = Result<JsValue, Error>>>>,
 ) -> Promise {
     future_to_promise(async move {
         match call.await {
-            Ok(run) => Ok(run.to_json()),
+            Ok(value) => Ok(value),
             Err(error) => Err(to_js(match api_key.as_deref() {
                 Some(key) => error.redact(key),
                 None => error,

@@ -244,23 +244,30 @@ impl Transport {
         extra_headers: &[(&str, &str)],
         call: &Call,
     ) -> Result<HttpResponse, Error> {
-        call.check()?;
-        let request_budget = self.request_timeout_ms;
-        let limit = call
-            .remaining_ms()
-            .map_or(request_budget, |left| left.min(request_budget));
-        let controller = AbortController::new().map_err(|e| connection(url, &e))?;
-        let signal = controller.signal();
-        let mut guard = AbortOnDrop(Some(controller.clone()));
-        let _forward = call
-            .signal
-            .as_ref()
-            .map(|caller| EventListener::once(caller, "abort", move |_| controller.abort()));
+        self.send_via(method, url, body, extra_headers, Via::Api, call)
+            .await
+    }
 
+    /// `send`, to the API or to a presigned URL.
+    pub async fn send_via(
+        &self,
+        method: &str,
+        url: &str,
+        body: Option<&JsValue>,
+        extra_headers: &[(&str, &str)],
+        via: Via<'_>,
+        call: &Call,
+    ) -> Result<HttpResponse, Error> {
+        call.check()?;
+        let (client_headers, fetch, budget) = match via {
+            Via::Api => (true, self.fetch.as_ref(), Some(self.request_timeout_ms)),
+            Via::Presigned(None) => (false, self.fetch.as_ref(), Some(self.request_timeout_ms)),
+            Via::Presigned(Some(fetch)) => (false, Some(fetch), None),
+        };
+        let controller = AbortController::new().map_err(|e| connection(url, &e))?;
         let headers = Object::new();
-        for (name, value) in self
-            .headers
-            .iter()
+        let ours = self.headers.iter().filter(|_| client_headers);
+        for (name, value) in ours
             .map(|(n, v)| (n.as_str(), v.as_str()))
             .chain(extra_headers.iter().copied())
         {
@@ -269,12 +276,12 @@ impl Transport {
         let init = Object::new();
         set(&init, "method", &method.into());
         set(&init, "headers", &headers);
-        set(&init, "signal", &signal);
+        set(&init, "signal", &controller.signal());
         if let Some(body) = body {
             set(&init, "body", body);
         }
 
-        let fetch = match &self.fetch {
+        let fetch = match fetch {
             Some(fetch) => fetch.clone(),
             None => Reflect::get(&js_sys::global(), &"fetch".into())
                 .ok()
@@ -317,29 +324,57 @@ impl Transport {
                 retry_after_ms,
             })
         };
-        let timer = TimeoutFuture::new(clamp_ms(limit));
-        match select(
-            pin!(exchange),
-            select(pin!(timer), Aborted::new(call.signal.as_ref())),
-        )
-        .await
-        {
-            Either::Left((result, _)) => {
-                guard.disarm();
-                result
-            }
-            Either::Right((Either::Left(_), _)) if limit < request_budget => {
-                Err(call.deadline_passed())
-            }
-            Either::Right((Either::Left(_), _)) => Err(Error::new(
-                ErrorCode::Timeout,
-                format!(
-                    "{method} {url} took longer than {} ms (timeoutMs) and was abandoned.",
-                    request_budget as u64
-                ),
-            )),
-            Either::Right((Either::Right(_), _)) => Err(aborted()),
+        let what = [method, " ", url].concat();
+        guarded(call, budget, &what, controller, exchange).await
+    }
+}
+
+/// Where a request goes.
+pub enum Via<'a> {
+    /// The API: the client's headers, fetch and per-request timeout.
+    Api,
+    /// A presigned upload URL, which must get no Authorization nor the caller's headers meant
+    /// for the API: by this fetch when given (one that reports progress and times out by
+    /// itself), else the client's.
+    Presigned(Option<&'a Function>),
+}
+
+/// Runs `exchange`, the request `controller` aborts, under the call's signal and deadline and
+/// at most `budget_ms`: whichever ends first wins, and a request left behind is aborted.
+async fn guarded(
+    call: &Call,
+    budget_ms: Option<f64>,
+    what: &str,
+    controller: AbortController,
+    exchange: impl Future<Output = Result<HttpResponse, Error>>,
+) -> Result<HttpResponse, Error> {
+    let budget = budget_ms.unwrap_or(f64::INFINITY);
+    let limit = call.remaining_ms().map_or(budget, |left| left.min(budget));
+    let mut guard = AbortOnDrop(Some(controller.clone()));
+    let _forward = call
+        .signal
+        .as_ref()
+        .map(|caller| EventListener::once(caller, "abort", move |_| controller.abort()));
+    let timer = TimeoutFuture::new(clamp_ms(limit));
+    match select(
+        pin!(exchange),
+        select(pin!(timer), Aborted::new(call.signal.as_ref())),
+    )
+    .await
+    {
+        Either::Left((result, _)) => {
+            guard.disarm();
+            result
         }
+        Either::Right((Either::Left(_), _)) if limit < budget => Err(call.deadline_passed()),
+        Either::Right((Either::Left(_), _)) => Err(Error::new(
+            ErrorCode::Timeout,
+            format!(
+                "{what} took longer than {} ms (timeoutMs) and was abandoned.",
+                budget as u64
+            ),
+        )),
+        Either::Right((Either::Right(_), _)) => Err(aborted()),
     }
 }
 

@@ -59,6 +59,19 @@ const MAX_SAFE_INTEGER: i64 = (1 << 53) - 1;
 /// # }
 /// ```
 pub fn validate_kontext(input: &Value) -> Result<Value, Error> {
+    validate(input, false)
+}
+
+/// Validates Kontext input whose image is a local file, taken out of `input` to be uploaded
+/// first: `image_url` is then not required, and must not be given besides.
+///
+/// # Errors
+/// `validation_error` naming the first field at fault.
+pub fn validate_kontext_without_image(input: &Value) -> Result<Value, Error> {
+    validate(input, true)
+}
+
+fn validate(input: &Value, image_given: bool) -> Result<Value, Error> {
     as_object(input)?;
     let mut wire: Vec<(&str, Value)> = Vec::new();
     for name in input.keys() {
@@ -79,7 +92,9 @@ pub fn validate_kontext(input: &Value) -> Result<Value, Error> {
             "seed" => (known, integer(known, &value, 0, MAX_SAFE_INTEGER)?),
             _ => (known, boolean(known, &value)?),
         };
-        if wire.iter().any(|(existing, _)| *existing == wire_name) {
+        if wire.iter().any(|(existing, _)| *existing == wire_name)
+            || (image_given && wire_name == "image_url")
+        {
             return Err(Error::invalid(
                 "image",
                 "Give either `image` or `image_url`, not both.",
@@ -94,7 +109,7 @@ pub fn validate_kontext(input: &Value) -> Result<Value, Error> {
             "`prompt` is required: describe the edit, e.g. \"make the sky stormy\".",
         ));
     }
-    if !has("image_url") {
+    if !has("image_url") && !image_given {
         return Err(Error::invalid(
             "image_url",
             "`image_url` is required: the image to edit, as an https URL or a data: URI.",
@@ -354,6 +369,19 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{field}={value}: {e}"));
             assert_eq!(out[field], wire, "{field}");
         }
+    }
+
+    #[test]
+    fn a_local_image_leaves_only_the_other_fields_to_check() {
+        let rest = json!({"prompt": "make it snow", "num_images": 2});
+        let wire = validate_kontext_without_image(&rest).unwrap();
+        assert_eq!(wire, rest);
+        let error = validate_kontext_without_image(&base()).unwrap_err();
+        assert_eq!(error.field.as_deref(), Some("image"));
+        let error =
+            validate_kontext_without_image(&json!({"prompt": "x", "seed": -1})).unwrap_err();
+        assert_eq!(error.field.as_deref(), Some("seed"));
+        assert!(validate_kontext(&rest).is_err());
     }
 
     #[test]

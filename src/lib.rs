@@ -24,6 +24,7 @@ mod literal;
 pub mod paths;
 pub mod policy;
 pub mod run;
+pub mod upload;
 
 // The JS edge and everything that needs a JS host (fetch, timers) exist only on wasm32, so the
 // core above builds and tests natively.
@@ -33,6 +34,8 @@ mod client;
 mod exports;
 #[cfg(target_arch = "wasm32")]
 mod http;
+#[cfg(target_arch = "wasm32")]
+mod image_source;
 #[cfg(target_arch = "wasm32")]
 mod wait;
 

@@ -16,6 +16,14 @@ pub fn run(id: &str) -> String {
     format!("/v1/runs/{}", encode(id))
 }
 
+/// Where an asset upload starts.
+pub const ASSET_UPLOADS: &str = "/v1/asset-uploads";
+
+/// `/v1/asset-uploads/{id}/confirmations`.
+pub fn confirm_asset_upload(asset_id: &str) -> String {
+    ["/v1/asset-uploads/", &encode(asset_id), "/confirmations"].concat()
+}
+
 /// The search for runs carrying `client_ref`, quoting the value when it needs it.
 ///
 /// ```
@@ -66,6 +74,10 @@ mod tests {
         );
         assert_eq!(run("a/b?c"), "/v1/runs/a%2Fb%3Fc");
         assert_eq!(encode("é"), "%C3%A9");
+        assert_eq!(
+            confirm_asset_upload("as 1"),
+            "/v1/asset-uploads/as%201/confirmations"
+        );
     }
 
     #[test]

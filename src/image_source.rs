@@ -1,0 +1,258 @@
+//! A File, Blob or bytes given as the image, turned into an `image_url`: read (by the JS edge,
+//! which also downscales with `prepareImage`), checked by its magic number, then inlined as a
+//! `data:` URI or sent through Runflow's three-step asset upload (create the slot, PUT the bytes
+//! to the presigned URL, confirm).
+
+use futures_util::future::LocalBoxFuture;
+use js_sys::{Function, JsString, Promise, Reflect, Uint8Array};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+
+use crate::client::Client;
+use crate::error::{Error, ErrorCode};
+use crate::http::{Call, HttpResponse, Via};
+use crate::json::{Json, JsonValue as Value};
+use crate::paths;
+use crate::upload::{
+    CHUNK, Route, data_uri_prefix, encode_chunk, encoded_len, file_name, plan, read_asset_url,
+    read_upload_slot, upload_request,
+};
+
+#[wasm_bindgen(module = "/js/edge.js")]
+extern "C" {
+    #[wasm_bindgen(js_name = localImage)]
+    fn local_image_of(value: &JsValue) -> JsValue;
+
+    #[wasm_bindgen(js_name = loadImage)]
+    fn load_image(image: &JsValue, prepare: &JsValue, inline_limit: f64) -> Promise;
+
+    #[wasm_bindgen(js_name = uploadFetch)]
+    fn upload_fetch(on_progress: &JsValue, idle_ms: f64) -> JsValue;
+
+    #[wasm_bindgen(js_name = reportProgress)]
+    fn report_progress(callback: &JsValue, loaded: f64, total: f64);
+}
+
+/// A local image: a Blob (or File), uploaded straight from the browser's storage, or bytes.
+pub type Local = JsValue;
+
+/// The local image `value` holds (File, Blob, ArrayBuffer or a view of one), if it is one.
+pub fn local_image(value: &JsValue) -> Option<Local> {
+    Some(local_image_of(value)).filter(|image| !image.is_null())
+}
+
+/// How local images are handled: the client's settings and the call's progress callback.
+pub struct ImageOptions {
+    /// Images under this many bytes go inline.
+    pub inline_limit: f64,
+    /// `prepareImage`'s options, when preparation is on.
+    pub prepare: Option<JsValue>,
+    /// `onUploadProgress`, or undefined.
+    pub on_progress: JsValue,
+}
+
+/// The `data:` URI of `bytes`, base64 encoded chunk by chunk into one small reused buffer and
+/// joined as JS strings, so the image is never held twice in wasm memory.
+fn data_uri(bytes: &Uint8Array, prefix: &str) -> JsValue {
+    let total = bytes.length();
+    let mut input = vec![0u8; CHUNK];
+    let mut output = vec![0u8; encoded_len(CHUNK)];
+    let mut uri = JsString::from(prefix);
+    let mut start = 0;
+    while start < total {
+        let end = total.min(start + CHUNK as u32);
+        let chunk = input.get_mut(..(end - start) as usize).unwrap_or_default();
+        bytes.subarray(start, end).copy_to(chunk);
+        let written = encode_chunk(chunk, &mut output);
+        let text = std::str::from_utf8(output.get(..written).unwrap_or_default()).unwrap_or("");
+        uri = uri.concat(&JsString::from(text));
+        start = end;
+    }
+    uri.into()
+}
+
+/// Why an upload attempt ended without an asset.
+enum PutOutcome {
+    Stored,
+    /// 403 from the presigned URL: it expired (or never was valid).
+    Refused,
+}
+
+impl Client {
+    /// Turns a local image into an `image_url` (a JS string): inline when small, else uploaded.
+    /// `field` names the input field in errors.
+    ///
+    /// # Errors
+    /// `validation_error` for what is not an image or is too big, before any request; then the
+    /// failures of the upload's steps.
+    ///
+    /// Boxed, so the three methods that await it share one copy of its state machine.
+    pub fn image_url<'a>(
+        &'a self,
+        field: &'a str,
+        image: Local,
+        options: &'a ImageOptions,
+        call: &'a Call,
+    ) -> LocalBoxFuture<'a, Result<JsValue, Error>> {
+        Box::pin(self.image_url_inner(field, image, options, call))
+    }
+
+    async fn image_url_inner(
+        &self,
+        field: &str,
+        image: Local,
+        options: &ImageOptions,
+        call: &Call,
+    ) -> Result<JsValue, Error> {
+        let prepare = options.prepare.clone().unwrap_or(JsValue::NULL);
+        let loaded = JsFuture::from(load_image(&image, &prepare, options.inline_limit))
+            .await
+            .map_err(|cause| {
+                let detail = cause
+                    .dyn_ref::<js_sys::Error>()
+                    .map_or_else(String::new, |e| String::from(e.message()));
+                Error::invalid(
+                    field,
+                    format!("The image could not be read ({detail}): the file may have been moved or deleted."),
+                )
+            })?;
+        let get = |key: &str| Reflect::get(&loaded, &key.into()).unwrap_or_default();
+        let head = get("head").dyn_into::<Uint8Array>().map(|h| h.to_vec());
+        let size = get("size").as_f64().unwrap_or(0.0);
+        let (kind, route) = plan(field, &head.unwrap_or_default(), size, options.inline_limit)?;
+        call.check()?;
+        let url = match (route, get("bytes").dyn_into::<Uint8Array>()) {
+            (Route::Inline, Ok(bytes)) => data_uri(&bytes, &data_uri_prefix(kind)),
+            _ => {
+                let name = file_name(get("name").as_string().as_deref(), kind);
+                let request = upload_request(&name, kind, size);
+                let body = get("body");
+                let upload: LocalBoxFuture<'_, _> =
+                    Box::pin(self.upload(&body, &request, kind.mime(), options, call));
+                upload.await?.into()
+            }
+        };
+        report_progress(&options.on_progress, size, size);
+        Ok(url)
+    }
+
+    async fn upload(
+        &self,
+        body: &JsValue,
+        request: &Value,
+        mime: &str,
+        options: &ImageOptions,
+        call: &Call,
+    ) -> Result<String, Error> {
+        let request: Value = Json::stringify(request).unwrap_or_default().as_str().into();
+        // A presigned URL that is refused right away is most likely expired: one fresh slot.
+        let mut fresh_slot_left = true;
+        loop {
+            let slot = self
+                .send_with_retries("POST", paths::ASSET_UPLOADS, Some(&request), call)
+                .await?
+                .json(read_upload_slot)?;
+            let (asset_id, upload_url) = slot;
+            let put: LocalBoxFuture<'_, _> =
+                Box::pin(self.put(body, &upload_url, mime, options, call));
+            match put.await? {
+                PutOutcome::Stored => {}
+                PutOutcome::Refused if fresh_slot_left => {
+                    fresh_slot_left = false;
+                    continue;
+                }
+                PutOutcome::Refused => {
+                    return Err(Error {
+                        status: Some(403),
+                        ..Error::new(
+                            ErrorCode::PermissionDenied,
+                            "The presigned upload URL was refused twice (HTTP 403), even one created a moment before: it expired or is not valid. Check this machine's clock and any proxy in between, then try again.",
+                        )
+                    });
+                }
+            }
+            let confirm = paths::confirm_asset_upload(&asset_id);
+            let body: Value = "{}".into();
+            return self
+                .send_with_retries("POST", &confirm, Some(&body), call)
+                .await?
+                .json(read_asset_url);
+        }
+    }
+
+    /// PUTs the bytes to the presigned URL, retrying what is worth retrying.
+    async fn put(
+        &self,
+        body: &JsValue,
+        url: &str,
+        mime: &str,
+        options: &ImageOptions,
+        call: &Call,
+    ) -> Result<PutOutcome, Error> {
+        let mut attempt = 0;
+        loop {
+            let response = self.put_once(body, url, mime, options, call).await;
+            let error = match response {
+                Ok(response) if (200..300).contains(&response.status) => {
+                    return Ok(PutOutcome::Stored);
+                }
+                Ok(response) if response.status == 403 => return Ok(PutOutcome::Refused),
+                Ok(response) => put_refused(&response),
+                Err(error) => error,
+            };
+            if !self.retry.should_retry(attempt, &error) {
+                return Err(error);
+            }
+            call.sleep(
+                self.retry
+                    .delay_ms(attempt, error.retry_after_ms, js_sys::Math::random()),
+            )
+            .await?;
+            attempt += 1;
+        }
+    }
+
+    /// One PUT, with only Content-Type: by XMLHttpRequest for progress where there is one and
+    /// no custom fetch, else by fetch.
+    async fn put_once(
+        &self,
+        body: &JsValue,
+        url: &str,
+        mime: &str,
+        options: &ImageOptions,
+        call: &Call,
+    ) -> Result<HttpResponse, Error> {
+        let with_progress = match self.transport.fetch {
+            Some(_) => None,
+            None => upload_fetch(&options.on_progress, self.transport.request_timeout_ms)
+                .dyn_into::<Function>()
+                .ok(),
+        };
+        let headers = [("content-type", mime)];
+        let via = Via::Presigned(with_progress.as_ref());
+        self.transport
+            .send_via("PUT", url, Some(body), &headers, via, call)
+            .await
+    }
+}
+
+/// The storage behind the presigned URL answered with an error other than 403.
+fn put_refused(response: &HttpResponse) -> Error {
+    let code = crate::error::classify(response.status, None);
+    Error {
+        status: Some(response.status),
+        ..Error::new(
+            code,
+            format!(
+                "Uploading the image to its presigned URL failed with HTTP {}{}",
+                response.status,
+                if code.retryable() {
+                    "; this is usually temporary."
+                } else {
+                    ": the storage refused the file as sent (size or type not as declared)."
+                }
+            ),
+        )
+    }
+}
