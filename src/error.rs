@@ -129,8 +129,8 @@ impl Error {
 
     /// Removes every occurrence of `secret` from the message, so a key echoed by a server never leaks.
     pub fn redact(mut self, secret: &str) -> Self {
-        if !secret.is_empty() && self.message.contains(secret) {
-            self.message = self.message.replace(secret, "[redacted]");
+        if let Some(redacted) = replace_all(&self.message, secret, "[redacted]") {
+            self.message = redacted;
         }
         self
     }
@@ -320,6 +320,36 @@ impl Envelope {
     }
 }
 
+/// `text` with every occurrence of `from` (non-empty) replaced by `to`, left to right like
+/// `str::replace`; `None` when there is none. Compares bytes rather than use `str`'s two-way
+/// searcher, which costs the wasm a few KB: a match of whole UTF-8 text always starts and ends
+/// on character boundaries, so the pieces between matches are whole text too.
+fn replace_all(text: &str, from: &str, to: &str) -> Option<String> {
+    let (bytes, needle) = (text.as_bytes(), from.as_bytes());
+    if needle.is_empty() {
+        return None;
+    }
+    let mut out = String::new();
+    let (mut kept, mut at) = (0, 0);
+    while let Some(rest) = bytes.get(at..) {
+        if rest.starts_with(needle) {
+            out.push_str(text.get(kept..at).unwrap_or_default());
+            out.push_str(to);
+            at += needle.len();
+            kept = at;
+        } else if rest.is_empty() {
+            break;
+        } else {
+            at += 1;
+        }
+    }
+    if kept == 0 {
+        return None;
+    }
+    out.push_str(text.get(kept..).unwrap_or_default());
+    Some(out)
+}
+
 /// Server text goes into messages shown to people: keep it short and on one line.
 fn clean_server_text(text: &str) -> String {
     const LIMIT: usize = 300;
@@ -451,6 +481,25 @@ mod tests {
         )
         .redact("rf_live_secret");
         assert!(!leaky.message.contains("rf_live_secret"));
+    }
+
+    #[test]
+    fn replace_all_is_str_replace() {
+        for (text, from) in [
+            ("key k1 and k1k1 again", "k1"),
+            ("ééé clé é", "é"),
+            ("aaaa", "aa"),
+            ("nothing here", "zz"),
+            ("", "x"),
+            ("x", "x"),
+            ("ab", "abc"),
+        ] {
+            let expected = text
+                .contains(from)
+                .then(|| text.replace(from, "[redacted]"));
+            assert_eq!(replace_all(text, from, "[redacted]"), expected, "{text}");
+        }
+        assert_eq!(replace_all("abc", "", "[redacted]"), None);
     }
 
     #[test]

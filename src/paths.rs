@@ -24,7 +24,7 @@ pub fn run(id: &str) -> String {
 pub fn search_by_client_ref(client_ref: &str) -> String {
     let plain = client_ref
         .chars()
-        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     let filter = if plain {
         format!("client_ref:{client_ref}")
     } else {

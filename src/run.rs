@@ -357,7 +357,7 @@ fn content_type_of(url: &str) -> Option<String> {
         return rest
             .split([';', ','])
             .next()
-            .filter(|mime| mime.contains('/'))
+            .filter(|mime| mime.as_bytes().contains(&b'/'))
             .map(str::to_owned);
     }
     let path = url.split(['?', '#']).next()?;
