@@ -3,6 +3,7 @@
 use crate::json::{Json, JsonValue as Value};
 use crate::literal::string_enum;
 use crate::run::Run;
+use crate::text::decimal;
 
 string_enum! {
     /// What went wrong, as a stable machine-readable code.
@@ -112,9 +113,14 @@ impl Error {
             status: Some(status),
             ..Error::new(
                 ErrorCode::InvalidResponse,
-                format!(
-                    "Runflow answered HTTP {status} with {what}, not what the API promises: check that any proxy in between forwards to Runflow."
-                ),
+                [
+                    "Runflow answered HTTP ",
+                    &decimal(status.into()),
+                    " with ",
+                    what,
+                    ", not what the API promises: check that any proxy in between forwards to Runflow.",
+                ]
+                .concat(),
             )
         }
     }
@@ -146,16 +152,26 @@ impl Error {
         let envelope = Envelope::parse(body);
         let server_code = envelope.code.clone();
         let code = classify(status, server_code.as_deref());
-        let mut message = format!("HTTP {status}. {}", explain(code, &envelope));
+        let mut message = [
+            "HTTP ",
+            &decimal(status.into()),
+            ". ",
+            explain(code, &envelope),
+        ]
+        .concat();
         if let Some(said) = envelope
             .message
             .as_deref()
             .map(clean_server_text)
             .filter(|m| !m.is_empty())
         {
-            message.push_str(&format!(" Runflow said: \"{said}\""));
+            message.push_str(" Runflow said: \"");
+            message.push_str(&said);
+            message.push('"');
             if let Some(code) = &server_code {
-                message.push_str(&format!(" ({code})"));
+                message.push_str(" (");
+                message.push_str(code);
+                message.push(')');
             }
             message.push('.');
         }
@@ -457,6 +473,15 @@ mod tests {
         assert_eq!(html.code, ErrorCode::NotFound);
         assert!(html.message.contains("proxy"));
         assert_eq!(html.request_id.as_deref(), Some("req_1"));
+        assert_eq!(
+            Error::invalid_response(200, "an empty body").message,
+            "Runflow answered HTTP 200 with an empty body, not what the API promises: check that any proxy in between forwards to Runflow."
+        );
+        let said = Error::from_response(409, r#"{"code":"C1","message":"dup"}"#, None, None);
+        assert_eq!(
+            said.message,
+            "HTTP 409. Conflict: an Idempotency-Key was reused with a different request, or the run changed meanwhile. Runflow said: \"dup\" (C1)."
+        );
         let empty = Error::from_response(502, "", None, Some(2000));
         assert_eq!(empty.code, ErrorCode::ServerError);
         assert_eq!(empty.retry_after_ms, Some(2000));

@@ -18,6 +18,7 @@ use crate::json::Json;
 use crate::paths::is_valid_model;
 use crate::policy::{DEFAULT_POLL, DEFAULT_RETRY, PollSchedule, RetryPolicy};
 use crate::run::Run;
+use crate::text::signed;
 use crate::wait::run_failed;
 
 #[wasm_bindgen(typescript_custom_section)]
@@ -221,7 +222,10 @@ impl KontextClient {
         }
         let mut headers = options.headers("headers")?;
         if let Some(key) = &api_key {
-            headers.push(("authorization".to_owned(), format!("Bearer {key}")));
+            headers.push((
+                "authorization".to_owned(),
+                ["Bearer ", key.as_str()].concat(),
+            ));
         }
         let retry = RetryPolicy {
             max_retries: options
@@ -263,9 +267,12 @@ fn prepare_create(
         if value.is_object() && !value.is_array() {
             return Err(Error::invalid(
                 name,
-                format!(
-                    "`{name}` is a File, Blob or bytes, which this version cannot send yet: pass an https URL, or a data: URI (FileReader.readAsDataURL) under 1 MiB."
-                ),
+                [
+                    "`",
+                    name,
+                    "` is a File, Blob or bytes, which this version cannot send yet: pass an https URL, or a data: URI (FileReader.readAsDataURL) under 1 MiB.",
+                ]
+                .concat(),
             ));
         }
     }
@@ -365,7 +372,10 @@ impl Options {
             .dyn_ref::<Object>()
             .filter(|_| !value.is_function() && !value.is_array())
         else {
-            return Err(Error::invalid(what, format!("`{what}` must be an object.")));
+            return Err(Error::invalid(
+                what,
+                ["`", what, "` must be an object."].concat(),
+            ));
         };
         for key in Object::keys(object).iter().filter_map(|k| k.as_string()) {
             if !known.contains(&key.as_str())
@@ -375,10 +385,14 @@ impl Options {
             {
                 return Err(Error::invalid(
                     &key,
-                    format!(
-                        "Unknown option `{key}`. Known options: {}.",
-                        known.join(", ")
-                    ),
+                    [
+                        "Unknown option `",
+                        &key,
+                        "`. Known options: ",
+                        &known.join(", "),
+                        ".",
+                    ]
+                    .concat(),
                 ));
             }
         }
@@ -394,8 +408,9 @@ impl Options {
     fn string(&self, name: &str) -> Result<Option<String>, Error> {
         self.get(name)
             .map(|v| {
-                v.as_string()
-                    .ok_or_else(|| Error::invalid(name, format!("`{name}` must be a string.")))
+                v.as_string().ok_or_else(|| {
+                    Error::invalid(name, ["`", name, "` must be a string."].concat())
+                })
             })
             .transpose()
     }
@@ -403,8 +418,9 @@ impl Options {
     fn boolean(&self, name: &str) -> Result<Option<bool>, Error> {
         self.get(name)
             .map(|v| {
-                v.as_bool()
-                    .ok_or_else(|| Error::invalid(name, format!("`{name}` must be true or false.")))
+                v.as_bool().ok_or_else(|| {
+                    Error::invalid(name, ["`", name, "` must be true or false."].concat())
+                })
             })
             .transpose()
     }
@@ -417,12 +433,20 @@ impl Options {
                     .ok_or_else(|| {
                         Error::invalid(
                             name,
-                            format!(
-                                "`{name}` must be {} from {} to {}.",
-                                if integer { "an integer" } else { "a number" },
-                                min as i64,
-                                max as i64
-                            ),
+                            [
+                                "`",
+                                name,
+                                if integer {
+                                    "` must be an integer from "
+                                } else {
+                                    "` must be a number from "
+                                },
+                                &signed(min as i64),
+                                " to ",
+                                &signed(max as i64),
+                                ".",
+                            ]
+                            .concat(),
                         )
                     })
             })
@@ -432,8 +456,9 @@ impl Options {
     fn function(&self, name: &str) -> Result<Option<Function>, Error> {
         self.get(name)
             .map(|v| {
-                v.dyn_into::<Function>()
-                    .map_err(|_| Error::invalid(name, format!("`{name}` must be a function.")))
+                v.dyn_into::<Function>().map_err(|_| {
+                    Error::invalid(name, ["`", name, "` must be a function."].concat())
+                })
             })
             .transpose()
     }
@@ -442,7 +467,7 @@ impl Options {
         match self.get(name) {
             Some(value) if !Json::is_object(&value) => Err(Error::invalid(
                 name,
-                format!("`{name}` must be a plain object."),
+                ["`", name, "` must be a plain object."].concat(),
             )),
             other => Ok(other),
         }
@@ -458,7 +483,7 @@ impl Options {
                 Some(value) => Ok((key.to_ascii_lowercase(), value)),
                 None => Err(Error::invalid(
                     name,
-                    format!("Header `{key}` must be a string."),
+                    ["Header `", &key, "` must be a string."].concat(),
                 )),
             })
             .collect()

@@ -2,6 +2,7 @@
 
 use crate::error::Error;
 use crate::json::{Json, JsonValue as Value};
+use crate::text::{decimal, signed};
 
 /// The model this client types its input for.
 pub const KONTEXT_MODEL: &str = "black-forest-labs/flux-pro/kontext";
@@ -156,11 +157,16 @@ fn as_object(input: &Value) -> Result<(), Error> {
 fn unknown_field(name: &str) -> Error {
     let snake = to_snake_case(name);
     let hint = if FIELDS.contains(&snake.as_str()) {
-        format!(" Did you mean `{snake}`? Input fields use the API's snake_case names.")
+        [
+            " Did you mean `",
+            &snake,
+            "`? Input fields use the API's snake_case names.",
+        ]
+        .concat()
     } else {
-        format!(" Known fields: {}.", FIELDS.join(", "))
+        [" Known fields: ", &FIELDS.join(", "), "."].concat()
     };
-    Error::invalid(name, format!("Unknown input field `{name}`.{hint}"))
+    Error::invalid(name, ["Unknown input field `", name, "`.", &hint].concat())
 }
 
 fn to_snake_case(name: &str) -> String {
@@ -191,9 +197,12 @@ fn image_url(name: &str, value: &Value) -> Result<Value, Error> {
     let Some(url) = Json::as_str(value) else {
         return Err(Error::invalid(
             name,
-            format!(
-                "`{name}` must be a URL string here: an https URL or a data:image/...;base64 URI."
-            ),
+            [
+                "`",
+                name,
+                "` must be a URL string here: an https URL or a data:image/...;base64 URI.",
+            ]
+            .concat(),
         ));
     };
     let lower = url.get(..11).unwrap_or(&url).to_ascii_lowercase();
@@ -201,7 +210,7 @@ fn image_url(name: &str, value: &Value) -> Result<Value, Error> {
         if url.len() <= "https://".len() || url.contains(char::is_whitespace) {
             return Err(Error::invalid(
                 name,
-                format!("`{name}` is not a valid URL."),
+                ["`", name, "` is not a valid URL."].concat(),
             ));
         }
         return Ok(value.clone());
@@ -214,9 +223,12 @@ fn image_url(name: &str, value: &Value) -> Result<Value, Error> {
         {
             return Err(Error::invalid(
                 name,
-                format!(
-                    "`{name}` is a data: URI but not a base64 image (data:image/<type>;base64,...)."
-                ),
+                [
+                    "`",
+                    name,
+                    "` is a data: URI but not a base64 image (data:image/<type>;base64,...).",
+                ]
+                .concat(),
             ));
         }
         return Ok(value.clone());
@@ -224,14 +236,22 @@ fn image_url(name: &str, value: &Value) -> Result<Value, Error> {
     if lower.starts_with("blob:") {
         return Err(Error::invalid(
             name,
-            format!(
-                "`{name}` is a blob: URL, which only this browser tab can read; Runflow needs an https URL or a data: URI."
-            ),
+            [
+                "`",
+                name,
+                "` is a blob: URL, which only this browser tab can read; Runflow needs an https URL or a data: URI.",
+            ]
+            .concat(),
         ));
     }
     Err(Error::invalid(
         name,
-        format!("`{name}` must be an https URL or a data:image/...;base64 URI."),
+        [
+            "`",
+            name,
+            "` must be an https URL or a data:image/...;base64 URI.",
+        ]
+        .concat(),
     ))
 }
 
@@ -240,11 +260,16 @@ fn one_of(name: &str, value: &Value, allowed: &[&str]) -> Result<Value, Error> {
         Some(text) if allowed.contains(&text.as_str()) => Ok(value.clone()),
         _ => Err(Error::invalid(
             name,
-            format!(
-                "`{name}` must be one of {}; got {}.",
-                allowed.join(", "),
-                value.brief()
-            ),
+            [
+                "`",
+                name,
+                "` must be one of ",
+                &allowed.join(", "),
+                "; got ",
+                &value.brief(),
+                ".",
+            ]
+            .concat(),
         )),
     }
 }
@@ -258,10 +283,18 @@ fn integer(name: &str, value: &Value, min: i64, max: i64) -> Result<Value, Error
         Some(n) if (min..=max).contains(&n) => Ok(Value::number(n as f64)),
         _ => Err(Error::invalid(
             name,
-            format!(
-                "`{name}` must be an integer from {min} to {max}; got {}.",
-                value.brief()
-            ),
+            [
+                "`",
+                name,
+                "` must be an integer from ",
+                &signed(min),
+                " to ",
+                &signed(max),
+                "; got ",
+                &value.brief(),
+                ".",
+            ]
+            .concat(),
         )),
     }
 }
@@ -271,10 +304,18 @@ fn number(name: &str, value: &Value, min: u8, max: u8) -> Result<Value, Error> {
         Some(n) if (f64::from(min)..=f64::from(max)).contains(&n) => Ok(value.clone()),
         _ => Err(Error::invalid(
             name,
-            format!(
-                "`{name}` must be a number from {min} to {max}; got {}.",
-                value.brief()
-            ),
+            [
+                "`",
+                name,
+                "` must be a number from ",
+                &decimal(min.into()),
+                " to ",
+                &decimal(max.into()),
+                "; got ",
+                &value.brief(),
+                ".",
+            ]
+            .concat(),
         )),
     }
 }
@@ -284,7 +325,14 @@ fn boolean(name: &str, value: &Value) -> Result<Value, Error> {
         Some(_) => Ok(value.clone()),
         None => Err(Error::invalid(
             name,
-            format!("`{name}` must be true or false; got {}.", value.brief()),
+            [
+                "`",
+                name,
+                "` must be true or false; got ",
+                &value.brief(),
+                ".",
+            ]
+            .concat(),
         )),
     }
 }
@@ -296,13 +344,15 @@ fn safety_tolerance(value: &Value) -> Result<Value, Error> {
         _ => None,
     };
     match level {
-        Some(level @ 1..=6) => Ok(Value::string(&level.to_string())),
+        Some(level @ 1..=6) => Ok(Value::string(&decimal(level.into()))),
         _ => Err(Error::invalid(
             "safety_tolerance",
-            format!(
-                "`safety_tolerance` must be \"1\" (strictest) to \"6\"; got {}.",
-                value.brief()
-            ),
+            [
+                "`safety_tolerance` must be \"1\" (strictest) to \"6\"; got ",
+                &value.brief(),
+                ".",
+            ]
+            .concat(),
         )),
     }
 }
@@ -447,6 +497,16 @@ mod tests {
             &json!({"prompt": "p", "image": "https://x/a.jpg", "image_url": "https://x/b.jpg"}),
         );
         assert_eq!(both.unwrap_err().field.as_deref(), Some("image"));
+        let range = validate_kontext(&with("num_images", json!(5))).unwrap_err();
+        assert_eq!(
+            range.message,
+            "`num_images` must be an integer from 1 to 4; got 5."
+        );
+        let scale = validate_kontext(&with("guidance_scale", json!(30))).unwrap_err();
+        assert_eq!(
+            scale.message,
+            "`guidance_scale` must be a number from 1 to 20; got 30."
+        );
         let camel = validate_kontext(&with("aspectRatio", json!("1:1"))).unwrap_err();
         assert_eq!(camel.field.as_deref(), Some("aspectRatio"));
         assert!(camel.message.contains("aspect_ratio"));

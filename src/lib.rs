@@ -24,6 +24,7 @@ mod literal;
 pub mod paths;
 pub mod policy;
 pub mod run;
+mod text;
 
 // The JS edge and everything that needs a JS host (fetch, timers) exist only on wasm32, so the
 // core above builds and tests natively.

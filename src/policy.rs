@@ -2,6 +2,7 @@
 //! clock passed in, so the schedule is tested exactly on the host.
 
 use crate::error::{Error, ErrorCode};
+use crate::text::hex;
 
 /// How failed requests are retried: exponential backoff with full jitter.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -167,7 +168,7 @@ pub fn new_ref(prefix: &str, words: [u32; 4]) -> String {
     let mut out = String::with_capacity(prefix.len() + 32);
     out.push_str(prefix);
     for word in words {
-        out.push_str(&format!("{word:08x}"));
+        out.push_str(&hex(word.into(), 8));
     }
     out
 }
