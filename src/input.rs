@@ -2,7 +2,7 @@
 
 use crate::error::Error;
 use crate::json::{Json, JsonValue as Value};
-use crate::text::{decimal, signed};
+use crate::text::{decimal, parse_unsigned, signed};
 
 /// The model this client types its input for.
 pub const KONTEXT_MODEL: &str = "black-forest-labs/flux-pro/kontext";
@@ -339,7 +339,7 @@ fn boolean(name: &str, value: &Value) -> Result<Value, Error> {
 
 fn safety_tolerance(value: &Value) -> Result<Value, Error> {
     let level = match (Json::as_str(value), Json::as_f64(value)) {
-        (Some(text), _) => text.parse::<u8>().ok(),
+        (Some(text), _) => parse_unsigned(&text, 10).and_then(|n| u8::try_from(n).ok()),
         (None, Some(n)) if n.fract() == 0.0 && (1.0..=6.0).contains(&n) => Some(n as u8),
         _ => None,
     };

@@ -21,6 +21,20 @@ pub fn hex(n: u64, width: usize) -> String {
     digits(n, 16, width)
 }
 
+/// An unsigned number in `radix`, read as `u64::from_str_radix` reads it (an optional `+`,
+/// then at least one digit; `None` on anything else or on overflow), without core's
+/// per-type integer parsers.
+pub fn parse_unsigned(text: &str, radix: u32) -> Option<u64> {
+    let digits = text.strip_prefix('+').unwrap_or(text);
+    if digits.is_empty() {
+        return None;
+    }
+    digits.chars().try_fold(0u64, |n, c| {
+        n.checked_mul(u64::from(radix))?
+            .checked_add(u64::from(c.to_digit(radix)?))
+    })
+}
+
 fn digits(mut n: u64, radix: u32, width: usize) -> String {
     let mut reversed = Vec::with_capacity(width.max(4));
     while n > 0 || reversed.len() < width {
@@ -44,6 +58,45 @@ mod tests {
         }
         for n in [0, -1, 7, -42, i64::MIN, i64::MAX, -9_007_199_254_740_991] {
             assert_eq!(signed(n), n.to_string());
+        }
+    }
+
+    #[test]
+    fn parses_as_from_str_radix() {
+        let cases = [
+            "",
+            "+",
+            "-",
+            "0",
+            "+7",
+            "-7",
+            "007",
+            "255",
+            "256",
+            "1a",
+            "ff",
+            "FF",
+            "+f",
+            " 1",
+            "1 ",
+            "é",
+            "18446744073709551615",
+            "18446744073709551616",
+            "99999999999999999999999",
+        ];
+        for text in cases {
+            for radix in [10, 16] {
+                assert_eq!(
+                    parse_unsigned(text, radix),
+                    u64::from_str_radix(text, radix).ok(),
+                    "{text:?} in base {radix}"
+                );
+                assert_eq!(
+                    parse_unsigned(text, radix).and_then(|n| u8::try_from(n).ok()),
+                    u8::from_str_radix(text, radix).ok(),
+                    "{text:?} in base {radix}"
+                );
+            }
         }
     }
 }
