@@ -29,9 +29,18 @@ pub fn parse_unsigned(text: &str, radix: u32) -> Option<u64> {
     if digits.is_empty() {
         return None;
     }
-    digits.chars().try_fold(0u64, |n, c| {
+    digits.bytes().try_fold(0u64, |n, byte| {
+        let digit = match byte {
+            b'0'..=b'9' => byte - b'0',
+            b'a'..=b'z' => byte - b'a' + 10,
+            b'A'..=b'Z' => byte - b'A' + 10,
+            _ => return None,
+        };
+        if u32::from(digit) >= radix {
+            return None;
+        }
         n.checked_mul(u64::from(radix))?
-            .checked_add(u64::from(c.to_digit(radix)?))
+            .checked_add(u64::from(digit))
     })
 }
 
