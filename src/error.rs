@@ -107,6 +107,12 @@ impl Error {
         }
     }
 
+    /// A validation error on `field` whose message is its name in backticks, then `rest`
+    /// (e.g. "`seed`" + " must be ..."): one place builds all of them, for a smaller wasm.
+    pub(crate) fn about(field: &str, rest: &str) -> Self {
+        Error::invalid(field, ["`", field, "`", rest].concat())
+    }
+
     /// A response the API does not promise.
     pub fn invalid_response(status: u16, what: &str) -> Self {
         Error {

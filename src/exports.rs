@@ -265,14 +265,9 @@ fn prepare_create(
     for name in ["image", "image_url"] {
         let value = Reflect::get(input, &name.into()).unwrap_or(JsValue::UNDEFINED);
         if value.is_object() && !value.is_array() {
-            return Err(Error::invalid(
+            return Err(Error::about(
                 name,
-                [
-                    "`",
-                    name,
-                    "` is a File, Blob or bytes, which this version cannot send yet: pass an https URL, or a data: URI (FileReader.readAsDataURL) under 1 MiB.",
-                ]
-                .concat(),
+                " is a File, Blob or bytes, which this version cannot send yet: pass an https URL, or a data: URI (FileReader.readAsDataURL) under 1 MiB.",
             ));
         }
     }
@@ -372,10 +367,7 @@ impl Options {
             .dyn_ref::<Object>()
             .filter(|_| !value.is_function() && !value.is_array())
         else {
-            return Err(Error::invalid(
-                what,
-                ["`", what, "` must be an object."].concat(),
-            ));
+            return Err(Error::about(what, " must be an object."));
         };
         for key in Object::keys(object).iter().filter_map(|k| k.as_string()) {
             if !known.contains(&key.as_str())
@@ -408,9 +400,8 @@ impl Options {
     fn string(&self, name: &str) -> Result<Option<String>, Error> {
         self.get(name)
             .map(|v| {
-                v.as_string().ok_or_else(|| {
-                    Error::invalid(name, ["`", name, "` must be a string."].concat())
-                })
+                v.as_string()
+                    .ok_or_else(|| Error::about(name, " must be a string."))
             })
             .transpose()
     }
@@ -418,9 +409,8 @@ impl Options {
     fn boolean(&self, name: &str) -> Result<Option<bool>, Error> {
         self.get(name)
             .map(|v| {
-                v.as_bool().ok_or_else(|| {
-                    Error::invalid(name, ["`", name, "` must be true or false."].concat())
-                })
+                v.as_bool()
+                    .ok_or_else(|| Error::about(name, " must be true or false."))
             })
             .transpose()
     }
@@ -456,19 +446,17 @@ impl Options {
     fn function(&self, name: &str) -> Result<Option<Function>, Error> {
         self.get(name)
             .map(|v| {
-                v.dyn_into::<Function>().map_err(|_| {
-                    Error::invalid(name, ["`", name, "` must be a function."].concat())
-                })
+                v.dyn_into::<Function>()
+                    .map_err(|_| Error::about(name, " must be a function."))
             })
             .transpose()
     }
 
     fn object_value(&self, name: &str) -> Result<Option<JsValue>, Error> {
         match self.get(name) {
-            Some(value) if !Json::is_object(&value) => Err(Error::invalid(
-                name,
-                ["`", name, "` must be a plain object."].concat(),
-            )),
+            Some(value) if !Json::is_object(&value) => {
+                Err(Error::about(name, " must be a plain object."))
+            }
             other => Ok(other),
         }
     }

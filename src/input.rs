@@ -195,23 +195,15 @@ fn prompt(value: &Value) -> Result<Value, Error> {
 
 fn image_url(name: &str, value: &Value) -> Result<Value, Error> {
     let Some(url) = Json::as_str(value) else {
-        return Err(Error::invalid(
+        return Err(Error::about(
             name,
-            [
-                "`",
-                name,
-                "` must be a URL string here: an https URL or a data:image/...;base64 URI.",
-            ]
-            .concat(),
+            " must be a URL string here: an https URL or a data:image/...;base64 URI.",
         ));
     };
     let lower = url.get(..11).unwrap_or(&url).to_ascii_lowercase();
     if lower.starts_with("https://") || lower.starts_with("http://") {
         if url.len() <= "https://".len() || url.contains(char::is_whitespace) {
-            return Err(Error::invalid(
-                name,
-                ["`", name, "` is not a valid URL."].concat(),
-            ));
+            return Err(Error::about(name, " is not a valid URL."));
         }
         return Ok(value.clone());
     }
@@ -221,37 +213,22 @@ fn image_url(name: &str, value: &Value) -> Result<Value, Error> {
             || !header.ends_with(";base64")
             || !url.as_bytes().contains(&b',')
         {
-            return Err(Error::invalid(
+            return Err(Error::about(
                 name,
-                [
-                    "`",
-                    name,
-                    "` is a data: URI but not a base64 image (data:image/<type>;base64,...).",
-                ]
-                .concat(),
+                " is a data: URI but not a base64 image (data:image/<type>;base64,...).",
             ));
         }
         return Ok(value.clone());
     }
     if lower.starts_with("blob:") {
-        return Err(Error::invalid(
+        return Err(Error::about(
             name,
-            [
-                "`",
-                name,
-                "` is a blob: URL, which only this browser tab can read; Runflow needs an https URL or a data: URI.",
-            ]
-            .concat(),
+            " is a blob: URL, which only this browser tab can read; Runflow needs an https URL or a data: URI.",
         ));
     }
-    Err(Error::invalid(
+    Err(Error::about(
         name,
-        [
-            "`",
-            name,
-            "` must be an https URL or a data:image/...;base64 URI.",
-        ]
-        .concat(),
+        " must be an https URL or a data:image/...;base64 URI.",
     ))
 }
 
