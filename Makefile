@@ -7,7 +7,7 @@ PORT ?= 8080
 TEST_PORT ?= 18181
 WASM := pkg/runflow_kontext_bg.wasm
 # Debian's binaryen is too old for the reference-types code rustc emits; npm's is current.
-WASM_OPT_FLAGS := -Oz --enable-bulk-memory --enable-reference-types --enable-nontrapping-float-to-int \
+WASM_OPT_FLAGS := -Oz --converge --enable-bulk-memory --enable-reference-types --enable-nontrapping-float-to-int \
 	--enable-sign-ext --enable-mutable-globals --enable-multivalue --strip-debug --strip-producers
 # A budget the CI holds: gzip of .wasm + JS glue, in bytes.
 SIZE_BUDGET ?= 61440

@@ -110,9 +110,9 @@ async function breakdown(shippedWasmBytes) {
     run("cargo", ["build", "--release", "--target", "wasm32-unknown-unknown", "--lib"]);
     run("wasm-bindgen", ["--keep-debug", "--target", "web", "--out-dir", dir, join(root, "target/wasm32-unknown-unknown/release/runflow_kontext.wasm")]);
     const unstripped = join(dir, "runflow_kontext_bg.wasm");
-    // The same -Oz as `make pkg`, but keeping the name section (-g) so twiggy can name functions.
+    // The same -Oz --converge as `make pkg`, but keeping the name section (-g) so twiggy can name functions.
     const named = join(dir, "named.wasm");
-    run(WASM_OPT, ["-Oz", "-g", ...FEATURES, unstripped, "-o", named]);
+    run(WASM_OPT, ["-Oz", "--converge", "-g", ...FEATURES, unstripped, "-o", named]);
     const items = JSON.parse(run(TWIGGY, ["top", "-f", "json", named]));
     const retained = JSON.parse(run(TWIGGY, ["top", "--retained", "-f", "json", named]));
     const code = items.filter((i) => crateOf(i.name) !== "(custom sections)");
@@ -167,14 +167,14 @@ async function breakdown(shippedWasmBytes) {
     await writeFile(watFile, noVerify);
     const noVerifyWasm = join(dir, "noverify.wasm");
     run(join(root, "node_modules/.bin/wasm-as"), [...FEATURES, watFile, "-o", join(dir, "noverify-in.wasm")]);
-    run(WASM_OPT, ["-Oz", ...FEATURES, "--strip-debug", "--strip-producers", join(dir, "noverify-in.wasm"), "-o", noVerifyWasm]);
+    run(WASM_OPT, ["-Oz", "--converge", ...FEATURES, "--strip-debug", "--strip-producers", join(dir, "noverify-in.wasm"), "-o", noVerifyWasm]);
     const stripped = join(dir, "stripped.wasm");
-    run(WASM_OPT, ["-Oz", ...FEATURES, "--strip-debug", "--strip-producers", named, "-o", stripped]);
+    run(WASM_OPT, ["-Oz", "--converge", ...FEATURES, "--strip-debug", "--strip-producers", named, "-o", stripped]);
     const base = measure(await readFile(stripped));
     const withoutVerify = measure(await readFile(noVerifyWasm));
 
     return {
-      method: "cargo build --release --target wasm32-unknown-unknown --lib; wasm-bindgen --keep-debug --target web; wasm-opt -Oz -g (the make pkg flags, names kept); twiggy top",
+      method: "cargo build --release --target wasm32-unknown-unknown --lib; wasm-bindgen --keep-debug --target web; wasm-opt -Oz --converge -g (the make pkg flags, names kept); twiggy top",
       unstrippedBytes: (await stat(unstripped)).size,
       namedBytes: (await stat(named)).size,
       shippedWasmBytes,

@@ -3,6 +3,8 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use crate::text::parse_unsigned;
+
 /// Whether `signature` (the `Runflow-Signature` header: lowercase hex of HMAC-SHA256 over the raw
 /// body, keyed by the secret's UTF-8 bytes) matches `body` under any of `secrets` (two are valid
 /// while a secret is rotated). The comparison is constant-time.
@@ -40,7 +42,8 @@ fn decode_hex(hex: &str) -> Option<Vec<u8>> {
         .step_by(2)
         .map(|i| {
             hex.get(i..i + 2)
-                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+                .and_then(|pair| parse_unsigned(pair, 16))
+                .and_then(|byte| u8::try_from(byte).ok())
         })
         .collect()
 }

@@ -48,7 +48,7 @@ pub fn random_words() -> [u32; 4] {
 
 impl Client {
     fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base_url)
+        [self.base_url.as_str(), path].concat()
     }
 
     /// Creates a run, making sure one logical create never makes two runs: every attempt carries
@@ -255,10 +255,15 @@ fn undecided(create: Error, lookup: Error, client_ref: &str) -> Error {
             ..lookup
         };
     }
-    let message = format!(
-        "{} The run may or may not have been created, and looking it up by client_ref failed ({}), so it was not created again. Look for client_ref \"{client_ref}\" (error.clientRef) before retrying, to avoid paying twice.",
-        create.message, lookup.code
-    );
+    let message = [
+        &create.message,
+        " The run may or may not have been created, and looking it up by client_ref failed (",
+        lookup.code.as_str(),
+        "), so it was not created again. Look for client_ref \"",
+        client_ref,
+        "\" (error.clientRef) before retrying, to avoid paying twice.",
+    ]
+    .concat();
     Error {
         message,
         client_ref: Some(client_ref.to_owned()),

@@ -3,6 +3,7 @@
 use crate::json::{Json, JsonValue as Value};
 use crate::literal::string_enum;
 use crate::run::Run;
+use crate::text::decimal;
 
 string_enum! {
     /// What went wrong, as a stable machine-readable code.
@@ -106,15 +107,26 @@ impl Error {
         }
     }
 
+    /// A validation error on `field` whose message is its name in backticks, then `rest`
+    /// (e.g. "`seed`" + " must be ..."): one place builds all of them, for a smaller wasm.
+    pub(crate) fn about(field: &str, rest: &str) -> Self {
+        Error::invalid(field, ["`", field, "`", rest].concat())
+    }
+
     /// A response the API does not promise.
     pub fn invalid_response(status: u16, what: &str) -> Self {
         Error {
             status: Some(status),
             ..Error::new(
                 ErrorCode::InvalidResponse,
-                format!(
-                    "Runflow answered HTTP {status} with {what}, not what the API promises: check that any proxy in between forwards to Runflow."
-                ),
+                [
+                    "Runflow answered HTTP ",
+                    &decimal(status.into()),
+                    " with ",
+                    what,
+                    ", not what the API promises: check that any proxy in between forwards to Runflow.",
+                ]
+                .concat(),
             )
         }
     }
@@ -129,8 +141,8 @@ impl Error {
 
     /// Removes every occurrence of `secret` from the message, so a key echoed by a server never leaks.
     pub fn redact(mut self, secret: &str) -> Self {
-        if !secret.is_empty() && self.message.contains(secret) {
-            self.message = self.message.replace(secret, "[redacted]");
+        if let Some(redacted) = replace_all(&self.message, secret, "[redacted]") {
+            self.message = redacted;
         }
         self
     }
@@ -146,16 +158,26 @@ impl Error {
         let envelope = Envelope::parse(body);
         let server_code = envelope.code.clone();
         let code = classify(status, server_code.as_deref());
-        let mut message = format!("HTTP {status}. {}", explain(code, &envelope));
+        let mut message = [
+            "HTTP ",
+            &decimal(status.into()),
+            ". ",
+            explain(code, &envelope),
+        ]
+        .concat();
         if let Some(said) = envelope
             .message
             .as_deref()
             .map(clean_server_text)
             .filter(|m| !m.is_empty())
         {
-            message.push_str(&format!(" Runflow said: \"{said}\""));
+            message.push_str(" Runflow said: \"");
+            message.push_str(&said);
+            message.push('"');
             if let Some(code) = &server_code {
-                message.push_str(&format!(" ({code})"));
+                message.push_str(" (");
+                message.push_str(code);
+                message.push(')');
             }
             message.push('.');
         }
@@ -320,6 +342,36 @@ impl Envelope {
     }
 }
 
+/// `text` with every occurrence of `from` (non-empty) replaced by `to`, left to right like
+/// `str::replace`; `None` when there is none. Compares bytes rather than use `str`'s two-way
+/// searcher, which costs the wasm a few KB: a match of whole UTF-8 text always starts and ends
+/// on character boundaries, so the pieces between matches are whole text too.
+fn replace_all(text: &str, from: &str, to: &str) -> Option<String> {
+    let (bytes, needle) = (text.as_bytes(), from.as_bytes());
+    if needle.is_empty() {
+        return None;
+    }
+    let mut out = String::new();
+    let (mut kept, mut at) = (0, 0);
+    while let Some(rest) = bytes.get(at..) {
+        if rest.starts_with(needle) {
+            out.push_str(text.get(kept..at).unwrap_or_default());
+            out.push_str(to);
+            at += needle.len();
+            kept = at;
+        } else if rest.is_empty() {
+            break;
+        } else {
+            at += 1;
+        }
+    }
+    if kept == 0 {
+        return None;
+    }
+    out.push_str(text.get(kept..).unwrap_or_default());
+    Some(out)
+}
+
 /// Server text goes into messages shown to people: keep it short and on one line.
 fn clean_server_text(text: &str) -> String {
     const LIMIT: usize = 300;
@@ -427,6 +479,15 @@ mod tests {
         assert_eq!(html.code, ErrorCode::NotFound);
         assert!(html.message.contains("proxy"));
         assert_eq!(html.request_id.as_deref(), Some("req_1"));
+        assert_eq!(
+            Error::invalid_response(200, "an empty body").message,
+            "Runflow answered HTTP 200 with an empty body, not what the API promises: check that any proxy in between forwards to Runflow."
+        );
+        let said = Error::from_response(409, r#"{"code":"C1","message":"dup"}"#, None, None);
+        assert_eq!(
+            said.message,
+            "HTTP 409. Conflict: an Idempotency-Key was reused with a different request, or the run changed meanwhile. Runflow said: \"dup\" (C1)."
+        );
         let empty = Error::from_response(502, "", None, Some(2000));
         assert_eq!(empty.code, ErrorCode::ServerError);
         assert_eq!(empty.retry_after_ms, Some(2000));
@@ -451,6 +512,25 @@ mod tests {
         )
         .redact("rf_live_secret");
         assert!(!leaky.message.contains("rf_live_secret"));
+    }
+
+    #[test]
+    fn replace_all_is_str_replace() {
+        for (text, from) in [
+            ("key k1 and k1k1 again", "k1"),
+            ("ééé clé é", "é"),
+            ("aaaa", "aa"),
+            ("nothing here", "zz"),
+            ("", "x"),
+            ("x", "x"),
+            ("ab", "abc"),
+        ] {
+            let expected = text
+                .contains(from)
+                .then(|| text.replace(from, "[redacted]"));
+            assert_eq!(replace_all(text, from, "[redacted]"), expected, "{text}");
+        }
+        assert_eq!(replace_all("abc", "", "[redacted]"), None);
     }
 
     #[test]

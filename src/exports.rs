@@ -22,6 +22,7 @@ use crate::json::Json;
 use crate::paths::is_valid_model;
 use crate::policy::{DEFAULT_POLL, DEFAULT_RETRY, PollSchedule, RetryPolicy};
 use crate::run::Run;
+use crate::text::signed;
 use crate::upload::{DEFAULT_INLINE_LIMIT, MAX_UPLOAD_BYTES};
 use crate::wait::run_failed;
 
@@ -258,7 +259,10 @@ impl KontextClient {
         }
         let mut headers = options.headers("headers")?;
         if let Some(key) = &api_key {
-            headers.push(("authorization".to_owned(), format!("Bearer {key}")));
+            headers.push((
+                "authorization".to_owned(),
+                ["Bearer ", key.as_str()].concat(),
+            ));
         }
         let retry = RetryPolicy {
             max_retries: options
@@ -475,7 +479,7 @@ impl Options {
             .dyn_ref::<Object>()
             .filter(|_| !value.is_function() && !value.is_array())
         else {
-            return Err(Error::invalid(what, format!("`{what}` must be an object.")));
+            return Err(Error::about(what, " must be an object."));
         };
         for key in Object::keys(object).iter().filter_map(|k| k.as_string()) {
             if !known.contains(&key.as_str())
@@ -485,10 +489,14 @@ impl Options {
             {
                 return Err(Error::invalid(
                     &key,
-                    format!(
-                        "Unknown option `{key}`. Known options: {}.",
-                        known.join(", ")
-                    ),
+                    [
+                        "Unknown option `",
+                        &key,
+                        "`. Known options: ",
+                        &known.join(", "),
+                        ".",
+                    ]
+                    .concat(),
                 ));
             }
         }
@@ -505,7 +513,7 @@ impl Options {
         self.get(name)
             .map(|v| {
                 v.as_string()
-                    .ok_or_else(|| Error::invalid(name, format!("`{name}` must be a string.")))
+                    .ok_or_else(|| Error::about(name, " must be a string."))
             })
             .transpose()
     }
@@ -514,7 +522,7 @@ impl Options {
         self.get(name)
             .map(|v| {
                 v.as_bool()
-                    .ok_or_else(|| Error::invalid(name, format!("`{name}` must be true or false.")))
+                    .ok_or_else(|| Error::about(name, " must be true or false."))
             })
             .transpose()
     }
@@ -527,12 +535,20 @@ impl Options {
                     .ok_or_else(|| {
                         Error::invalid(
                             name,
-                            format!(
-                                "`{name}` must be {} from {} to {}.",
-                                if integer { "an integer" } else { "a number" },
-                                min as i64,
-                                max as i64
-                            ),
+                            [
+                                "`",
+                                name,
+                                if integer {
+                                    "` must be an integer from "
+                                } else {
+                                    "` must be a number from "
+                                },
+                                &signed(min as i64),
+                                " to ",
+                                &signed(max as i64),
+                                ".",
+                            ]
+                            .concat(),
                         )
                     })
             })
@@ -543,17 +559,16 @@ impl Options {
         self.get(name)
             .map(|v| {
                 v.dyn_into::<Function>()
-                    .map_err(|_| Error::invalid(name, format!("`{name}` must be a function.")))
+                    .map_err(|_| Error::about(name, " must be a function."))
             })
             .transpose()
     }
 
     fn object_value(&self, name: &str) -> Result<Option<JsValue>, Error> {
         match self.get(name) {
-            Some(value) if !Json::is_object(&value) => Err(Error::invalid(
-                name,
-                format!("`{name}` must be a plain object."),
-            )),
+            Some(value) if !Json::is_object(&value) => {
+                Err(Error::about(name, " must be a plain object."))
+            }
             other => Ok(other),
         }
     }
@@ -568,7 +583,7 @@ impl Options {
                 Some(value) => Ok((key.to_ascii_lowercase(), value)),
                 None => Err(Error::invalid(
                     name,
-                    format!("Header `{key}` must be a string."),
+                    ["Header `", &key, "` must be a string."].concat(),
                 )),
             })
             .collect()

@@ -20,6 +20,7 @@ use web_sys::{AbortController, AbortSignal, Response};
 use crate::error::{Error, ErrorCode};
 use crate::policy::parse_retry_after;
 use crate::run::describe_body;
+use crate::text::decimal;
 
 /// The signal and deadline one public call runs under.
 #[derive(Clone, Default)]
@@ -60,10 +61,12 @@ impl Call {
             retryable: false,
             ..Error::new(
                 ErrorCode::Timeout,
-                format!(
-                    "Gave up after the overall timeout of {} ms (timeoutMs). A run may still finish on Runflow: check it later with getRun(id), or allow more time.",
-                    budget as u64
-                ),
+                [
+                    "Gave up after the overall timeout of ",
+                    &decimal(budget as u64),
+                    " ms (timeoutMs). A run may still finish on Runflow: check it later with getRun(id), or allow more time.",
+                ]
+                .concat(),
             )
         }
     }
@@ -369,10 +372,13 @@ async fn guarded(
         Either::Right((Either::Left(_), _)) if limit < budget => Err(call.deadline_passed()),
         Either::Right((Either::Left(_), _)) => Err(Error::new(
             ErrorCode::Timeout,
-            format!(
-                "{what} took longer than {} ms (timeoutMs) and was abandoned.",
-                budget as u64
-            ),
+            [
+                what,
+                " took longer than ",
+                &decimal(budget as u64),
+                " ms (timeoutMs) and was abandoned.",
+            ]
+            .concat(),
         )),
         Either::Right((Either::Right(_), _)) => Err(aborted()),
     }
@@ -391,8 +397,13 @@ fn connection(url: &str, cause: &JsValue) -> Error {
         .unwrap_or_else(|| "network error".to_owned());
     Error::new(
         ErrorCode::ConnectionError,
-        format!(
-            "Could not reach {url} ({detail}). Check baseUrl, the network, and that the proxy is running: browsers cannot call api.runflow.io directly, as it sends no CORS headers."
-        ),
+        [
+            "Could not reach ",
+            url,
+            " (",
+            &detail,
+            "). Check baseUrl, the network, and that the proxy is running: browsers cannot call api.runflow.io directly, as it sends no CORS headers.",
+        ]
+        .concat(),
     )
 }

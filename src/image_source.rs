@@ -14,6 +14,7 @@ use crate::error::{Error, ErrorCode};
 use crate::http::{Call, HttpResponse, Via};
 use crate::json::{Json, JsonValue as Value};
 use crate::paths;
+use crate::text::decimal;
 use crate::upload::{
     CHUNK, Route, data_uri_prefix, encode_chunk, encoded_len, file_name, plan, read_asset_url,
     read_upload_slot, upload_request,
@@ -114,7 +115,12 @@ impl Client {
                     .map_or_else(String::new, |e| String::from(e.message()));
                 Error::invalid(
                     field,
-                    format!("The image could not be read ({detail}): the file may have been moved or deleted."),
+                    [
+                        "The image could not be read (",
+                        &detail,
+                        "): the file may have been moved or deleted.",
+                    ]
+                    .concat(),
                 )
             })?;
         let get = |key: &str| Reflect::get(&loaded, &key.into()).unwrap_or_default();
@@ -240,19 +246,22 @@ impl Client {
 /// The storage behind the presigned URL answered with an error other than 403.
 fn put_refused(response: &HttpResponse) -> Error {
     let code = crate::error::classify(response.status, None);
+    let why = if code.retryable() {
+        "; this is usually temporary."
+    } else {
+        ": the storage refused the file as sent (size or type not as declared)."
+    };
+    let status = decimal(u64::from(response.status));
     Error {
         status: Some(response.status),
         ..Error::new(
             code,
-            format!(
-                "Uploading the image to its presigned URL failed with HTTP {}{}",
-                response.status,
-                if code.retryable() {
-                    "; this is usually temporary."
-                } else {
-                    ": the storage refused the file as sent (size or type not as declared)."
-                }
-            ),
+            [
+                "Uploading the image to its presigned URL failed with HTTP ",
+                &status,
+                why,
+            ]
+            .concat(),
         )
     }
 }

@@ -2,6 +2,7 @@
 
 use crate::error::Error;
 use crate::json::{Json, JsonValue as Value};
+use crate::text::{decimal, parse_unsigned, signed};
 
 /// The model this client types its input for.
 pub const KONTEXT_MODEL: &str = "black-forest-labs/flux-pro/kontext";
@@ -133,7 +134,7 @@ pub fn validate_untyped(input: &Value) -> Result<Value, Error> {
 /// that is not an http(s) URL.
 pub fn validate_create(client_ref: Option<&str>, callback_url: Option<&str>) -> Result<(), Error> {
     if let Some(client_ref) = client_ref {
-        if client_ref.is_empty() || client_ref.chars().count() > 255 {
+        if client_ref.is_empty() || char_count(client_ref) > 255 {
             return Err(Error::invalid(
                 "clientRef",
                 "`clientRef` must be 1 to 255 characters.",
@@ -151,6 +152,12 @@ pub fn validate_create(client_ref: Option<&str>, callback_url: Option<&str>) -> 
     Ok(())
 }
 
+/// `text.chars().count()` without core's word-at-a-time counter, which the wasm need not carry:
+/// every character has exactly one byte that is not a UTF-8 continuation byte.
+fn char_count(text: &str) -> usize {
+    text.bytes().filter(|byte| byte & 0xC0 != 0x80).count()
+}
+
 fn as_object(input: &Value) -> Result<(), Error> {
     if input.is_object() {
         Ok(())
@@ -165,11 +172,16 @@ fn as_object(input: &Value) -> Result<(), Error> {
 fn unknown_field(name: &str) -> Error {
     let snake = to_snake_case(name);
     let hint = if FIELDS.contains(&snake.as_str()) {
-        format!(" Did you mean `{snake}`? Input fields use the API's snake_case names.")
+        [
+            " Did you mean `",
+            &snake,
+            "`? Input fields use the API's snake_case names.",
+        ]
+        .concat()
     } else {
-        format!(" Known fields: {}.", FIELDS.join(", "))
+        [" Known fields: ", &FIELDS.join(", "), "."].concat()
     };
-    Error::invalid(name, format!("Unknown input field `{name}`.{hint}"))
+    Error::invalid(name, ["Unknown input field `", name, "`.", &hint].concat())
 }
 
 fn to_snake_case(name: &str) -> String {
@@ -198,20 +210,15 @@ fn prompt(value: &Value) -> Result<Value, Error> {
 
 fn image_url(name: &str, value: &Value) -> Result<Value, Error> {
     let Some(url) = Json::as_str(value) else {
-        return Err(Error::invalid(
+        return Err(Error::about(
             name,
-            format!(
-                "`{name}` must be a URL string here: an https URL or a data:image/...;base64 URI."
-            ),
+            " must be a URL string here: an https URL or a data:image/...;base64 URI.",
         ));
     };
     let lower = url.get(..11).unwrap_or(&url).to_ascii_lowercase();
     if lower.starts_with("https://") || lower.starts_with("http://") {
         if url.len() <= "https://".len() || url.contains(char::is_whitespace) {
-            return Err(Error::invalid(
-                name,
-                format!("`{name}` is not a valid URL."),
-            ));
+            return Err(Error::about(name, " is not a valid URL."));
         }
         return Ok(value.clone());
     }
@@ -219,28 +226,24 @@ fn image_url(name: &str, value: &Value) -> Result<Value, Error> {
         let header = url.split(',').next().unwrap_or_default();
         if !header.to_ascii_lowercase().starts_with("data:image/")
             || !header.ends_with(";base64")
-            || !url.contains(',')
+            || !url.as_bytes().contains(&b',')
         {
-            return Err(Error::invalid(
+            return Err(Error::about(
                 name,
-                format!(
-                    "`{name}` is a data: URI but not a base64 image (data:image/<type>;base64,...)."
-                ),
+                " is a data: URI but not a base64 image (data:image/<type>;base64,...).",
             ));
         }
         return Ok(value.clone());
     }
     if lower.starts_with("blob:") {
-        return Err(Error::invalid(
+        return Err(Error::about(
             name,
-            format!(
-                "`{name}` is a blob: URL, which only this browser tab can read; Runflow needs an https URL or a data: URI."
-            ),
+            " is a blob: URL, which only this browser tab can read; Runflow needs an https URL or a data: URI.",
         ));
     }
-    Err(Error::invalid(
+    Err(Error::about(
         name,
-        format!("`{name}` must be an https URL or a data:image/...;base64 URI."),
+        " must be an https URL or a data:image/...;base64 URI.",
     ))
 }
 
@@ -249,11 +252,16 @@ fn one_of(name: &str, value: &Value, allowed: &[&str]) -> Result<Value, Error> {
         Some(text) if allowed.contains(&text.as_str()) => Ok(value.clone()),
         _ => Err(Error::invalid(
             name,
-            format!(
-                "`{name}` must be one of {}; got {}.",
-                allowed.join(", "),
-                value.brief()
-            ),
+            [
+                "`",
+                name,
+                "` must be one of ",
+                &allowed.join(", "),
+                "; got ",
+                &value.brief(),
+                ".",
+            ]
+            .concat(),
         )),
     }
 }
@@ -267,10 +275,18 @@ fn integer(name: &str, value: &Value, min: i64, max: i64) -> Result<Value, Error
         Some(n) if (min..=max).contains(&n) => Ok(Value::number(n as f64)),
         _ => Err(Error::invalid(
             name,
-            format!(
-                "`{name}` must be an integer from {min} to {max}; got {}.",
-                value.brief()
-            ),
+            [
+                "`",
+                name,
+                "` must be an integer from ",
+                &signed(min),
+                " to ",
+                &signed(max),
+                "; got ",
+                &value.brief(),
+                ".",
+            ]
+            .concat(),
         )),
     }
 }
@@ -280,10 +296,18 @@ fn number(name: &str, value: &Value, min: u8, max: u8) -> Result<Value, Error> {
         Some(n) if (f64::from(min)..=f64::from(max)).contains(&n) => Ok(value.clone()),
         _ => Err(Error::invalid(
             name,
-            format!(
-                "`{name}` must be a number from {min} to {max}; got {}.",
-                value.brief()
-            ),
+            [
+                "`",
+                name,
+                "` must be a number from ",
+                &decimal(min.into()),
+                " to ",
+                &decimal(max.into()),
+                "; got ",
+                &value.brief(),
+                ".",
+            ]
+            .concat(),
         )),
     }
 }
@@ -293,25 +317,34 @@ fn boolean(name: &str, value: &Value) -> Result<Value, Error> {
         Some(_) => Ok(value.clone()),
         None => Err(Error::invalid(
             name,
-            format!("`{name}` must be true or false; got {}.", value.brief()),
+            [
+                "`",
+                name,
+                "` must be true or false; got ",
+                &value.brief(),
+                ".",
+            ]
+            .concat(),
         )),
     }
 }
 
 fn safety_tolerance(value: &Value) -> Result<Value, Error> {
     let level = match (Json::as_str(value), Json::as_f64(value)) {
-        (Some(text), _) => text.parse::<u8>().ok(),
+        (Some(text), _) => parse_unsigned(&text, 10).and_then(|n| u8::try_from(n).ok()),
         (None, Some(n)) if n.fract() == 0.0 && (1.0..=6.0).contains(&n) => Some(n as u8),
         _ => None,
     };
     match level {
-        Some(level @ 1..=6) => Ok(Value::string(&level.to_string())),
+        Some(level @ 1..=6) => Ok(Value::string(&decimal(level.into()))),
         _ => Err(Error::invalid(
             "safety_tolerance",
-            format!(
-                "`safety_tolerance` must be \"1\" (strictest) to \"6\"; got {}.",
-                value.brief()
-            ),
+            [
+                "`safety_tolerance` must be \"1\" (strictest) to \"6\"; got ",
+                &value.brief(),
+                ".",
+            ]
+            .concat(),
         )),
     }
 }
@@ -469,6 +502,16 @@ mod tests {
             &json!({"prompt": "p", "image": "https://x/a.jpg", "image_url": "https://x/b.jpg"}),
         );
         assert_eq!(both.unwrap_err().field.as_deref(), Some("image"));
+        let range = validate_kontext(&with("num_images", json!(5))).unwrap_err();
+        assert_eq!(
+            range.message,
+            "`num_images` must be an integer from 1 to 4; got 5."
+        );
+        let scale = validate_kontext(&with("guidance_scale", json!(30))).unwrap_err();
+        assert_eq!(
+            scale.message,
+            "`guidance_scale` must be a number from 1 to 20; got 30."
+        );
         let camel = validate_kontext(&with("aspectRatio", json!("1:1"))).unwrap_err();
         assert_eq!(camel.field.as_deref(), Some("aspectRatio"));
         assert!(camel.message.contains("aspect_ratio"));
@@ -498,6 +541,8 @@ mod tests {
                 .as_deref(),
             Some("callbackUrl")
         );
+        assert!(validate_create(Some(&"é".repeat(255)), None).is_ok());
+        assert!(validate_create(Some(&"é".repeat(256)), None).is_err());
         assert!(validate_untyped(&json!({"anything": 1})).is_ok());
         assert!(validate_untyped(&json!([1])).is_err());
     }

@@ -24,6 +24,7 @@ mod literal;
 pub mod paths;
 pub mod policy;
 pub mod run;
+mod text;
 pub mod upload;
 
 // The JS edge and everything that needs a JS host (fetch, timers) exist only on wasm32, so the

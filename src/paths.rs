@@ -1,5 +1,7 @@
 //! The API's paths, built with each segment percent-encoded.
 
+use crate::text::hex;
+
 /// `/v1/models/{model}/runs`, encoding each slash-delimited segment of the model id.
 ///
 /// ```
@@ -8,12 +10,12 @@
 /// ```
 pub fn create_run(model: &str) -> String {
     let segments: Vec<String> = model.split('/').map(encode).collect();
-    format!("/v1/models/{}/runs", segments.join("/"))
+    ["/v1/models/", &segments.join("/"), "/runs"].concat()
 }
 
 /// `/v1/runs/{id}`.
 pub fn run(id: &str) -> String {
-    format!("/v1/runs/{}", encode(id))
+    ["/v1/runs/", &encode(id)].concat()
 }
 
 /// Where an asset upload starts.
@@ -32,16 +34,14 @@ pub fn confirm_asset_upload(asset_id: &str) -> String {
 pub fn search_by_client_ref(client_ref: &str) -> String {
     let plain = client_ref
         .chars()
-        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     let filter = if plain {
-        format!("client_ref:{client_ref}")
+        ["client_ref:", client_ref].concat()
     } else {
-        format!(
-            "client_ref:\"{}\"",
-            client_ref.replace('\\', "\\\\").replace('"', "\\\"")
-        )
+        let escaped = client_ref.replace('\\', "\\\\").replace('"', "\\\"");
+        ["client_ref:\"", &escaped, "\""].concat()
     };
-    format!("/v1/runs?q={}&limit=5", encode(&filter))
+    ["/v1/runs?q=", &encode(&filter), "&limit=5"].concat()
 }
 
 /// Whether a model id is well formed: non-empty segments separated by single slashes.
@@ -56,7 +56,8 @@ fn encode(text: &str) -> String {
         if byte.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&byte) {
             out.push(char::from(byte));
         } else {
-            out.push_str(&format!("%{byte:02X}"));
+            out.push('%');
+            out.push_str(&hex(byte.into(), 2).to_ascii_uppercase());
         }
     }
     out

@@ -2,6 +2,7 @@
 //! clock passed in, so the schedule is tested exactly on the host.
 
 use crate::error::{Error, ErrorCode};
+use crate::text::{hex, parse_unsigned};
 
 /// How failed requests are retried: exponential backoff with full jitter.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -134,7 +135,7 @@ pub fn parse_retry_after(
     parse_date: impl Fn(&str) -> Option<u64>,
 ) -> Option<u64> {
     let value = value.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
+    if let Some(seconds) = parse_unsigned(value, 10) {
         return Some(seconds.saturating_mul(1000));
     }
     parse_date(value)?.checked_sub(now_ms)
@@ -167,7 +168,7 @@ pub fn new_ref(prefix: &str, words: [u32; 4]) -> String {
     let mut out = String::with_capacity(prefix.len() + 32);
     out.push_str(prefix);
     for word in words {
-        out.push_str(&format!("{word:08x}"));
+        out.push_str(&hex(word.into(), 8));
     }
     out
 }

@@ -3,6 +3,7 @@
 use crate::error::Error;
 use crate::json::{Json, JsonValue as Value};
 use crate::literal::string_enum;
+use crate::text::signed;
 
 string_enum! {
     /// A run's state, normalised over the spellings the API uses.
@@ -183,7 +184,7 @@ pub fn run_from_json(status: u16, wire: &Value) -> Result<Run, Error> {
     }
     let id = text(wire, "id")
         .filter(|id| !id.is_empty())
-        .or_else(|| Json::as_f64(&wire.member("id")).map(|n| (n as i64).to_string()));
+        .or_else(|| Json::as_f64(&wire.member("id")).map(|n| signed(n as i64)));
     let Some(id) = id else {
         return Err(Error::invalid_response(status, "a run without an id"));
     };
@@ -357,7 +358,7 @@ fn content_type_of(url: &str) -> Option<String> {
         return rest
             .split([';', ','])
             .next()
-            .filter(|mime| mime.contains('/'))
+            .filter(|mime| mime.as_bytes().contains(&b'/'))
             .map(str::to_owned);
     }
     let path = url.split(['?', '#']).next()?;

@@ -3,6 +3,7 @@
 
 use crate::error::Error;
 use crate::json::{Json, JsonValue as Value};
+use crate::text::decimal;
 
 /// The largest file Runflow's asset upload takes (50 MiB).
 pub const MAX_UPLOAD_BYTES: f64 = 52_428_800.0;
@@ -95,32 +96,31 @@ pub fn plan(
     inline_limit: f64,
 ) -> Result<(ImageType, Route), Error> {
     if size <= 0.0 {
-        return Err(Error::invalid(
+        return Err(Error::about(
             field,
-            format!("`{field}` is empty (0 bytes): choose a picture."),
+            " is empty (0 bytes): choose a picture.",
         ));
     }
     if size > MAX_UPLOAD_BYTES {
-        return Err(Error::invalid(
+        return Err(Error::about(
             field,
-            format!(
-                "`{field}` is {} bytes; Runflow takes files up to 50 MiB (52428800 bytes). Shrink it (the prepareImage option does it in a browser) or host it at an https URL.",
-                size as u64
-            ),
+            &[
+                " is ",
+                &decimal(size as u64),
+                " bytes; Runflow takes files up to 50 MiB (52428800 bytes). Shrink it (the prepareImage option does it in a browser) or host it at an https URL.",
+            ]
+            .concat(),
         ));
     }
     let Some(kind) = sniff(head) else {
         let heif = head.get(4..8) == Some(b"ftyp");
-        return Err(Error::invalid(
+        return Err(Error::about(
             field,
-            format!(
-                "`{field}` is not a JPEG, PNG, WebP, GIF or AVIF image (judged by its first bytes, not its name or type){}.",
-                if heif {
-                    ": it looks like HEIC/HEIF, which Runflow does not read; convert it to JPEG first"
-                } else {
-                    ""
-                }
-            ),
+            if heif {
+                " is not a JPEG, PNG, WebP, GIF or AVIF image (judged by its first bytes, not its name or type): it looks like HEIC/HEIF, which Runflow does not read; convert it to JPEG first."
+            } else {
+                " is not a JPEG, PNG, WebP, GIF or AVIF image (judged by its first bytes, not its name or type)."
+            },
         ));
     };
     let route = if size < inline_limit {

@@ -55,21 +55,25 @@ impl Client {
 
 /// The `run_failed` error for a run that ended failed or canceled.
 pub fn run_failed(run: Run) -> Error {
-    let mut message = match run.status {
-        Status::Canceled => format!("Run {} was canceled.", run.id),
-        _ => format!("Run {} failed.", run.id),
+    let ending = match run.status {
+        Status::Canceled => " was canceled.",
+        _ => " failed.",
     };
+    let mut message = ["Run ", &run.id, ending].concat();
     if let Some(failure) = &run.failure {
         if let Some(text) = &failure.message {
-            message.push_str(&format!(" Runflow said: \"{text}\""));
+            message.push_str(" Runflow said: \"");
+            message.push_str(text);
+            message.push('"');
         }
         if let Some(code) = &failure.code {
-            let stage = failure
-                .stage
-                .as_deref()
-                .map(|s| format!(" at {s}"))
-                .unwrap_or_default();
-            message.push_str(&format!(" ({code}{stage})"));
+            message.push_str(" (");
+            message.push_str(code);
+            if let Some(stage) = &failure.stage {
+                message.push_str(" at ");
+                message.push_str(stage);
+            }
+            message.push(')');
         }
         message.push('.');
     }
