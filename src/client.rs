@@ -4,7 +4,7 @@ use futures_util::future::LocalBoxFuture;
 use wasm_bindgen::JsValue;
 
 use crate::error::{Error, ErrorCode};
-use crate::http::{Call, HttpResponse, Transport};
+use crate::http::{Call, HttpResponse, Transport, Via};
 use crate::json::{Json, JsonValue as Value};
 use crate::paths;
 use crate::policy::{CreateOutcome, PollSchedule, RetryPolicy, create_outcome, new_ref};
@@ -189,11 +189,25 @@ impl Client {
     }
 
     async fn get_with_retries(&self, path: &str, call: &Call) -> Result<HttpResponse, Error> {
-        self.send_with_retries("GET", path, None, call).await
+        let url = self.url(path);
+        self.send_with_retries("GET", &url, None, &[], Via::Api, call)
+            .await
     }
 
-    /// Sends a request that is safe to repeat (a GET, or a POST whose duplicate harms nothing),
-    /// retrying 429, 5xx, timeouts and network failures; a body is sent as JSON.
+    /// POSTs JSON to the API where a repeat harms nothing (an upload slot, a confirmation).
+    pub async fn post_with_retries(
+        &self,
+        path: &str,
+        json: &Value,
+        call: &Call,
+    ) -> Result<HttpResponse, Error> {
+        let url = self.url(path);
+        let headers = [("content-type", "application/json")];
+        self.send_with_retries("POST", &url, Some(json), &headers, Via::Api, call)
+            .await
+    }
+
+    /// Sends a request that is safe to repeat, retrying 429, 5xx, timeouts and network failures.
     ///
     /// # Errors
     /// The last failure.
@@ -203,46 +217,36 @@ impl Client {
     pub fn send_with_retries<'a>(
         &'a self,
         method: &'a str,
-        path: &'a str,
+        url: &'a str,
         body: Option<&'a Value>,
+        headers: &'a [(&'a str, &'a str)],
+        via: Via<'a>,
         call: &'a Call,
     ) -> LocalBoxFuture<'a, Result<HttpResponse, Error>> {
-        Box::pin(self.send_with_retries_inner(method, path, body, call))
-    }
-
-    async fn send_with_retries_inner(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<&Value>,
-        call: &Call,
-    ) -> Result<HttpResponse, Error> {
-        let url = self.url(path);
-        let headers: &[(&str, &str)] = match body {
-            Some(_) => &[("content-type", "application/json")],
-            None => &[],
-        };
-        let mut attempt = 0;
-        loop {
-            let error = match self
-                .transport
-                .send(method, &url, body, headers, call)
-                .await
-                .and_then(HttpResponse::success)
-            {
-                Ok(response) => return Ok(response),
-                Err(error) => error,
-            };
-            if !self.retry.should_retry(attempt, &error) {
-                return Err(error);
+        Box::pin(async move {
+            let mut attempt = 0;
+            loop {
+                let error = match self
+                    .transport
+                    .send_via(method, url, body, headers, via, call)
+                    .await
+                    .and_then(HttpResponse::success)
+                {
+                    Ok(response) => return Ok(response),
+                    Err(error) => error,
+                };
+                if !self.retry.should_retry(attempt, &error) {
+                    return Err(error);
+                }
+                call.sleep(self.retry.delay_ms(
+                    attempt,
+                    error.retry_after_ms,
+                    js_sys::Math::random(),
+                ))
+                .await?;
+                attempt += 1;
             }
-            call.sleep(
-                self.retry
-                    .delay_ms(attempt, error.retry_after_ms, js_sys::Math::random()),
-            )
-            .await?;
-            attempt += 1;
-        }
+        })
     }
 }
 

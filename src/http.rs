@@ -333,6 +333,7 @@ impl Transport {
 }
 
 /// Where a request goes.
+#[derive(Clone, Copy)]
 pub enum Via<'a> {
     /// The API: the client's headers, fetch and per-request timeout.
     Api,

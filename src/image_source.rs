@@ -11,10 +11,9 @@ use wasm_bindgen_futures::JsFuture;
 
 use crate::client::Client;
 use crate::error::{Error, ErrorCode};
-use crate::http::{Call, HttpResponse, Via};
+use crate::http::{Call, Via};
 use crate::json::{Json, JsonValue as Value};
 use crate::paths;
-use crate::text::decimal;
 use crate::upload::{
     CHUNK, Route, data_uri_prefix, encode_chunk, encoded_len, file_name, plan, read_asset_url,
     read_upload_slot, upload_request,
@@ -71,13 +70,6 @@ fn data_uri(bytes: &Uint8Array, prefix: &str) -> JsValue {
         start = end;
     }
     uri.into()
-}
-
-/// Why an upload attempt ended without an asset.
-enum PutOutcome {
-    Stored,
-    /// 403 from the presigned URL: it expired (or never was valid).
-    Refused,
 }
 
 impl Client {
@@ -152,23 +144,31 @@ impl Client {
         call: &Call,
     ) -> Result<String, Error> {
         let request: Value = Json::stringify(request).unwrap_or_default().as_str().into();
-        // A presigned URL that is refused right away is most likely expired: one fresh slot.
+        // By XMLHttpRequest for progress where there is one and no custom fetch, else by fetch.
+        let with_progress = match self.transport.fetch {
+            Some(_) => None,
+            None => upload_fetch(&options.on_progress, self.transport.request_timeout_ms)
+                .dyn_into::<Function>()
+                .ok(),
+        };
+        let put_headers = [("content-type", mime)];
+        // A presigned URL refused right away has most likely expired: one fresh slot, once.
         let mut fresh_slot_left = true;
         loop {
-            let slot = self
-                .send_with_retries("POST", paths::ASSET_UPLOADS, Some(&request), call)
+            let (asset_id, upload_url) = self
+                .post_with_retries(paths::ASSET_UPLOADS, &request, call)
                 .await?
                 .json(read_upload_slot)?;
-            let (asset_id, upload_url) = slot;
-            let put: LocalBoxFuture<'_, _> =
-                Box::pin(self.put(body, &upload_url, mime, options, call));
-            match put.await? {
-                PutOutcome::Stored => {}
-                PutOutcome::Refused if fresh_slot_left => {
+            let via = Via::Presigned(with_progress.as_ref());
+            let put =
+                self.send_with_retries("PUT", &upload_url, Some(body), &put_headers, via, call);
+            match put.await {
+                Ok(_) => {}
+                Err(error) if error.status == Some(403) && fresh_slot_left => {
                     fresh_slot_left = false;
                     continue;
                 }
-                PutOutcome::Refused => {
+                Err(error) if error.status == Some(403) => {
                     return Err(Error {
                         status: Some(403),
                         ..Error::new(
@@ -177,91 +177,13 @@ impl Client {
                         )
                     });
                 }
+                Err(error) => return Err(error),
             }
             let confirm = paths::confirm_asset_upload(&asset_id);
-            let body: Value = "{}".into();
             return self
-                .send_with_retries("POST", &confirm, Some(&body), call)
+                .post_with_retries(&confirm, &"{}".into(), call)
                 .await?
                 .json(read_asset_url);
         }
-    }
-
-    /// PUTs the bytes to the presigned URL, retrying what is worth retrying.
-    async fn put(
-        &self,
-        body: &JsValue,
-        url: &str,
-        mime: &str,
-        options: &ImageOptions,
-        call: &Call,
-    ) -> Result<PutOutcome, Error> {
-        let mut attempt = 0;
-        loop {
-            let response = self.put_once(body, url, mime, options, call).await;
-            let error = match response {
-                Ok(response) if (200..300).contains(&response.status) => {
-                    return Ok(PutOutcome::Stored);
-                }
-                Ok(response) if response.status == 403 => return Ok(PutOutcome::Refused),
-                Ok(response) => put_refused(&response),
-                Err(error) => error,
-            };
-            if !self.retry.should_retry(attempt, &error) {
-                return Err(error);
-            }
-            call.sleep(
-                self.retry
-                    .delay_ms(attempt, error.retry_after_ms, js_sys::Math::random()),
-            )
-            .await?;
-            attempt += 1;
-        }
-    }
-
-    /// One PUT, with only Content-Type: by XMLHttpRequest for progress where there is one and
-    /// no custom fetch, else by fetch.
-    async fn put_once(
-        &self,
-        body: &JsValue,
-        url: &str,
-        mime: &str,
-        options: &ImageOptions,
-        call: &Call,
-    ) -> Result<HttpResponse, Error> {
-        let with_progress = match self.transport.fetch {
-            Some(_) => None,
-            None => upload_fetch(&options.on_progress, self.transport.request_timeout_ms)
-                .dyn_into::<Function>()
-                .ok(),
-        };
-        let headers = [("content-type", mime)];
-        let via = Via::Presigned(with_progress.as_ref());
-        self.transport
-            .send_via("PUT", url, Some(body), &headers, via, call)
-            .await
-    }
-}
-
-/// The storage behind the presigned URL answered with an error other than 403.
-fn put_refused(response: &HttpResponse) -> Error {
-    let code = crate::error::classify(response.status, None);
-    let why = if code.retryable() {
-        "; this is usually temporary."
-    } else {
-        ": the storage refused the file as sent (size or type not as declared)."
-    };
-    let status = decimal(u64::from(response.status));
-    Error {
-        status: Some(response.status),
-        ..Error::new(
-            code,
-            [
-                "Uploading the image to its presigned URL failed with HTTP ",
-                &status,
-                why,
-            ]
-            .concat(),
-        )
     }
 }
