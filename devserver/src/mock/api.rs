@@ -1,21 +1,29 @@
-//! The mock runs API: routing, auth, validation, idempotency, search, and fault injection.
+//! The mock runs API: routing, auth, validation, idempotency, search, asset uploads, and fault
+//! injection.
 
-use std::{collections::BTreeMap, io, sync::Arc, time::Duration};
+use std::{
+    collections::BTreeMap,
+    io,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use axum::{
-    body::{Body, Bytes},
+    body::{Body, Bytes, HttpBody},
     extract::{ConnectInfo, Query, Request, State},
     http::{header, request::Parts, HeaderMap, HeaderValue, Method, StatusCode},
     response::{IntoResponse, Response},
     Json,
 };
+use futures_util::StreamExt;
 use percent_encoding::percent_decode_str;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::{
+    assets::{self, Confirmation, Presigned, StoreRefused, MAX_ASSET_BYTES},
     imaging::parse_aspect_ratio,
-    run::{Phase, Run, KONTEXT},
+    run::{rfc3339, Phase, Run, KONTEXT},
     scenario::{body_hash, Action, Claim, Envelope, Kind, LogEntry, Replay, Scenario},
     AppState,
 };
@@ -23,6 +31,9 @@ use crate::conn::ConnHandle;
 
 /// Largest request body accepted (inline `data:` images make creates big).
 const MAX_BODY: usize = 16 * 1024 * 1024;
+/// An upload's body is read (and past its declared size, discarded) up to this, so that a body
+/// a little too long still gets its 400 rather than a reset.
+const UPLOAD_DRAIN_LIMIT: u64 = 64 * 1024 * 1024;
 /// A hung request is cut after this long, so forgotten ones do not pile up.
 const HANG_LIMIT: Duration = Duration::from_secs(300);
 const REQUEST_ID: &str = "x-request-id";
@@ -61,6 +72,9 @@ enum Route {
     Get { id: String },
     Search,
     Health,
+    UploadCreate,
+    UploadPut { asset_id: String },
+    UploadConfirm { asset_id: String },
     Other,
 }
 
@@ -71,6 +85,14 @@ impl Route {
             (&Method::GET, ["v1", "health"]) => Route::Health,
             (&Method::GET, ["v1", "runs"]) => Route::Search,
             (&Method::GET, ["v1", "runs", id]) => Route::Get { id: id.to_string() },
+            (&Method::POST, ["v1", "asset-uploads"]) => Route::UploadCreate,
+            (&Method::POST, ["v1", "asset-uploads", id, "confirmations"]) => Route::UploadConfirm {
+                asset_id: percent_decode_str(id).decode_utf8_lossy().into_owned(),
+            },
+            // The presigned upload URL, outside `/v1/`.
+            (&Method::PUT, ["uploads", id]) => Route::UploadPut {
+                asset_id: percent_decode_str(id).decode_utf8_lossy().into_owned(),
+            },
             (&Method::POST, ["v1", "models", model @ .., "runs"])
                 if !model.is_empty() && model.iter().all(|s| !s.is_empty()) =>
             {
@@ -92,6 +114,9 @@ impl Route {
             Route::Get { .. } => Kind::Get,
             Route::Search => Kind::Search,
             Route::Health => Kind::Health,
+            Route::UploadCreate => Kind::UploadCreate,
+            Route::UploadPut { .. } => Kind::UploadPut,
+            Route::UploadConfirm { .. } => Kind::UploadConfirm,
             Route::Other => Kind::Other,
         }
     }
@@ -113,10 +138,29 @@ async fn handle(state: Arc<AppState>, scenario_id: &str, path: String, req: Requ
         .get::<ConnectInfo<ConnHandle>>()
         .map(|c| c.0.clone());
     let (parts, body) = req.into_parts();
+    let route = Route::parse(&parts.method, &path);
     // Read the whole body before answering anything: closing a socket with unread input makes
     // the kernel send a reset, and the log wants the body anyway.
-    let body = axum::body::to_bytes(body, MAX_BODY).await.ok();
-    let route = Route::parse(&parts.method, &path);
+    let (body, logged_body) = match &route {
+        Route::UploadPut { asset_id } => {
+            // Up to one byte more than declared: enough to tell a body that is too long.
+            let keep = state
+                .assets
+                .get(asset_id)
+                .map_or(0, |a| a.size_bytes.saturating_add(1));
+            let (bytes, received) = read_upload(body, keep).await;
+            (Some(bytes), json!({ "bytes": received }))
+        }
+        _ => {
+            let body = axum::body::to_bytes(body, MAX_BODY).await.ok();
+            let logged = body
+                .as_ref()
+                .and_then(|b| serde_json::from_slice(b).ok())
+                .map(elide_data_uris)
+                .unwrap_or_default();
+            (body, logged)
+        }
+    };
     let request_id = state.next_request_id();
     let headers = LOGGED_HEADERS
         .iter()
@@ -130,16 +174,13 @@ async fn handle(state: Arc<AppState>, scenario_id: &str, path: String, req: Requ
         query: parts.uri.query().map(str::to_string),
         kind: route.kind(),
         headers,
-        body: body
-            .as_ref()
-            .and_then(|b| serde_json::from_slice(b).ok())
-            .map(elide_data_uris)
-            .unwrap_or_default(),
+        body: logged_body,
         status: None,
         fault: None,
     });
     let request = Api {
         state,
+        scenario_id: scenario_id.to_string(),
         scenario: scenario.clone(),
         parts,
         body,
@@ -154,9 +195,19 @@ async fn handle(state: Arc<AppState>, scenario_id: &str, path: String, req: Requ
             request_id,
         }) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let code = code.unwrap_or_else(|| default_code(status).into());
-            let message = message.unwrap_or_else(|| default_message(status));
-            let mut response = request.error(status, &code, &message, None);
+            let mut response = if let Route::UploadPut { .. } = request.route {
+                // The PUT goes to storage, not the API: its errors are S3's.
+                let code = code.unwrap_or_else(|| s3_default_code(status).into());
+                assets::s3_error(
+                    status,
+                    &code,
+                    &message.unwrap_or_else(|| default_message(status)),
+                )
+            } else {
+                let code = code.unwrap_or_else(|| default_code(status).into());
+                let message = message.unwrap_or_else(|| default_message(status));
+                request.error(status, &code, &message, None)
+            };
             let headers = [
                 (header::RETRY_AFTER, retry_after),
                 (header::HeaderName::from_static(REQUEST_ID), request_id),
@@ -205,6 +256,27 @@ async fn handle(state: Arc<AppState>, scenario_id: &str, path: String, req: Requ
     response
 }
 
+/// Reads an upload's body, keeping its first `keep` bytes; also returns how many arrived in all.
+/// Bytes past `keep` are read and thrown away rather than buffered (up to `UPLOAD_DRAIN_LIMIT`).
+/// A body cut short by the client ends the read: its length then shows it incomplete.
+async fn read_upload(body: Body, keep: u64) -> (Bytes, u64) {
+    // Sized once from Content-Length (bounded by `keep`) rather than grown by doubling.
+    let expected = body.size_hint().lower();
+    let mut kept = Vec::with_capacity(usize::try_from(expected.min(keep)).unwrap_or(0));
+    let mut stream = body.into_data_stream();
+    let mut received = 0u64;
+    while let Some(Ok(chunk)) = stream.next().await {
+        let room = keep.saturating_sub(received);
+        let take = usize::try_from(room).unwrap_or(usize::MAX).min(chunk.len());
+        kept.extend_from_slice(&chunk[..take]);
+        received += chunk.len() as u64;
+        if received > UPLOAD_DRAIN_LIMIT {
+            break;
+        }
+    }
+    (Bytes::from(kept), received)
+}
+
 /// Cuts the connection with no response (see `conn`). Served without our listener (as in
 /// `oneshot` tests) there is no connection to cut, so the body fails instead.
 fn drop_connection(conn: Option<ConnHandle>) -> Response {
@@ -243,6 +315,18 @@ fn default_code(status: StatusCode) -> &'static str {
     }
 }
 
+/// The code S3 would send with `status`, for error faults on an upload's PUT.
+fn s3_default_code(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "InvalidRequest",
+        403 => "AccessDenied",
+        404 => "NoSuchUpload",
+        500 => "InternalError",
+        503 => "SlowDown",
+        _ => default_code(status),
+    }
+}
+
 fn default_message(status: StatusCode) -> String {
     match status.as_u16() {
         429 => "Too many requests, slow down".into(),
@@ -260,9 +344,11 @@ struct FieldError {
 /// One mock API request, once logged and past its fault.
 struct Api {
     state: Arc<AppState>,
+    scenario_id: String,
     scenario: Arc<Scenario>,
     parts: Parts,
-    /// `None` when the body was over `MAX_BODY` (or the client stopped sending it).
+    /// `None` when the body was over `MAX_BODY` (or the client stopped sending it); for an
+    /// upload's PUT, at most one byte more than the asset's declared size.
     body: Option<Bytes>,
     route: Route,
 }
@@ -304,6 +390,10 @@ impl Api {
     }
 
     async fn answer(&self, status_override: Option<&str>) -> Response {
+        if let (Route::UploadPut { asset_id }, Some(body)) = (&self.route, &self.body) {
+            // Presigned: none of the API's auth, body or envelope rules apply.
+            return self.upload_put(asset_id, body);
+        }
         let settings = &self.scenario.settings;
         if matches!(self.route, Route::Search) && !settings.search {
             // Runflow's proxy forwards no search: its refusal has its own fixed shape.
@@ -343,7 +433,9 @@ impl Api {
             },
             Route::Search => self.search().await,
             Route::Health => Json(json!({"status": "ok"})).into_response(),
-            Route::Other => {
+            Route::UploadCreate => self.upload_create(body),
+            Route::UploadConfirm { asset_id } => self.upload_confirm(asset_id, body),
+            Route::UploadPut { .. } | Route::Other => {
                 self.error(StatusCode::NOT_FOUND, "NOT_FOUND", "No such endpoint", None)
             }
         }
@@ -373,7 +465,9 @@ impl Api {
         }
     }
 
-    async fn create(&self, model: &str, body: &Bytes) -> Response {
+    /// A mutation's body: JSON (415 otherwise) holding an object (400 otherwise). The refusal is
+    /// boxed: a `Response` is large, and the `Ok` path is the common one.
+    fn json_object(&self, body: &Bytes) -> Result<Map<String, Value>, Box<Response>> {
         let content_type = self
             .parts
             .headers
@@ -385,16 +479,31 @@ impl Api {
                 .starts_with("application/json")
         }) {
             let message = "Content-Type must be application/json";
-            return self.error(
+            return Err(Box::new(self.error(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "UNSUPPORTED_MEDIA_TYPE",
                 message,
                 None,
-            );
+            )));
         }
-        let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(body) else {
-            let message = "The request body must be a JSON object";
-            return self.error(StatusCode::BAD_REQUEST, "BAD_REQUEST", message, None);
+        match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Object(fields)) => Ok(fields),
+            _ => {
+                let message = "The request body must be a JSON object";
+                Err(Box::new(self.error(
+                    StatusCode::BAD_REQUEST,
+                    "BAD_REQUEST",
+                    message,
+                    None,
+                )))
+            }
+        }
+    }
+
+    async fn create(&self, model: &str, body: &Bytes) -> Response {
+        let fields = match self.json_object(body) {
+            Ok(fields) => fields,
+            Err(response) => return *response,
         };
         let field = |name: &str| fields.get(name).filter(|v| !v.is_null());
         let mut errors = Vec::new();
@@ -512,6 +621,159 @@ impl Api {
         (StatusCode::CREATED, Json(response)).into_response()
     }
 
+    /// Step 1 of an upload: records the asset and hands out its presigned PUT URL.
+    fn upload_create(&self, body: &Bytes) -> Response {
+        let fields = match self.json_object(body) {
+            Ok(fields) => fields,
+            Err(response) => return *response,
+        };
+        let field = |name: &str| fields.get(name).filter(|v| !v.is_null());
+        let mut errors = Vec::new();
+        let filename = match field("filename") {
+            Some(Value::String(s)) if !s.is_empty() && s.chars().count() <= 255 => s.clone(),
+            _ => {
+                errors.push(FieldError {
+                    field: "filename",
+                    message: "filename must be a non-empty string of at most 255 characters",
+                });
+                String::new()
+            }
+        };
+        let mime_type = match field("mime_type") {
+            Some(Value::String(s))
+                if s.len() > 6 && s.get(..6).is_some_and(|p| p.eq_ignore_ascii_case("image/")) =>
+            {
+                s.clone()
+            }
+            _ => {
+                errors.push(FieldError {
+                    field: "mime_type",
+                    message: "mime_type must be an image type such as image/png",
+                });
+                String::new()
+            }
+        };
+        let size_bytes = match field("size_bytes").and_then(Value::as_u64) {
+            Some(n @ 1..=MAX_ASSET_BYTES) => n,
+            _ => {
+                errors.push(FieldError {
+                    field: "size_bytes",
+                    message: "size_bytes must be an integer from 1 to 52428800",
+                });
+                0
+            }
+        };
+        if !errors.is_empty() {
+            return self.invalid(errors);
+        }
+        let ttl = self.scenario.settings.upload_ttl;
+        let assets = &self.state.assets;
+        let asset = assets.create(&self.scenario_id, filename, mime_type, size_bytes, ttl);
+        let body = json!({
+            "asset_id": asset.id,
+            "upload_url": assets.upload_url(&host(&self.parts.headers), &asset),
+            "expires_at": rfc3339(asset.upload_deadline),
+        });
+        (StatusCode::CREATED, Json(body)).into_response()
+    }
+
+    /// Step 2: the PUT to the presigned URL, answered as S3 would.
+    fn upload_put(&self, asset_id: &str, body: &Bytes) -> Response {
+        use assets::s3_error;
+        let headers = &self.parts.headers;
+        if headers.contains_key(header::AUTHORIZATION) {
+            let message = "Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, Signature query string parameter or the Authorization header should be specified";
+            return s3_error(StatusCode::BAD_REQUEST, "InvalidArgument", message);
+        }
+        let query = Query::<Presigned>::try_from_uri(&self.parts.uri).ok();
+        let Some((expires, signature)) =
+            query.and_then(|Query(q)| Some((q.expires?, q.signature?)))
+        else {
+            return assets::signature_missing();
+        };
+        let store = &self.state.assets;
+        if signature != store.sign_upload(&self.scenario_id, asset_id, expires) {
+            return assets::signature_mismatch();
+        }
+        let Some(asset) = store.get(asset_id) else {
+            let message = "The upload no longer exists: the mock forgot it to make room";
+            return s3_error(StatusCode::NOT_FOUND, "NoSuchUpload", message);
+        };
+        if SystemTime::now() > asset.upload_deadline {
+            return assets::request_expired();
+        }
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        if !content_type.is_some_and(|ct| ct.trim().eq_ignore_ascii_case(&asset.mime_type)) {
+            let message = format!(
+                "Content-Type must be {}, as declared when the upload was created",
+                asset.mime_type
+            );
+            return s3_error(StatusCode::BAD_REQUEST, "InvalidArgument", &message);
+        }
+        let length = body.len() as u64;
+        if length < asset.size_bytes {
+            let message = "You did not provide the number of bytes declared in size_bytes";
+            return s3_error(StatusCode::BAD_REQUEST, "IncompleteBody", message);
+        }
+        if length > asset.size_bytes {
+            let message = "Your upload exceeds the size_bytes declared when it was created";
+            return s3_error(StatusCode::BAD_REQUEST, "EntityTooLarge", message);
+        }
+        let etag = format!("\"{:016x}\"", body_digest(body));
+        match store.store(asset_id, body.clone()) {
+            Ok(()) => (StatusCode::OK, [(header::ETAG, etag)]).into_response(),
+            Err(StoreRefused::Gone) => {
+                let message = "The upload no longer exists: the mock forgot it to make room";
+                s3_error(StatusCode::NOT_FOUND, "NoSuchUpload", message)
+            }
+            Err(StoreRefused::Confirmed) => {
+                let message = "This upload was confirmed; its file can no longer change";
+                s3_error(StatusCode::CONFLICT, "InvalidRequest", message)
+            }
+        }
+    }
+
+    /// Step 3: turns an uploaded file into an asset whose URL a run can take as `image_url`.
+    fn upload_confirm(&self, asset_id: &str, body: &Bytes) -> Response {
+        // `{}` is the documented body; an empty one is accepted too.
+        let blank = body.iter().all(u8::is_ascii_whitespace);
+        if !blank && !matches!(serde_json::from_slice(body), Ok(Value::Object(_))) {
+            let message = "The request body must be a JSON object";
+            return self.error(StatusCode::BAD_REQUEST, "BAD_REQUEST", message, None);
+        }
+        match self.state.assets.confirm(&self.scenario_id, asset_id) {
+            Confirmation::Unknown => self.error(
+                StatusCode::NOT_FOUND,
+                "ASSET_NOT_FOUND",
+                &format!("Asset {asset_id} not found"),
+                None,
+            ),
+            Confirmation::Incomplete => self.error(
+                StatusCode::CONFLICT,
+                "UPLOAD_INCOMPLETE",
+                "The file has not been uploaded to upload_url yet",
+                None,
+            ),
+            Confirmation::Done(asset) => {
+                let url = self
+                    .state
+                    .assets
+                    .download_url(&host(&self.parts.headers), &asset);
+                let body = json!({
+                    "id": asset.id,
+                    "url": url,
+                    "mime_type": asset.mime_type,
+                    "size_bytes": asset.size_bytes,
+                    "filename": asset.filename,
+                    "created_at": rfc3339(asset.created_at),
+                });
+                (StatusCode::CREATED, Json(body)).into_response()
+            }
+        }
+    }
+
     async fn search(&self) -> Response {
         #[derive(Deserialize)]
         struct Params {
@@ -554,6 +816,14 @@ impl Api {
         }
         Json(json!({"items": items, "total": matching.len()})).into_response()
     }
+}
+
+/// An ETag for an uploaded file: any digest of its bytes does (SipHash with fixed keys).
+fn body_digest(body: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    body.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// The longest `data:` header (before the comma) kept in a log marker: real ones are short, and a

@@ -130,6 +130,7 @@ mod tests {
             www_dir: ".".into(),
             scenarios: Registry::new([0, 0, 0]),
             files: FileStore::default(),
+            assets: Default::default(),
             requests: AtomicU64::new(0),
         });
         let image = Encoded {

@@ -11,7 +11,7 @@ use image::{
 };
 use percent_encoding::percent_decode_str;
 
-use super::{files::FileStore, run::Failure};
+use super::{assets::AssetStore, files::FileStore, run::Failure};
 
 /// Longest side of an output image.
 const MAX_SIDE: u32 = 1024;
@@ -88,11 +88,12 @@ pub(crate) fn produce(
     job: &Job,
     www_dir: &Path,
     files: &FileStore,
+    assets: &AssetStore,
 ) -> Result<Vec<Encoded>, Failure> {
     let aspect = job.aspect_ratio.as_deref().and_then(parse_aspect_ratio);
     let base = match &job.source {
         Some(url) => {
-            let bytes = fetch_input(url, www_dir, files)?;
+            let bytes = fetch_input(url, www_dir, files, assets)?;
             let image = image::load_from_memory(&bytes).map_err(|e| {
                 Failure::new(
                     "INVALID_INPUT_IMAGE",
@@ -123,7 +124,12 @@ fn unreachable(url: &str) -> Failure {
 
 /// Gets the bytes behind `image_url`. Only `data:` URIs and this server's own URLs resolve:
 /// the mock has no network, and any other host stands for a download that failed.
-fn fetch_input(url: &str, www_dir: &Path, files: &FileStore) -> Result<Vec<u8>, Failure> {
+fn fetch_input(
+    url: &str,
+    www_dir: &Path,
+    files: &FileStore,
+    assets: &AssetStore,
+) -> Result<Vec<u8>, Failure> {
     if let Some(rest) = url.strip_prefix("data:") {
         let invalid = |why: &str| Failure::new("INVALID_INPUT_IMAGE", "preprocessing", why);
         let (meta, data) = rest
@@ -155,6 +161,13 @@ fn fetch_input(url: &str, www_dir: &Path, files: &FileStore) -> Result<Vec<u8>, 
         let index = name.split('.').next().and_then(|i| i.parse().ok());
         return index
             .and_then(|i| files.get(run_id, i))
+            .map(|(_, bytes)| bytes.to_vec())
+            .ok_or_else(|| unreachable(url));
+    }
+    // A confirmed upload's URL, as a run's `image_url` names it.
+    if let Some(id) = path.strip_prefix("/__mock/assets/") {
+        return assets
+            .file(id)
             .map(|(_, bytes)| bytes.to_vec())
             .ok_or_else(|| unreachable(url));
     }
@@ -293,10 +306,10 @@ mod tests {
 
     #[test]
     fn only_local_urls_resolve() {
-        let files = FileStore::default();
+        let (files, assets) = (FileStore::default(), AssetStore::default());
         let www = Path::new(env!("CARGO_MANIFEST_DIR"));
         let code = |url: &str| {
-            fetch_input(url, www, &files)
+            fetch_input(url, www, &files, &assets)
                 .map(|_| ())
                 .map_err(|f| f.code)
         };
@@ -311,6 +324,10 @@ mod tests {
         assert_eq!(code("http://localhost:9/Cargo.toml?x=1"), Ok(()));
         assert_eq!(
             code("ftp://127.0.0.1/Cargo.toml"),
+            Err("INPUT_IMAGE_UNREACHABLE".into())
+        );
+        assert_eq!(
+            code("http://127.0.0.1:8080/__mock/assets/asset_unknown"),
             Err("INPUT_IMAGE_UNREACHABLE".into())
         );
         assert_eq!(

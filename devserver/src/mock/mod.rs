@@ -1,6 +1,7 @@
 //! The embedded mock of Runflow's runs API, its scenarios and its control API.
 
 mod api;
+mod assets;
 mod control;
 mod files;
 mod imaging;
@@ -17,7 +18,7 @@ use std::{
 
 use axum::{
     http::{header::RETRY_AFTER, HeaderName},
-    routing::{any, get, post},
+    routing::{any, get, post, put},
     Router,
 };
 use tower_http::cors::{Any, CorsLayer};
@@ -29,6 +30,7 @@ pub(crate) struct AppState {
     www_dir: PathBuf,
     scenarios: scenario::Registry,
     files: files::FileStore,
+    assets: assets::AssetStore,
     requests: AtomicU64,
 }
 
@@ -46,6 +48,7 @@ pub(crate) fn router(config: Config) -> Router {
         www_dir: config.www_dir,
         scenarios: scenario::Registry::new(config.lifecycle_ms),
         files: files::FileStore::default(),
+        assets: assets::AssetStore::default(),
         requests: AtomicU64::new(0),
     });
     // Preflights are answered here, before the handlers: they are never logged nor hit faults.
@@ -57,11 +60,17 @@ pub(crate) fn router(config: Config) -> Router {
     Router::new()
         .route("/api/runflow/v1/{*rest}", any(api::default_scenario))
         .route("/__mock/s/{scenario}/v1/{*rest}", any(api::named_scenario))
+        // An asset's presigned upload URL: the PUT goes through the scenario's log and faults.
+        .route(
+            "/__mock/s/{scenario}/uploads/{asset_id}",
+            put(api::named_scenario),
+        )
         .route("/__mock/scenarios", post(control::create))
         .route("/__mock/s/{scenario}/log", get(control::log))
         .route("/__mock/s/{scenario}/faults", post(control::add_faults))
         .route("/__mock/s/{scenario}/runs", get(control::runs))
         .route("/__mock/files/{run_id}/{name}", get(files::serve))
+        .route("/__mock/assets/{asset_id}", get(assets::serve))
         .layer(cors)
         .with_state(state)
 }

@@ -194,7 +194,7 @@ impl Run {
             let sync = self.input.get("sync_mode") == Some(&Value::Bool(true));
             let (state, id) = (state.clone(), self.id.clone());
             let produced = tokio::task::spawn_blocking(move || {
-                let encoded = imaging::produce(&job, &state.www_dir, &state.files)?;
+                let encoded = imaging::produce(&job, &state.www_dir, &state.files, &state.assets)?;
                 let images = encoded
                     .iter()
                     .map(|e| OutputImage {

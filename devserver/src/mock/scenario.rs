@@ -18,6 +18,8 @@ const MAX_SCENARIOS: usize = 2000;
 const MAX_RUNS: usize = 500;
 /// Log entries kept per scenario; `seq` keeps counting past evictions.
 const MAX_LOG: usize = 5000;
+/// An `upload_url` lasts 15 minutes unless the scenario says otherwise.
+const DEFAULT_UPLOAD_TTL_MS: u64 = 15 * 60 * 1000;
 
 /// The body of `POST /__mock/scenarios`: every field is optional.
 #[derive(Deserialize, Debug, Default)]
@@ -31,6 +33,7 @@ pub(crate) struct ScenarioConfig {
     failure: Option<FailureOverride>,
     search: Option<bool>,
     require_auth: Option<bool>,
+    upload_ttl_ms: Option<u64>,
     #[serde(default)]
     faults: Vec<FaultRule>,
 }
@@ -85,6 +88,8 @@ pub(crate) struct Settings {
     pub failure: Failure,
     pub search: bool,
     pub require_auth: bool,
+    /// How long an asset's `upload_url` accepts its PUT.
+    pub upload_ttl: Duration,
 }
 
 impl Settings {
@@ -113,6 +118,9 @@ impl Settings {
             },
             search: config.search.unwrap_or(true),
             require_auth: config.require_auth.unwrap_or(false),
+            upload_ttl: Duration::from_millis(
+                config.upload_ttl_ms.unwrap_or(DEFAULT_UPLOAD_TTL_MS),
+            ),
         }
     }
 }
@@ -125,6 +133,9 @@ pub(crate) enum Kind {
     Get,
     Search,
     Health,
+    UploadCreate,
+    UploadPut,
+    UploadConfirm,
     Other,
 }
 
@@ -136,6 +147,9 @@ enum FaultOn {
     Get,
     Search,
     Health,
+    UploadCreate,
+    UploadPut,
+    UploadConfirm,
     Any,
 }
 
@@ -147,6 +161,9 @@ impl FaultOn {
             FaultOn::Get => kind == Kind::Get,
             FaultOn::Search => kind == Kind::Search,
             FaultOn::Health => kind == Kind::Health,
+            FaultOn::UploadCreate => kind == Kind::UploadCreate,
+            FaultOn::UploadPut => kind == Kind::UploadPut,
+            FaultOn::UploadConfirm => kind == Kind::UploadConfirm,
         }
     }
 }
@@ -171,7 +188,8 @@ fn one() -> u32 {
 #[derive(Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub(crate) enum Action {
-    /// An error response in the scenario's envelope; nothing is created.
+    /// An error response in the scenario's envelope (S3's XML on an upload's PUT); nothing is
+    /// created or stored.
     Error {
         status: u16,
         code: Option<String>,
@@ -189,13 +207,14 @@ pub(crate) enum Action {
     },
     /// Close the connection without any response; nothing is created.
     Drop,
-    /// Create the run, then close the connection without any response.
+    /// Create the run (or do the upload step: create, store the bytes, confirm), then close the
+    /// connection without any response.
     CreateThenDrop,
     /// Answer normally, `ms` later.
     Delay { ms: u64 },
     /// Never answer; nothing is created.
     Hang,
-    /// Create the run, then never answer.
+    /// Create the run (or do the upload step), then never answer.
     CreateThenHang,
     /// Answer a get normally but with this `status_code`.
     Status { status_code: String },
@@ -235,9 +254,20 @@ impl FaultRule {
                     "status {status} is not a final HTTP status (200..=599)"
                 ))
             }
-            Action::CreateThenDrop | Action::CreateThenHang if self.on != FaultOn::Create => Err(
-                format!("{} only applies to on: \"create\"", self.action.name()),
-            ),
+            Action::CreateThenDrop | Action::CreateThenHang
+                if !matches!(
+                    self.on,
+                    FaultOn::Create
+                        | FaultOn::UploadCreate
+                        | FaultOn::UploadPut
+                        | FaultOn::UploadConfirm
+                ) =>
+            {
+                Err(format!(
+                    "{} only applies to on: \"create\" or an upload step",
+                    self.action.name()
+                ))
+            }
             Action::Status { .. } if self.on != FaultOn::Get => {
                 Err("status only applies to on: \"get\"".into())
             }
