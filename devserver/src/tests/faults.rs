@@ -175,7 +175,7 @@ async fn delayed_creates_exist_before_the_answer() {
 }
 
 /// Serves the app on a real socket, as `devserver` does.
-async fn listen(app: Router) -> SocketAddr {
+pub(super) async fn listen(app: Router) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(crate::serve(listener, app, std::future::pending()));

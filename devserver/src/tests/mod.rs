@@ -5,6 +5,7 @@ mod faults;
 mod images;
 mod lifecycle;
 mod proxy;
+mod uploads;
 
 use std::{io::Cursor, path::PathBuf, sync::OnceLock};
 
