@@ -17,7 +17,10 @@ use std::{
 };
 
 use axum::{
-    http::{header::RETRY_AFTER, HeaderName},
+    http::{
+        header::{ETAG, RETRY_AFTER},
+        HeaderName,
+    },
     routing::{any, get, post, put},
     Router,
 };
@@ -56,7 +59,8 @@ pub(crate) fn router(config: Config) -> Router {
         .allow_origin(Any)
         .allow_methods(Any)
         .allow_headers(Any)
-        .expose_headers([RETRY_AFTER, HeaderName::from_static("x-request-id")]);
+        // ETag: an upload's PUT answers with it, as S3 does.
+        .expose_headers([RETRY_AFTER, ETAG, HeaderName::from_static("x-request-id")]);
     Router::new()
         .route("/api/runflow/v1/{*rest}", any(api::default_scenario))
         .route("/__mock/s/{scenario}/v1/{*rest}", any(api::named_scenario))

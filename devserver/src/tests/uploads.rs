@@ -726,8 +726,17 @@ async fn the_upload_url_answers_preflights() {
     let reply = send(&app, preflight).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.header("access-control-allow-origin"), Some("*"));
-    assert!(
-        log(&app, "/__mock/s/default").await.len() == 1,
-        "not logged"
-    );
+    assert_eq!(log(&app, "/__mock/s/default").await.len(), 1, "not logged");
+
+    // The PUT's answer lets a page on another origin read its ETag.
+    let cross_origin = Request::put(path_of(url))
+        .header("host", HOST)
+        .header("origin", "http://localhost:9999")
+        .header("content-type", "image/png")
+        .body(Body::from(vec![1]))
+        .unwrap();
+    let reply = send(&app, cross_origin).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let exposed = reply.header("access-control-expose-headers").unwrap();
+    assert!(exposed.contains("etag"), "{exposed}");
 }
