@@ -293,7 +293,7 @@ impl KontextClient {
                     "prepareImage",
                     &["maxMegapixels", "type", "quality"],
                 )?;
-                settings.number("maxMegapixels", 0.01, 1000.0, false)?;
+                settings.number("maxMegapixels", 1e-6, 1000.0, false)?;
                 settings.number("quality", 0.0, 1.0, false)?;
                 if let Some(kind) = settings.string("type")? {
                     if !["image/jpeg", "image/webp", "image/png"].contains(&kind.as_str()) {
@@ -322,8 +322,9 @@ impl KontextClient {
     }
 }
 
-/// A local image taken out of the input, and the wire field its `image_url` goes in.
-type LocalField = (&'static str, Local);
+/// A local image taken out of the input: the field it was given as, and the wire field its
+/// `image_url` goes in.
+type LocalField = (&'static str, &'static str, Local);
 
 fn prepare_create(
     client: &Client,
@@ -347,7 +348,7 @@ fn prepare_create(
             let copy = Object::assign(&Object::new(), input.unchecked_ref());
             let _ = Reflect::delete_property(&copy, &name.into());
             input = copy.into();
-            local = Some((if kontext { "image_url" } else { name }, image));
+            local = Some((name, if kontext { "image_url" } else { name }, image));
         }
     }
     let wire = match (kontext, local.is_some()) {
@@ -378,17 +379,12 @@ async fn resolve_image(
     options: &Options,
     call: &Call,
 ) -> Result<(), Error> {
-    let Some((name, image)) = local else {
+    let Some((given, wire_name, image)) = local else {
         return Ok(());
     };
     let settings = image_options(client, options)?;
-    let field = if name == "image_url" {
-        "image_url"
-    } else {
-        "image"
-    };
-    let url = client.image_url(field, image, &settings, call).await?;
-    Reflect::set(wire, &name.into(), &url)
+    let url = client.image_url(given, image, &settings, call).await?;
+    Reflect::set(wire, &wire_name.into(), &url)
         .map(drop)
         .map_err(|_| Error::invalid("input", "The input object cannot be extended."))
 }

@@ -69,3 +69,20 @@ test("verifyCallbackSignature takes strings, bytes and secret lists", () => {
   assert.equal(verifyCallbackSignature(body, signature, "wrong"), false);
   assert.equal(verifyCallbackSignature(body, undefined, "Jefe"), false);
 });
+
+test("a Buffer uploads from Node by fetch (no XMLHttpRequest), with the key only on API calls", async () => {
+  const mock = await scenario();
+  const client = new KontextClient({ baseUrl: mock.baseUrl, apiKey: "rf_live_node", uploadThreshold: 0, prepareImage: true, pollIntervalMs: 20 });
+  const bytes = Buffer.from(PNG.split(",")[1], "base64");
+  const progress = [];
+  const run = await client.run({ prompt: "make it snow", image: bytes }, { onUploadProgress: (p) => progress.push(p) });
+  assert.equal(run.status, "succeeded");
+  const log = await mock.log();
+  assert.deepEqual(log.slice(0, 4).map((e) => e.kind), ["upload_create", "upload_put", "upload_confirm", "create"]);
+  assert.equal(log[1].headers.authorization, undefined);
+  assert.equal(log[0].headers.authorization, "Bearer rf_live_node");
+  assert.deepEqual(progress, [{ loaded: bytes.length, total: bytes.length }]);
+  // Small enough for the default threshold: inline, and the same bytes.
+  const inline = await new KontextClient({ baseUrl: mock.baseUrl }).uploadImage(new Blob([bytes]));
+  assert.equal(inline, PNG);
+});
