@@ -5,8 +5,8 @@ import {
   ImageInputError,
   fileFromUrl,
   formatBytes,
+  inspectImageFile,
   makeThumbnail,
-  prepareImageFile,
   probeImageUrl,
 } from "./lib/image-input.js";
 import { explainError, fieldControlId } from "./lib/errors.js";
@@ -49,7 +49,10 @@ const history = new History();
 const state = {
   base: DEFAULT_BASE,
   isMock: false,
-  /** The picture to send: `{ src, kind: "file"|"url", width, height, bytes, name, type, thumbnail }`. */
+  /**
+   * The picture to send: `{ src, kind: "file"|"url", width, height, bytes, name, type, thumbnail }`;
+   * a file also has `file` and `uploads` (its image_url by API root, so it is sent only once).
+   */
   image: null,
   /** The file being read, if any: an edit started meanwhile waits for it rather than missing it. */
   reading: null,
@@ -121,6 +124,40 @@ async function clientFor(baseUrl) {
     clients.set(baseUrl, new KontextClient({ baseUrl, fetch: watchedFetch }));
   }
   return clients.get(baseUrl);
+}
+
+/**
+ * The client that sends picked files: with the browser's own fetch, so the presigned upload goes
+ * by XMLHttpRequest and reports progress, and with big photos downscaled first.
+ */
+async function uploaderFor(baseUrl) {
+  const key = `upload ${baseUrl}`;
+  if (!clients.has(key)) {
+    const { KontextClient } = await loadClient();
+    clients.set(key, new KontextClient({ baseUrl, prepareImage: true }));
+  }
+  return clients.get(key);
+}
+
+/** A signed asset URL is good for a while: an edit of the same file within this reuses it. */
+const UPLOAD_REUSE_MS = 30 * 60 * 1000;
+
+/** The picked file as an image_url: inline or uploaded by the client, once per file and API root. */
+async function imageUrlFor(entry, image, signal) {
+  const kept = image.uploads.get(entry.baseUrl);
+  if (kept && Date.now() - kept.at < UPLOAD_REUSE_MS) return kept.url;
+  const uploader = await uploaderFor(entry.baseUrl);
+  const url = await uploader.uploadImage(image.file, {
+    signal,
+    onUploadProgress: ({ loaded, total }) => {
+      if (state.current?.entry !== entry || !total || loaded >= total) return;
+      const text = `Uploading the picture… ${Math.floor((loaded / total) * 100)}%`;
+      $("working-label").textContent = text;
+      setStatusLine(text);
+    },
+  });
+  image.uploads.set(entry.baseUrl, { url, at: Date.now() });
+  return url;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -246,10 +283,10 @@ async function readFile(file) {
   setImageMessage(`Reading “${file.name || "pasted image"}”…`);
   $("dropzone").dataset.busy = "true";
   try {
-    const prepared = await prepareImageFile(file);
-    setImage({ ...prepared, src: prepared.dataUri, kind: "file" });
+    const inspected = await inspectImageFile(file);
+    setImage({ ...inspected, kind: "file", uploads: new Map() });
     $("url").value = "";
-    setImageMessage(prepared.note, prepared.note ? "warning" : "info");
+    setImageMessage(inspected.note, "info");
   } catch (error) {
     const text = error instanceof ImageInputError ? error.message : `That file could not be read (${error.message}).`;
     setImageMessage(text, "error");
@@ -504,8 +541,9 @@ async function startEdit() {
   follow(entry, controller, { show: true, inputSrc: image.src });
   try {
     const client = await clientFor(entry.baseUrl);
+    const imageUrl = image.kind === "file" ? await imageUrlFor(entry, image, controller.signal) : image.src;
     const run = await client.run(
-      { prompt, image_url: image.src, ...options },
+      { prompt, image_url: imageUrl, ...options },
       {
         signal: controller.signal,
         metadata: { app: "kontext-studio" },

@@ -50,7 +50,7 @@ test("edits a picture from disk, compares before and after, downloads a PNG", as
 
     // The comparison: the original under the edit, with a slider that moves the split.
     const beforeSrc = await page.getAttribute("#compare-before", "src");
-    assert.match(beforeSrc, /^data:image\/png;base64,/);
+    assert.match(beforeSrc, /^blob:/);
     const afterSrc = await page.getAttribute("#compare-after", "src");
     assert.match(afterSrc, /\/__mock\/files\/.+\.png\?/);
     await page.focus("#compare-range");
@@ -145,8 +145,8 @@ test("phone width: everything reachable, nothing overflows sideways", async () =
   }
 });
 
-test("refuses a file that is not a picture, shrinks one over 1 MiB before sending it", async () => {
-  await withStudioPage(session, {}, async ({ page, mock }) => {
+test("refuses a file that is not a picture, uploads one over 1 MiB with its progress", async () => {
+  await withStudioPage(session, {}, async ({ page, mock, context }) => {
     await page.setInputFiles("#file", session.fixtures.text);
     await page.waitForFunction(() => document.getElementById("image-message").dataset.tone === "error");
     assert.match(await text(page, "#image-message"), /“notes\.txt” is a text\/plain file\. Choose a picture/);
@@ -154,20 +154,45 @@ test("refuses a file that is not a picture, shrinks one over 1 MiB before sendin
 
     await page.setInputFiles("#file", session.fixtures.big);
     await page.waitForFunction(() => document.getElementById("dropzone").dataset.state === "ready", null, { timeout: 20_000 });
-    const note = await text(page, "#image-message");
-    assert.match(note, /Resized from 1600×1200 \([\d.]+ MB\) to \d+×\d+ \(\d+ KB\)/);
-    assert.match(note, /larger files need the upload support coming in a later version/i);
-    await screenshot(page, "06-resized");
+    assert.match(await text(page, "#image-message"), /Over 1 MiB: it will be uploaded to Runflow first/);
+    await screenshot(page, "06-big-file");
 
+    // A slow uplink, so the upload takes long enough to report its progress.
+    const cdp = await context.newCDPSession(page);
+    await cdp.send("Network.enable");
+    await cdp.send("Network.emulateNetworkConditions", {
+      offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: 8 * 1024 * 1024,
+    });
+    await page.evaluate(() => {
+      window.statusTexts = [];
+      new MutationObserver(() => window.statusTexts.push(document.getElementById("status-line").textContent))
+        .observe(document.getElementById("status-line"), { childList: true, characterData: true, subtree: true });
+    });
     await page.fill("#prompt", "make it calmer");
     await page.click("#run");
+    await page.waitForFunction(() => /Uploading the picture… \d+%/.test(document.getElementById("working-label").textContent));
+    await screenshot(page, "07-uploading");
     await waitForResult(page);
-    const create = (await mock.log()).find((entry) => entry.kind === "create");
-    // The mock's log keeps a marker with the decoded size, not the data: URI itself.
-    const sent = create.body.input.image_url;
-    const [, bytes] = sent.match(/^data:image\/jpeg;base64,… \((\d+) bytes\)$/) ?? [];
-    assert.ok(bytes, sent);
-    assert.ok(Number(bytes) <= 1024 * 1024, `sent ${bytes} bytes`);
+    await cdp.send("Network.emulateNetworkConditions", { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
+    const percents = (await page.evaluate(() => window.statusTexts))
+      .map((t) => t.match(/Uploading the picture… (\d+)%/)?.[1])
+      .filter(Boolean)
+      .map(Number);
+    assert.ok(percents.length >= 2, `progress shown: ${percents}`);
+    assert.deepEqual(percents, [...percents].sort((a, b) => a - b), "never backwards");
+
+    const log = (await mock.log()).filter((e) => e.kind !== "health");
+    assert.deepEqual(log.map((e) => e.kind).slice(0, 4), ["upload_create", "upload_put", "upload_confirm", "create"]);
+    assert.equal(log[0].body.mime_type, "image/png");
+    assert.equal(log[1].headers.authorization, undefined);
+    assert.match(log[3].body.input.image_url, /\/__mock\/assets\//);
+
+    // The same picture again: uploaded once, reused.
+    await page.fill("#prompt", "make it warmer");
+    await page.click("#run");
+    await waitForResult(page);
+    assert.equal(await mock.count("upload_create"), 1);
+    assert.equal(await mock.count("create"), 2);
   });
 });
 

@@ -1,15 +1,13 @@
-// Turning a picked, dropped or pasted file into something the client can send today: a
-// `data:` URI under 1 MiB. The client takes no File/Blob yet (asset upload comes later), so larger
-// pictures are downscaled here with a canvas, which is what a person editing a photo wants anyway.
+// A picked, dropped or pasted file, checked and described for the page. The client sends the
+// File itself: inline under 1 MiB, through Runflow's asset upload above, and downscaled first
+// when it is over 4 megapixels (the client's prepareImage option).
 
-/** The largest image sent inline as a `data:` URI (Runflow recommends < 1 MiB). */
-export const MAX_INLINE_BYTES = 1024 * 1024;
 /** Files above this are refused outright: decoding them could exhaust a phone's memory. */
 const MAX_SOURCE_BYTES = 50 * 1024 * 1024;
-/** Longest side tried first when a picture must be made smaller. */
-const FIRST_LONG_SIDE = 2048;
-/** Formats sent as they are when small enough; anything else is re-encoded. */
-const PASSTHROUGH = new Set(["image/jpeg", "image/png", "image/webp", "image/gif"]);
+/** What the client sends inline; anything larger is uploaded. */
+const INLINE_BYTES = 1024 * 1024;
+/** The client's prepareImage default: bigger pictures are downscaled to this before sending. */
+const MAX_MEGAPIXELS = 4;
 const IMAGE_EXT = /\.(jpe?g|png|webp|gif|bmp|avif|heic|heif|tiff?)$/i;
 
 /** A refusal a person can act on; `message` is shown as is. */
@@ -58,11 +56,12 @@ function fitInside(width, height, longSide) {
 }
 
 /**
- * Reads `file` into `{ dataUri, width, height, bytes, type, name, note, thumbnail }`.
- * `note` says what was done to the picture (downscaled, converted), or is empty.
- * Throws ImageInputError for anything that is not a usable image.
+ * Checks `file` and describes it: `{ file, src, width, height, bytes, type, name, note, thumbnail }`,
+ * `src` being an object URL for the preview. `note` says how it will be sent when that is worth
+ * knowing (downscaled, uploaded), or is empty. Throws ImageInputError for anything that is not a
+ * usable image; the client checks the bytes themselves again.
  */
-export async function prepareImageFile(file) {
+export async function inspectImageFile(file) {
   const name = file.name || "pasted image";
   const looksLikeImage = file.type ? file.type.startsWith("image/") : IMAGE_EXT.test(name);
   if (!looksLikeImage) {
@@ -72,13 +71,12 @@ export async function prepareImageFile(file) {
   if (file.size === 0) throw new ImageInputError(`“${name}” is empty.`);
   if (file.size > MAX_SOURCE_BYTES) {
     throw new ImageInputError(
-      `“${name}” is ${formatBytes(file.size)}; pictures up to ${formatBytes(MAX_SOURCE_BYTES)} can be shrunk here. ` +
-        "Larger files need the upload support coming in a later version.",
+      `“${name}” is ${formatBytes(file.size)}; pictures up to ${formatBytes(MAX_SOURCE_BYTES)} can be sent. Export a smaller copy and try again.`,
     );
   }
   let bitmap;
   try {
-    bitmap = await createImageBitmap(file);
+    bitmap = await createImageBitmap(file, { imageOrientation: "from-image" });
   } catch {
     throw new ImageInputError(
       `“${name}” could not be opened as a picture. It may be damaged, or in a format this browser cannot read (HEIC, for example): try a JPEG or PNG.`,
@@ -87,31 +85,14 @@ export async function prepareImageFile(file) {
   try {
     const { width, height } = bitmap;
     const thumbnail = await makeThumbnail(bitmap);
-    if (file.size <= MAX_INLINE_BYTES && PASSTHROUGH.has(file.type)) {
-      const dataUri = await readAsDataUri(file);
-      return { dataUri, width, height, bytes: file.size, type: file.type, name, note: "", thumbnail };
+    const megapixels = (width * height) / 1e6;
+    let note = "";
+    if (megapixels > MAX_MEGAPIXELS) {
+      note = `${width}×${height} is ${megapixels.toFixed(1)} megapixels: it will be downscaled to about ${MAX_MEGAPIXELS} before sending, which is plenty for the model and uploads faster.`;
+    } else if (file.size >= INLINE_BYTES) {
+      note = `Over 1 MiB: it will be uploaded to Runflow first (you will see the progress), then edited.`;
     }
-    // Too big to send inline (or a format worth converting): re-encode, smaller until it fits.
-    const keepPng = file.type === "image/png" && file.size <= MAX_INLINE_BYTES;
-    let longSide = Math.min(FIRST_LONG_SIDE, Math.max(width, height));
-    let quality = 0.9;
-    for (let attempt = 0; attempt < 12; attempt += 1) {
-      const [w, h] = fitInside(width, height, longSide);
-      const type = keepPng ? "image/png" : "image/jpeg";
-      const blob = await canvasBlob(draw(bitmap, w, h, keepPng ? null : "#ffffff"), type, quality);
-      if (blob.size <= MAX_INLINE_BYTES) {
-        const dataUri = await readAsDataUri(blob);
-        const resized = w !== width || h !== height;
-        const note = resized
-          ? `Resized from ${width}×${height} (${formatBytes(file.size)}) to ${w}×${h} (${formatBytes(blob.size)}) so it can be sent inline. ` +
-            "Larger files need the upload support coming in a later version."
-          : `Converted to ${type === "image/png" ? "PNG" : "JPEG"} (${formatBytes(blob.size)}) so Runflow can read it.`;
-        return { dataUri, width: w, height: h, bytes: blob.size, type, name, note, thumbnail };
-      }
-      longSide = Math.round(longSide * 0.8);
-      quality = Math.max(0.7, quality - 0.04);
-    }
-    throw new ImageInputError(`“${name}” could not be made small enough to send inline; try a smaller picture.`);
+    return { file, src: URL.createObjectURL(file), width, height, bytes: file.size, type: file.type, name, note, thumbnail };
   } finally {
     bitmap.close?.();
   }
