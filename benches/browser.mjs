@@ -171,6 +171,26 @@ export class Bench {
     return out;
   }
 
+  /** A `bytes` file to an `image_url`: our data: URI, FileReader's, our upload; one page, interleaved. */
+  async images({ bytes, n, warmup }) {
+    const s = await this.scenario({});
+    const page = await this.page();
+    const r = await page.evaluate((args) => bench.images(args), { url: PKG, base: s.base, bytes, n, warmup });
+    await page.close();
+    const requests = {};
+    for (const e of await s.log()) requests[`${e.method} ${e.kind}`] = (requests[`${e.method} ${e.kind}`] ?? 0) + 1;
+    const ms = Object.fromEntries(Object.entries(r.times).map(([k, v]) => [k, stats(v)]));
+    const ratio = (a, b) => ({ median: ms[a].median / ms[b].median, p95: ms[a].p95 / ms[b].p95, pairedMedian: stats(r.times[a].map((t, i) => t / r.times[b][i])).median });
+    return {
+      bytes: r.fileBytes, n, warmup, ms,
+      firstReadMs: { wasm: stats(r.firstRead.wasm), fileReader: stats(r.firstRead.fileReader) },
+      ratio: { wasmToFileReader: ratio("wasm", "fileReader"), uploadToFileReader: ratio("upload", "fileReader") },
+      check: r.check, progressCalls: r.progressCalls, requests,
+      // Wasm memory never shrinks: after the last data: URI is the peak.
+      memory: { before: r.before, afterFirstWasmBytes: r.afterFirst, after: r.after },
+    };
+  }
+
   /** Waiting: runs of `durations` (exact, and spread +-1 s around them), each strategy, all at once. */
   async waiting({ durations, exact, spread }) {
     const jobs = [];

@@ -136,4 +136,68 @@ async function waiting({ url, jobs }) {
   return { results, visibility: document.visibilityState };
 }
 
-globalThis.bench = { env, startup, overhead, memory, concurrency, waiting };
+/** A `bytes`-long PNG-typed File: the PNG signature, then pseudo-random bytes (no real image;
+ * the client reads only the first 16 bytes to tell the type). */
+function fakePng(bytes) {
+  const data = new Uint8Array(bytes);
+  for (let at = 0; at < bytes; at += 65536) crypto.getRandomValues(data.subarray(at, Math.min(bytes, at + 65536)));
+  data.set([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 13, 0x49, 0x48, 0x44, 0x52]);
+  return new File([data], "bench.png", { type: "image/png" });
+}
+
+const readAsDataURL = (blob) =>
+  new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(blob);
+  });
+
+/** One file to an `image_url` three ways, interleaved (the order rotates each round): our
+ * `data:` URI (wasm), `FileReader.readAsDataURL`, and our asset upload to the mock. */
+async function images({ url, base, bytes, n, warmup }) {
+  const { KontextClient } = await load(url);
+  const file = fakePng(bytes);
+  const inline = new KontextClient({ baseUrl: base, uploadThreshold: bytes + 1024 * 1024 });
+  const upload = new KontextClient({ baseUrl: base, uploadThreshold: 0 });
+  let progressCalls = 0;
+  const sides = {
+    wasm: () => inline.uploadImage(file),
+    fileReader: () => readAsDataURL(file),
+    upload: () => upload.uploadImage(file, { onUploadProgress: () => progressCalls++ }),
+  };
+  const names = Object.keys(sides);
+  await collect();
+  const before = { wasmBytes: wasmBytes(), jsHeapBytes: heap() };
+  const times = { wasm: [], fileReader: [], upload: [] };
+  const check = { sameLength: true, sameString: null, dataUriLength: 0, uploadUrls: 0 };
+  const firstRead = { wasm: [], fileReader: [] };
+  const wasmAfter = []; // after each of our data: URIs
+  for (let i = 0; i < warmup + n; i++) {
+    const order = names.map((_, k) => names[(k + i) % names.length]);
+    const out = {};
+    for (const side of order) {
+      // Earlier sides' 14 MB strings are collected now, not during this side's clock.
+      globalThis.gc?.();
+      const t0 = performance.now();
+      out[side] = await sides[side]();
+      const t1 = performance.now();
+      if (i >= warmup) times[side].push(t1 - t0);
+      if (side === "upload") continue;
+      // Its first read: V8 flattens a string joined by concat (ours) here; FileReader's is flat.
+      out[side].charCodeAt(out[side].length >> 1);
+      if (i >= warmup) firstRead[side].push(performance.now() - t1);
+      if (side === "wasm") wasmAfter.push(wasmBytes());
+    }
+    if (out.wasm.length !== out.fileReader.length) check.sameLength = false;
+    // Outside the timings: lengths every round, the whole strings once (each is ~14 MB).
+    if (i === 0) check.sameString = out.wasm === out.fileReader;
+    check.dataUriLength = out.fileReader.length;
+    if (/^https?:\/\//.test(out.upload)) check.uploadUrls++;
+  }
+  await collect();
+  const after = { wasmBytes: wasmBytes(), jsHeapBytes: heap() };
+  return { times, firstRead, check, progressCalls, before, afterFirst: wasmAfter[0], after, fileBytes: file.size };
+}
+
+globalThis.bench = { env, startup, overhead, memory, concurrency, waiting, images };

@@ -2,6 +2,7 @@
 
 const kb = (n) => `${(n / 1000).toFixed(1)} KB`;
 const kib = (n) => `${(n / 1024).toFixed(1)} KiB`;
+const mib = (n) => `${+(n / 2 ** 20).toFixed(1)} MiB`;
 const ms = (n, d = 1) => `${n.toFixed(d)} ms`;
 const x = (n) => `${n.toFixed(2)}x`;
 const pct = (n) => `${(n * 100).toFixed(1)} %`;
@@ -53,6 +54,16 @@ export function summaryTable(r) {
           `proxy (issue 5): ${r.proxy.n} sequential GETs each way, keep-alive, interleaved; then ${r.proxy.throughput.concurrency} in flight for ${r.proxy.throughput.seconds} s`,
           `through the proxy: p50 ${ms(r.proxy.latencyMs.proxied.p50, 2)}, p99 ${ms(r.proxy.latencyMs.proxied.p99, 2)} (**${x(r.proxy.ratio.p50)}** p50, **${x(r.proxy.ratio.p99)}** p99; +${ms(r.proxy.addedMs.p50, 2)} p50); ${Math.round(r.proxy.throughput.proxiedPerSec)} req/s`,
           `straight to the mock: p50 ${ms(r.proxy.latencyMs.direct.p50, 2)}, p99 ${ms(r.proxy.latencyMs.direct.p99, 2)}; ${Math.round(r.proxy.throughput.directPerSec)} req/s`,
+        ],
+        [
+          `local image (issue 4), ${mib(r.images.bytes)} File → \`data:\` URI, ${r.images.n} rounds interleaved: median (p95)`,
+          `ours, base64 in wasm: ${ms(r.images.ms.wasm.median)} (${ms(r.images.ms.wasm.p95)}): **${x(r.images.ratio.wasmToFileReader.median)}** median, **${x(r.images.ratio.wasmToFileReader.p95)}** p95; wasm memory ${kib(r.images.memory.before.wasmBytes)} → ${kib(r.images.memory.afterFirstWasmBytes)} at the first, ${signed(r.images.memory.after.wasmBytes - r.images.memory.afterFirstWasmBytes)} over the next ${r.images.n + r.images.warmup - 1}`,
+          `FileReader.readAsDataURL: ${ms(r.images.ms.fileReader.median)} (${ms(r.images.ms.fileReader.p95)})`,
+        ],
+        [
+          `local image, ${mib(r.images.bytes)} File → uploaded asset (create, PUT, confirm on the mock), same rounds`,
+          `ours, \`uploadThreshold: 0\`: ${ms(r.images.ms.upload.median)} (${ms(r.images.ms.upload.p95)}): **${x(r.images.ratio.uploadToFileReader.median)}** median, **${x(r.images.ratio.uploadToFileReader.p95)}** p95 of FileReader's data: URI`,
+          "—",
         ],
         ...[5000, 10000, 30000].map((d) => [
           `waiting, ${d / 1000} s runs: GETs per run, completion → resolution delay (median)`,
@@ -147,6 +158,12 @@ export function render(r) {
   out.push(table(["run", "lengths", "strategy", "runs", "GETs median (min–max)", "delay median", "delay p95", "delay max"], wt.summary.map((s) => [`${s.duration / 1000} s`, s.kind, STRATEGY[s.strategy], s.runs, `${s.gets.median} (${s.gets.min}–${s.gets.max})`, ms(s.delayMs.median, 0), ms(s.delayMs.p95, 0), ms(s.delayMs.max, 0)])), "");
   out.push(`Computed from the schedules (\`benches/waiting.mjs\`, ${wt.simulated[0].latencyMs.toFixed(2)} ms per request, the measured median), for a run of exactly the nominal length and for 2,000 lengths spread evenly over ±1 s:`, "");
   out.push(table(["run", "strategy", "exact: GETs", "exact: delay", "spread: mean GETs", "spread: median delay", "spread: p95 delay", "spread: mean delay"], wt.simulated.map((s) => [`${s.duration / 1000} s`, STRATEGY[s.strategy], s.exact.gets, ms(s.exact.delayMs, 0), s.spread.meanGets.toFixed(1), ms(s.spread.medianDelayMs, 0), ms(s.spread.p95DelayMs, 0), ms(s.spread.meanDelayMs, 0)])), "");
+
+  const im = r.images;
+  const imRow = (name, side, read) => [name, ...["min", "median", "p95", "max"].map((k) => ms(im.ms[side][k])), read ? `${ms(im.firstReadMs[side].median)} (${ms(im.firstReadMs[side].p95)})` : "—", side === "fileReader" ? "1.00x" : `${x(im.ms[side].median / im.ms.fileReader.median)} (paired ${x(side === "wasm" ? im.ratio.wasmToFileReader.pairedMedian : im.ratio.uploadToFileReader.pairedMedian)})`];
+  out.push("## Local images", "", `A ${mib(im.bytes)} \`File\` (the PNG signature, then random bytes; the client reads only the first 16 to tell the type) turned into an \`image_url\` three ways, in one page, ${im.n} rounds after ${im.warmup} warm-up rounds, the order rotating each round: ours as a \`data:\` URI (\`new KontextClient({ uploadThreshold: 11 MiB }).uploadImage(file)\`: \`arrayBuffer()\`, then base64 in wasm chunk by chunk, the pieces joined as JS strings), the browser's \`FileReader.readAsDataURL\`, and ours uploaded (\`uploadThreshold: 0\`: POST asset-uploads, PUT of the bytes by XMLHttpRequest, POST confirmations, to the mock on loopback, which keeps the bytes). The clock stops when the promise resolves. \`data:\` URIs' first read (\`charCodeAt\` in the middle, timed apart) is where V8 flattens the joined string, a cost ours defers to whoever sends it.`, "");
+  out.push(table(["", "min", "median", "p95", "max", "first read median (p95)", "median vs FileReader"], [imRow("ours, data: URI (wasm)", "wasm", true), imRow("FileReader.readAsDataURL", "fileReader", true), imRow("ours, asset upload", "upload", false)]), "");
+  out.push(`Same \`data:\` URI both ways: lengths equal in every round **${im.check.sameLength ? "yes" : "NO"}** (${im.check.dataUriLength.toLocaleString("en")} characters), strings identical in the first round **${im.check.sameString ? "yes" : "NO"}**. Uploads: ${Object.entries(im.requests).map(([k, v]) => `${v} ${k}`).join(", ")} in the scenario's log, ${im.check.uploadUrls} asset URLs returned, ${im.progressCalls} progress calls. Wasm memory (\`memory.buffer.byteLength\`): ${im.memory.before.wasmBytes.toLocaleString("en")} B before, ${im.memory.afterFirstWasmBytes.toLocaleString("en")} B after the first \`data:\` URI (the reusable chunk buffers), ${im.memory.after.wasmBytes.toLocaleString("en")} B after all ${im.n + im.warmup}: ${im.memory.after.wasmBytes === im.memory.afterFirstWasmBytes ? "flat" : "growing"}, against ${mib(im.bytes)} of image and ${mib(im.check.dataUriLength)} of base64 per round.`, "");
 
   const p = r.proxy;
   out.push("## Proxy", "", `The dev server in proxy mode (\`RUNFLOW_API_KEY\` set, rate limit off) in front of a second dev server's mock, both release builds on loopback, driven from Node's http with keep-alive (\`benches/proxy.mjs\`). ${p.n} sequential \`GET /v1/runs/{id}\` each way, interleaved and alternating which goes first; then ${p.throughput.concurrency} requests in flight for ${p.throughput.seconds} s each way. The client and both servers share the machine's cores, so throughput is a floor, not a ceiling.`, "");

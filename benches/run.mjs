@@ -1,6 +1,6 @@
-// `make bench`: size, start-up, per-run overhead, concurrency, memory, waiting and the proxy's cost, for
-// runflow-kontext next to its peers and a hand-written fetch loop. Starts the dev server (embedded
-// mock) on a free port, drives Debian's Chromium headless, writes target/bench/report.{md,json}
+// `make bench`: size, start-up, per-run overhead, concurrency, memory, waiting, local images and the
+// proxy's cost, for runflow-kontext next to its peers and a hand-written fetch loop. Starts the dev
+// server (embedded mock) on a free port, drives Debian's Chromium headless, writes target/bench/report.{md,json}
 // and prints the summary table that the README's Benchmarks section holds.
 //
 // BENCH_QUICK=1 shrinks every count, for working on the benchmarks themselves.
@@ -24,6 +24,7 @@ const CONFIG = {
   concurrency: { n: 200, lifecycles: [[0, 0, 0], [200, 200, 600]], pollIntervalMs: quick ? 50 : 50 },
   waiting: { durations: [5000, 10000, 30000], exact: quick ? 2 : 4, spread: quick ? 4 : 8 },
   proxy: { n: quick ? 300 : 2000, concurrency: 32, ms: quick ? 1000 : 3000 },
+  images: { bytes: 10 * 1024 * 1024, n: quick ? 5 : 20, warmup: quick ? 1 : 3 },
 };
 
 function startDevServer() {
@@ -71,6 +72,8 @@ try {
   // The same comparison computed from the schedules, over many run lengths, with the measured latency.
   const getLatencyMs = report.overhead.floorMs.median / 2;
   report.waiting.simulated = simulateWaiting({ durations: CONFIG.waiting.durations, latencyMs: getLatencyMs });
+  log(`images: a ${CONFIG.images.bytes / 2 ** 20} MiB file to an image_url, ours inline, FileReader, ours uploaded; ${CONFIG.images.n} + ${CONFIG.images.warmup} warm-up rounds, interleaved`);
+  report.images = await bench.images(CONFIG.images);
 } finally {
   await bench.stop();
   stopServer();
