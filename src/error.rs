@@ -84,9 +84,15 @@ pub struct Error {
 impl Error {
     /// A new error with the code's default retryability and no context.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Error::with_message(code, message.into())
+    }
+
+    // One out-of-line constructor: inlined, its eleven fields cost code at every error site.
+    #[inline(never)]
+    fn with_message(code: ErrorCode, message: String) -> Self {
         Error {
             code,
-            message: message.into(),
+            message,
             status: None,
             run_id: None,
             request_id: None,
@@ -101,9 +107,14 @@ impl Error {
 
     /// A validation error on `field`.
     pub fn invalid(field: &str, message: impl Into<String>) -> Self {
+        Error::invalid_field(field, message.into())
+    }
+
+    #[inline(never)]
+    fn invalid_field(field: &str, message: String) -> Self {
         Error {
             field: Some(field.to_owned()),
-            ..Error::new(ErrorCode::ValidationError, message)
+            ..Error::with_message(ErrorCode::ValidationError, message)
         }
     }
 
