@@ -22,6 +22,54 @@ export class RunflowError extends Error {
   }
 }
 
+/**
+ * One request for the wasm side: `fetchFn(url, init)` with a signal of its own, the body read as
+ * text, raced against `ms` and the caller's `signal`. Resolves `[response, text]` (text null when
+ * the fetch gave something that is not a Response); rejects with "aborted", "timeout" (the
+ * request is then aborted), or whatever the fetch threw.
+ */
+export function exchange(fetchFn, url, init, signal, ms) {
+  const controller = new AbortController();
+  init.signal = controller.signal;
+  return new Promise((resolve, reject) => {
+    let timer;
+    const end = (settle, value) => {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", onAbort);
+      settle(value);
+    };
+    const stop = (why) => {
+      end(reject, why);
+      controller.abort();
+    };
+    const onAbort = () => stop("aborted");
+    if (signal?.aborted) return onAbort();
+    signal?.addEventListener("abort", onAbort);
+    timer = setTimeout(stop, ms, "timeout");
+    new Promise((start) => start(fetchFn(url, init)))
+      .then((response) =>
+        typeof response?.text === "function" ? response.text().then((text) => [response, text]) : [response, null],
+      )
+      .then((answer) => end(resolve, answer), (error) => end(reject, error));
+  });
+}
+
+/** Resolves after `ms`, or rejects with "aborted" as soon as `signal` fires. */
+export function sleep(ms, signal) {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject("aborted");
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject("aborted");
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
+}
+
 /** JSON text of a value, or undefined when it has none (a BigInt, a cycle). */
 export function toJson(value) {
   try {

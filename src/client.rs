@@ -1,10 +1,9 @@
 //! The client's calls: create (never twice), get and search (with retries), over `Transport`.
 
-use futures_util::future::LocalBoxFuture;
 use wasm_bindgen::JsValue;
 
 use crate::error::{Error, ErrorCode};
-use crate::http::{Call, HttpResponse, Transport, Via};
+use crate::http::{Call, HttpResponse, LocalBoxFuture, Transport, Via};
 use crate::json::{Json, JsonValue as Value};
 use crate::paths;
 use crate::policy::{CreateOutcome, PollSchedule, RetryPolicy, create_outcome, new_ref};

@@ -1,26 +1,40 @@
-//! `fetch` with a per-request AbortController, timeouts, the caller's AbortSignal, and sleeps
-//! that the same signal cuts short. Everything here is raced with `select`: the loser is dropped,
-//! which clears its timer, removes its listener, or aborts its request.
+//! Requests and sleeps under the caller's AbortSignal, the call's deadline and the per-request
+//! timeout. The racing itself (fetch against a timer and the signal, a sleep against the signal)
+//! is two small promises in the JS edge: the same race as Rust futures took several KB of wasm
+//! in closures, timers and listeners, and more time per request.
 
-use std::cell::Cell;
-use std::future::Future;
-use std::pin::{Pin, pin};
-use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
-
-use futures_util::future::{Either, select};
-use gloo_events::EventListener;
-use gloo_timers::future::TimeoutFuture;
 use js_sys::{Function, Object, Promise, Reflect};
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{AbortController, AbortSignal, Response};
+use web_sys::{AbortSignal, Response};
 
 use crate::error::{Error, ErrorCode};
 use crate::policy::parse_retry_after;
 use crate::run::describe_body;
 use crate::text::decimal;
+
+#[wasm_bindgen(module = "/js/edge.js")]
+extern "C" {
+    /// Fetches and reads the body as text, racing `ms` and `signal`: `[response, text]`, or a
+    /// rejection with "aborted", "timeout" or what fetch threw.
+    #[wasm_bindgen(js_name = exchange)]
+    fn js_exchange(
+        fetch: &Function,
+        url: &str,
+        init: &Object,
+        signal: Option<&AbortSignal>,
+        ms: f64,
+    ) -> Promise;
+
+    /// Resolves after `ms`, or rejects with "aborted" when `signal` fires first.
+    #[wasm_bindgen(js_name = sleep)]
+    fn js_sleep(ms: f64, signal: Option<&AbortSignal>) -> Promise;
+}
+
+/// A boxed future: one shared copy of a state machine awaited from several places, rather than
+/// one inlined into each caller (much smaller wasm).
+pub type LocalBoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + 'a>>;
 
 /// The signal and deadline one public call runs under.
 #[derive(Clone, Default)]
@@ -77,70 +91,10 @@ impl Call {
         let wait = self
             .remaining_ms()
             .map_or(ms as f64, |left| left.min(ms as f64));
-        let timer = TimeoutFuture::new(clamp_ms(wait));
-        match select(pin!(timer), Aborted::new(self.signal.as_ref())).await {
-            Either::Left(_) if wait < ms as f64 => Err(self.deadline_passed()),
-            Either::Left(_) => Ok(()),
-            Either::Right(_) => Err(aborted()),
-        }
-    }
-}
-
-/// Completes when the signal aborts; never, without a signal.
-struct Aborted {
-    fired: Rc<Cell<bool>>,
-    waker: Rc<Cell<Option<Waker>>>,
-    _listener: Option<EventListener>,
-}
-
-impl Aborted {
-    fn new(signal: Option<&AbortSignal>) -> Aborted {
-        let fired = Rc::new(Cell::new(signal.is_some_and(AbortSignal::aborted)));
-        let waker: Rc<Cell<Option<Waker>>> = Rc::new(Cell::new(None));
-        let listener = signal.map(|signal| {
-            let (fired, waker) = (fired.clone(), waker.clone());
-            EventListener::once(signal, "abort", move |_| {
-                fired.set(true);
-                if let Some(waker) = waker.take() {
-                    waker.wake();
-                }
-            })
-        });
-        Aborted {
-            fired,
-            waker,
-            _listener: listener,
-        }
-    }
-}
-
-impl Future for Aborted {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.fired.get() {
-            return Poll::Ready(());
-        }
-        self.waker.set(Some(cx.waker().clone()));
-        Poll::Pending
-    }
-}
-
-/// Aborts its fetch when dropped, so a request whose future is dropped (timeout, abort, or the
-/// caller going away) does not go on in the background. A request read to the end is disarmed:
-/// aborting a finished fetch costs a few percent of a request's CPU time for nothing.
-struct AbortOnDrop(Option<AbortController>);
-
-impl AbortOnDrop {
-    fn disarm(&mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        if let Some(controller) = &self.0 {
-            controller.abort();
+        match JsFuture::from(js_sleep(clamp_ms(wait), self.signal.as_ref())).await {
+            Ok(_) if wait < ms as f64 => Err(self.deadline_passed()),
+            Ok(_) => Ok(()),
+            Err(_) => Err(aborted()),
         }
     }
 }
@@ -163,8 +117,8 @@ fn now_ms() -> f64 {
 }
 
 /// setTimeout takes an i32 of milliseconds; anything longer would wrap around.
-fn clamp_ms(ms: f64) -> u32 {
-    ms.clamp(0.0, i32::MAX as f64) as u32
+fn clamp_ms(ms: f64) -> f64 {
+    ms.clamp(0.0, f64::from(i32::MAX))
 }
 
 /// A response, read whole.
@@ -267,7 +221,6 @@ impl Transport {
             Via::Presigned(None) => (false, self.fetch.as_ref(), Some(self.request_timeout_ms)),
             Via::Presigned(Some(fetch)) => (false, Some(fetch), None),
         };
-        let controller = AbortController::new().map_err(|e| connection(url, &e))?;
         let headers = Object::new();
         let ours = self.headers.iter().filter(|_| client_headers);
         for (name, value) in ours
@@ -279,11 +232,9 @@ impl Transport {
         let init = Object::new();
         set(&init, "method", &method.into());
         set(&init, "headers", &headers);
-        set(&init, "signal", &controller.signal());
         if let Some(body) = body {
             set(&init, "body", body);
         }
-
         let fetch = match fetch {
             Some(fetch) => fetch.clone(),
             None => Reflect::get(&js_sys::global(), &"fetch".into())
@@ -296,39 +247,50 @@ impl Transport {
                     )
                 })?,
         };
-        let exchange = async {
-            let promise = fetch
-                .call2(&JsValue::UNDEFINED, &url.into(), &init)
-                .map_err(|e| connection(url, &e))?;
-            let response = JsFuture::from(Promise::resolve(&promise))
-                .await
-                .map_err(|e| connection(url, &e))?;
-            if !response.is_object() {
-                return Err(Error::invalid_response(
-                    0,
-                    "something that is not an HTTP response (check the `fetch` option)",
-                ));
+
+        let budget = budget.unwrap_or(f64::INFINITY);
+        let limit = call.remaining_ms().map_or(budget, |left| left.min(budget));
+        let exchange = js_exchange(&fetch, url, &init, call.signal.as_ref(), clamp_ms(limit));
+        let answer = match JsFuture::from(exchange).await {
+            Ok(answer) => answer,
+            Err(why) => {
+                return Err(match why.as_string().as_deref() {
+                    Some("aborted") => aborted(),
+                    Some("timeout") if limit < budget => call.deadline_passed(),
+                    Some("timeout") => Error::new(
+                        ErrorCode::Timeout,
+                        [
+                            method,
+                            " ",
+                            url,
+                            " took longer than ",
+                            &decimal(budget as u64),
+                            " ms (timeoutMs) and was abandoned.",
+                        ]
+                        .concat(),
+                    ),
+                    _ => connection(url, &why),
+                });
             }
-            let response: Response = response.unchecked_into();
-            let status = response.status();
-            let headers = response.headers();
-            let header = |name: &str| headers.get(name).ok().flatten();
-            let request_id = header("x-request-id").or_else(|| header("runflow-request-id"));
-            let retry_after_ms = header("retry-after")
-                .and_then(|value| parse_retry_after(&value, now_ms().max(0.0) as u64, parse_date));
-            let text = response.text().map_err(|e| connection(url, &e))?;
-            let body = JsFuture::from(text)
-                .await
-                .map_err(|e| connection(url, &e))?;
-            Ok(HttpResponse {
-                status,
-                body,
-                request_id,
-                retry_after_ms,
-            })
         };
-        let what = [method, " ", url].concat();
-        guarded(call, budget, &what, controller, exchange).await
+        let answer: js_sys::Array = answer.unchecked_into();
+        let response = answer.get(0);
+        if !response.is_object() || !answer.get(1).is_string() {
+            return Err(Error::invalid_response(
+                0,
+                "something that is not an HTTP response (check the `fetch` option)",
+            ));
+        }
+        let response: Response = response.unchecked_into();
+        let headers = response.headers();
+        let header = |name: &str| headers.get(name).ok().flatten();
+        Ok(HttpResponse {
+            status: response.status(),
+            body: answer.get(1),
+            request_id: header("x-request-id").or_else(|| header("runflow-request-id")),
+            retry_after_ms: header("retry-after")
+                .and_then(|value| parse_retry_after(&value, now_ms().max(0.0) as u64, parse_date)),
+        })
     }
 }
 
@@ -341,48 +303,6 @@ pub enum Via<'a> {
     /// for the API: by this fetch when given (one that reports progress and times out by
     /// itself), else the client's.
     Presigned(Option<&'a Function>),
-}
-
-/// Runs `exchange`, the request `controller` aborts, under the call's signal and deadline and
-/// at most `budget_ms`: whichever ends first wins, and a request left behind is aborted.
-async fn guarded(
-    call: &Call,
-    budget_ms: Option<f64>,
-    what: &str,
-    controller: AbortController,
-    exchange: impl Future<Output = Result<HttpResponse, Error>>,
-) -> Result<HttpResponse, Error> {
-    let budget = budget_ms.unwrap_or(f64::INFINITY);
-    let limit = call.remaining_ms().map_or(budget, |left| left.min(budget));
-    let mut guard = AbortOnDrop(Some(controller.clone()));
-    let _forward = call
-        .signal
-        .as_ref()
-        .map(|caller| EventListener::once(caller, "abort", move |_| controller.abort()));
-    let timer = TimeoutFuture::new(clamp_ms(limit));
-    match select(
-        pin!(exchange),
-        select(pin!(timer), Aborted::new(call.signal.as_ref())),
-    )
-    .await
-    {
-        Either::Left((result, _)) => {
-            guard.disarm();
-            result
-        }
-        Either::Right((Either::Left(_), _)) if limit < budget => Err(call.deadline_passed()),
-        Either::Right((Either::Left(_), _)) => Err(Error::new(
-            ErrorCode::Timeout,
-            [
-                what,
-                " took longer than ",
-                &decimal(budget as u64),
-                " ms (timeoutMs) and was abandoned.",
-            ]
-            .concat(),
-        )),
-        Either::Right((Either::Right(_), _)) => Err(aborted()),
-    }
 }
 
 fn set(target: &Object, key: &str, value: &JsValue) {

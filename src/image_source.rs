@@ -3,7 +3,6 @@
 //! `data:` URI or sent through Runflow's three-step asset upload (create the slot, PUT the bytes
 //! to the presigned URL, confirm).
 
-use futures_util::future::LocalBoxFuture;
 use js_sys::{Function, JsString, Promise, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::{JsCast, JsValue};
@@ -11,7 +10,7 @@ use wasm_bindgen_futures::JsFuture;
 
 use crate::client::Client;
 use crate::error::{Error, ErrorCode};
-use crate::http::{Call, Via};
+use crate::http::{Call, LocalBoxFuture, Via};
 use crate::json::{Json, JsonValue as Value};
 use crate::paths;
 use crate::upload::{
