@@ -7,6 +7,7 @@ import { tmpdir, homedir } from "node:os";
 import { join } from "node:path";
 import { gzipSync, brotliCompressSync, constants } from "node:zlib";
 import { build } from "esbuild";
+import { BUNDLE_OPTIONS, shippedSize } from "../scripts/size.mjs";
 
 const root = new URL("../", import.meta.url).pathname;
 const here = new URL("./", import.meta.url).pathname;
@@ -44,16 +45,7 @@ async function version(name) {
 async function bundles() {
   const out = [];
   for (const peer of PEERS) {
-    const result = await build({
-      entryPoints: [join(here, "entries", peer.entry)],
-      bundle: true,
-      minify: true,
-      format: "esm",
-      platform: "browser",
-      target: "es2022",
-      write: false,
-      logLevel: "silent",
-    });
+    const result = await build({ ...BUNDLE_OPTIONS, entryPoints: [join(here, "entries", peer.entry)] });
     const js = Buffer.from(result.outputFiles[0].contents);
     const parts = [{ file: "bundle.js", ...measure(js) }];
     if (peer.entry === "ours.js") {
@@ -62,12 +54,8 @@ async function bundles() {
     }
     out.push({ name: peer.name, version: await version(peer.pkg), parts, total: sum(parts) });
   }
-  // The package files as they sit in pkg/ (unbundled glue, the snippet and the wasm), as `make size` counts them.
-  const glue = await readFile(join(root, "pkg/runflow_kontext.js"));
-  const wasm = await readFile(join(root, "pkg/runflow_kontext_bg.wasm"));
-  const pkgFiles = { glue: measure(glue), wasm: measure(wasm) };
-  pkgFiles.total = sum([pkgFiles.glue, pkgFiles.wasm]);
-  return { bundles: out, pkgFiles };
+  // Every export bundled, as `make size` counts it against the budget.
+  return { bundles: out, makeSize: await shippedSize() };
 }
 
 // ---- twiggy breakdown --------------------------------------------------------------------
@@ -195,7 +183,7 @@ async function breakdown(shippedWasmBytes) {
 
 export async function sizes() {
   const b = await bundles();
-  const twiggy = await breakdown(b.pkgFiles.wasm.bytes);
+  const twiggy = await breakdown(b.makeSize.wasm.bytes);
   return { ...b, twiggy };
 }
 

@@ -1,16 +1,16 @@
 // `make size`: the bytes a page downloads for runflow-kontext, as an app ships them: the JS (the
 // wasm-bindgen glue and its snippets, bundled and minified by esbuild, as Vite or webpack would)
 // and the .wasm, each gzipped at level 9. Fails above the budget (bytes, first argument).
+// `make bench` imports the same measure.
 import { build } from "esbuild";
 import { readFile } from "node:fs/promises";
+import { pathToFileURL } from "node:url";
 import { gzipSync } from "node:zlib";
 
 const root = new URL("../", import.meta.url).pathname;
-const budget = Number(process.argv[2] ?? 61440);
-const gzip = (bytes) => gzipSync(bytes, { level: 9 }).length;
 
-const bundle = await build({
-  stdin: { contents: 'export * from "./pkg/runflow_kontext.js"; export { default } from "./pkg/runflow_kontext.js";', resolveDir: root },
+/** How JS is bundled wherever sizes are compared: esbuild, minified, ESM for browsers. */
+export const BUNDLE_OPTIONS = {
   bundle: true,
   minify: true,
   format: "esm",
@@ -18,19 +18,31 @@ const bundle = await build({
   target: "es2022",
   write: false,
   logLevel: "silent",
-});
-const js = Buffer.from(bundle.outputFiles[0].contents);
-const wasm = await readFile(`${root}pkg/runflow_kontext_bg.wasm`);
-const rows = [
-  ["JS: glue + snippets, bundled and minified", js.length, gzip(js)],
-  ["pkg/runflow_kontext_bg.wasm", wasm.length, gzip(wasm)],
-];
-const total = rows.reduce((sum, [, , gz]) => sum + gz, 0);
-const pad = (text, n) => String(text).padStart(n);
-console.log(`${"what".padEnd(44)} ${pad("bytes", 9)} ${pad("gzip", 9)}`);
-for (const [what, bytes, gz] of rows) console.log(`${what.padEnd(44)} ${pad(bytes, 9)} ${pad(gz, 9)}`);
-console.log(`${"total".padEnd(44)} ${pad(rows.reduce((s, [, b]) => s + b, 0), 9)} ${pad(total, 9)}   (budget ${budget})`);
-if (total > budget) {
-  console.error(`size: over budget by ${total - budget} bytes`);
-  process.exit(1);
+};
+
+/** `{ js, wasm, total }`, each `{ bytes, gzip }`: every export of the package, bundled. */
+export async function shippedSize() {
+  const bundle = await build({
+    ...BUNDLE_OPTIONS,
+    stdin: { contents: 'export * from "./pkg/runflow_kontext.js"; export { default } from "./pkg/runflow_kontext.js";', resolveDir: root },
+  });
+  const measure = (bytes) => ({ bytes: bytes.length, gzip: gzipSync(bytes, { level: 9 }).length });
+  const js = measure(Buffer.from(bundle.outputFiles[0].contents));
+  const wasm = measure(await readFile(`${root}pkg/runflow_kontext_bg.wasm`));
+  return { js, wasm, total: { bytes: js.bytes + wasm.bytes, gzip: js.gzip + wasm.gzip } };
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const budget = Number(process.argv[2] ?? 61440);
+  const { js, wasm, total } = await shippedSize();
+  const row = (what, { bytes, gzip }) => console.log(`${what.padEnd(44)} ${String(bytes).padStart(9)} ${String(gzip).padStart(9)}`);
+  console.log(`${"what".padEnd(44)} ${"bytes".padStart(9)} ${"gzip".padStart(9)}`);
+  row("JS: glue + snippets, bundled and minified", js);
+  row("pkg/runflow_kontext_bg.wasm", wasm);
+  row("total", total);
+  console.log(`budget ${budget}: ${total.gzip <= budget ? `${budget - total.gzip} bytes to spare` : "over"}`);
+  if (total.gzip > budget) {
+    console.error(`size: over budget by ${total.gzip - budget} bytes`);
+    process.exit(1);
+  }
 }
