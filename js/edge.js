@@ -118,11 +118,25 @@ export function uploadFetch(onProgress, idleMs) {
     });
 }
 
-/** The image `value` holds as a Blob or bytes, or null when it is not a local image. */
-export function localImage(value) {
+/**
+ * The image `value` holds as a Blob or bytes, or null when it is not a local image. A base64
+ * `data:` URI too big to send inline counts as one: its bytes are uploaded instead.
+ */
+export function localImage(value, inlineLimit) {
   if (typeof Blob === "function" && value instanceof Blob) return value;
   if (value instanceof ArrayBuffer) return new Uint8Array(value);
   if (ArrayBuffer.isView(value)) return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
+  const base64 = typeof value === "string" && /^data:[^,]*;base64,/i.exec(value);
+  if (base64 && ((value.length - base64[0].length) * 3) / 4 >= inlineLimit) {
+    try {
+      const text = atob(value.slice(base64[0].length));
+      const bytes = new Uint8Array(text.length);
+      for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);
+      return bytes;
+    } catch {
+      return null; // Not base64 after all: validation says so.
+    }
+  }
   return null;
 }
 

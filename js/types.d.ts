@@ -42,7 +42,8 @@ export type LocalImage = Blob | ArrayBuffer | ArrayBufferView;
 /**
  * The input of FLUX.1 Kontext [pro]: the prompt and options, and the image to edit as
  * `image_url` (or its other name `image`, not both): an https URL, a
- * `data:image/...;base64,` URI, or a {@link LocalImage}.
+ * `data:image/...;base64,` URI (uploaded instead when it holds `uploadThreshold` bytes or more),
+ * or a {@link LocalImage}.
  */
 export type KontextInput = KontextOptions &
   ({ image_url: string | LocalImage; image?: undefined } | { image: string | LocalImage; image_url?: undefined });
@@ -254,11 +255,12 @@ export class KontextClient<Input extends object = KontextInput> {
   /** Creates a run and waits for it; rejects with `run_failed` if it fails or is canceled. */
   run(input: Input, options?: RunOptions): Promise<Run>;
   /**
-   * Turns a local image into an `image_url` to pass in input: a `data:` URI when under
+   * Turns a local image (or a base64 `data:` URI, checked like one) into an `image_url` to pass
+   * in input: a `data:` URI when under
    * `uploadThreshold`, else the signed URL of an asset uploaded to Runflow. Upload once, edit
    * many times.
    */
-  uploadImage(image: LocalImage, options?: UploadImageOptions): Promise<string>;
+  uploadImage(image: LocalImage | string, options?: UploadImageOptions): Promise<string>;
   /** The model this client creates runs for. */
   readonly model: string;
   /** The API root requests go to. */

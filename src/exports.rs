@@ -198,10 +198,11 @@ impl KontextClient {
                 "options",
                 &["signal", "timeoutMs", "onUploadProgress"],
             )?;
-            let Some(local) = local_image(&image) else {
+            // Any base64 data: URI is read as bytes here, so its type is checked like a file's.
+            let Some(local) = local_image(&image, 0.0) else {
                 return Err(Error::invalid(
                     "image",
-                    "`image` must be a File, Blob, ArrayBuffer or Uint8Array.",
+                    "`image` must be a File, Blob, ArrayBuffer, Uint8Array or base64 data: URI.",
                 ));
             };
             let call = options.call(None)?;
@@ -338,7 +339,7 @@ fn prepare_create(
     let mut local = None;
     for name in ["image", "image_url"] {
         let value = Reflect::get(&input, &name.into()).unwrap_or(JsValue::UNDEFINED);
-        if let Some(image) = local_image(&value) {
+        if let Some(image) = local_image(&value, client.inline_limit) {
             if local.is_some() {
                 return Err(Error::invalid(
                     "image",

@@ -21,7 +21,7 @@ use crate::upload::{
 #[wasm_bindgen(module = "/js/edge.js")]
 extern "C" {
     #[wasm_bindgen(js_name = localImage)]
-    fn local_image_of(value: &JsValue) -> JsValue;
+    fn local_image_of(value: &JsValue, inline_limit: f64) -> JsValue;
 
     #[wasm_bindgen(js_name = loadImage)]
     fn load_image(image: &JsValue, prepare: &JsValue, inline_limit: f64) -> Promise;
@@ -36,9 +36,10 @@ extern "C" {
 /// A local image: a Blob (or File), uploaded straight from the browser's storage, or bytes.
 pub type Local = JsValue;
 
-/// The local image `value` holds (File, Blob, ArrayBuffer or a view of one), if it is one.
-pub fn local_image(value: &JsValue) -> Option<Local> {
-    Some(local_image_of(value)).filter(|image| !image.is_null())
+/// The local image `value` holds (File, Blob, ArrayBuffer or a view of one, or a base64 `data:`
+/// URI of at least `inline_limit` bytes, to be uploaded), if it is one.
+pub fn local_image(value: &JsValue, inline_limit: f64) -> Option<Local> {
+    Some(local_image_of(value, inline_limit)).filter(|image| !image.is_null())
 }
 
 /// How local images are handled: the client's settings and the call's progress callback.

@@ -543,6 +543,54 @@ async fn prepare_image_downscales_upright_by_exif() {
 }
 
 #[wasm_bindgen_test]
+async fn a_data_uri_too_big_to_send_inline_is_uploaded() {
+    let mock = Scenario::new(json!({})).await;
+    let client = mock.client(json!({"uploadThreshold": 1000}));
+    let small = format!(
+        "data:image/gif;base64,{}",
+        STANDARD.encode(padded(b"GIF89a", 999))
+    );
+    let big = format!(
+        "data:image/gif;base64,{}",
+        STANDARD.encode(padded(b"GIF89a", 1000))
+    );
+    for (uri, uploads) in [(&small, 0), (&big, 1)] {
+        let input = Object::new();
+        set(&input, "prompt", &"p".into());
+        set(&input, "image_url", &uri.into());
+        resolve(client.create_run(input.into(), JsValue::UNDEFINED)).await;
+        assert_eq!(mock.count("upload_put").await, uploads);
+    }
+    let log = mock.log().await;
+    let creates: Vec<&Value> = log.iter().filter(|e| e["kind"] == "create").collect();
+    assert_eq!(
+        creates[0]["body"]["input"]["image_url"],
+        "data:image/gif;base64,… (999 bytes)"
+    );
+    assert!(
+        creates[1]["body"]["input"]["image_url"]
+            .as_str()
+            .unwrap()
+            .contains("/__mock/assets/")
+    );
+    let put = log.iter().find(|e| e["kind"] == "upload_put").unwrap();
+    assert_eq!(put["body"]["bytes"], 1000);
+
+    // uploadImage reads any data: URI as bytes: checked by its magic number, re-sent inline.
+    let declared_png = format!(
+        "data:image/png;base64,{}",
+        STANDARD.encode(padded(b"GIF89a", 10))
+    );
+    let url = upload_image(&client, declared_png.into(), Object::new()).await;
+    assert!(url.starts_with("data:image/gif;base64,"), "{url}");
+    reject(
+        client.upload_image("data:image/png;base64,@@@".into(), JsValue::UNDEFINED),
+        "validation_error",
+    )
+    .await;
+}
+
+#[wasm_bindgen_test]
 async fn a_bad_field_costs_no_upload() {
     let mock = Scenario::new(json!({})).await;
     let client = mock.client(json!({"uploadThreshold": 0}));
