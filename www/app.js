@@ -541,7 +541,15 @@ async function startEdit() {
   follow(entry, controller, { show: true, inputSrc: image.src });
   try {
     const client = await clientFor(entry.baseUrl);
-    const imageUrl = image.kind === "file" ? await imageUrlFor(entry, image, controller.signal) : image.src;
+    let imageUrl = image.src;
+    if (image.kind === "file") {
+      try {
+        imageUrl = await imageUrlFor(entry, image, controller.signal);
+      } catch (error) {
+        failWith(entry, error, { uploading: true });
+        return;
+      }
+    }
     const run = await client.run(
       { prompt, image_url: imageUrl, ...options },
       {
@@ -655,10 +663,10 @@ function finishWith(entry, run) {
   }
 }
 
-function failWith(entry, error) {
+function failWith(entry, error, { uploading = false } = {}) {
   const runId = entry.id ?? error?.runId ?? null;
   if (!entry.id && runId) entry.id = runId;
-  const info = explainError(error, { baseUrl: entry.baseUrl, isMock: state.isMock, runId });
+  const info = explainError(error, { baseUrl: entry.baseUrl, isMock: state.isMock, runId, uploading });
   if (error?.code === "run_failed") {
     entry.status = error.run?.status === "canceled" ? "canceled" : "failed";
     entry.steps.done ??= Date.now() - entry.startedAt;

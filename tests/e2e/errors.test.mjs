@@ -49,6 +49,25 @@ test("402 from Runflow: out of credit, add credit, nothing charged", async () =>
   }
 });
 
+test("an upload link refused twice (expired at once): said as such, nothing created", async () => {
+  await withStudioPage(session, { upload_ttl_ms: 1 }, async ({ page, mock, problems }) => {
+    await page.setInputFiles("#file", session.fixtures.big);
+    await page.waitForFunction(() => document.getElementById("dropzone").dataset.state === "ready", null, { timeout: 20_000 });
+    await page.fill("#prompt", "make it calmer");
+    await page.click("#run");
+    await page.waitForSelector("#alert:not([hidden])");
+    assert.equal(await text(page, "#alert-title"), "The upload link was refused");
+    assert.match(await text(page, "#alert-next"), /clock/);
+    assert.equal(await mock.count("upload_create"), 2, "one fresh link, once");
+    assert.equal(await mock.count("create"), 0);
+    assert.equal(await page.locator(".history-item").count(), 0);
+    assert.equal(await page.isEnabled("#run"), true);
+    await screenshot(page, "24-upload-refused");
+    // The browser logs the refused PUTs (HTTP 403) by itself.
+    problems.splice(0, problems.length, ...problems.filter((p) => !p.includes("403")));
+  });
+});
+
 test("429 while following a run: the page says it was slowed down and is retrying, then finishes", async () => {
   const mock = await createScenario(session.server.url, {
     lifecycle_ms: [200, 200, 400],

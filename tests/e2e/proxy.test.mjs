@@ -71,6 +71,31 @@ test("through the proxy: labelled as Runflow, the key stays on the server, the e
   }
 });
 
+test("through the proxy, a picture over 1 MiB is uploaded: the pair via the proxy with the key, the PUT straight to storage without it", async () => {
+  const scenario = await createScenario(upstream.url, { require_auth: true });
+  // The default cap: too small for this picture inline, which is why it is uploaded.
+  const proxy = await startProxy(scenario);
+  const { context, page, problems } = await openPage(browser);
+  try {
+    await page.goto(`${proxy.url}/`);
+    await page.setInputFiles("#file", fixtures.big);
+    await page.waitForFunction(() => document.getElementById("dropzone").dataset.state === "ready", null, { timeout: 20_000 });
+    await page.fill("#prompt", "make it calmer");
+    await page.click("#run");
+    await waitForResult(page);
+    const log = (await scenario.log()).filter((entry) => entry.kind !== "health");
+    assert.deepEqual(log.slice(0, 4).map((entry) => entry.kind), ["upload_create", "upload_put", "upload_confirm", "create"]);
+    assert.equal(log[0].headers.authorization, `Bearer ${KEY}`);
+    assert.equal(log[2].headers.authorization, `Bearer ${KEY}`);
+    assert.equal(log[1].headers.authorization, undefined, "no key on the presigned PUT");
+    assert.match(log[3].body.input.image_url, /\/__mock\/assets\//);
+    assert.ok(!(await page.content()).includes(KEY));
+    assert.deepEqual(problems, []);
+  } finally {
+    await context.close();
+  }
+});
+
 test("a proxy body cap smaller than the picture: the 413 gets its sentence", async () => {
   const scenario = await createScenario(upstream.url);
   // The dev server allows 1.5 MiB (a 1 MiB picture inline); Runflow's own proxy defaults to 32 KiB.

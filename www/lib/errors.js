@@ -40,7 +40,7 @@ function explainFailure(code, context) {
 /**
  * Describes `error` (a RunflowError, or anything thrown) for the page:
  * `{ tone, title, text, next, serverMessage, details: [[label, value], ...] }`.
- * `context`: `{ baseUrl, isMock, runId }`.
+ * `context`: `{ baseUrl, isMock, runId, uploading }` (`uploading`: it happened while sending a picture).
  */
 export function explainError(error, context = {}) {
   const code = error?.code ?? "unexpected";
@@ -56,7 +56,9 @@ export function explainError(error, context = {}) {
   // A 404/405 without a Runflow error body on create: whatever answers is not a Runflow API
   // (a static file server, say). The client reports a bare 405 as a validation error.
   const notAnApi = !context.runId && !error?.serverCode && (status === 405 || (status === 404 && code === "not_found"));
-  switch (notAnApi ? "no_api" : code) {
+  // While uploading, a 403 or a lost connection is about the presigned storage URL, not the API.
+  const uploadCase = context.uploading && { permission_denied: "upload_refused", connection_error: "upload_unreachable" }[code];
+  switch (uploadCase || (notAnApi ? "no_api" : code)) {
     case "no_api":
       title = "No Runflow proxy found";
       text = `Nothing that speaks the Runflow API answers at ${base} (HTTP ${status}).`;
@@ -128,6 +130,16 @@ export function explainError(error, context = {}) {
       text = `The server answered with an error${status ? ` (HTTP ${status})` : ""}, even after retries.` +
         (status === 503 ? " The model is temporarily unavailable." : "");
       next = "Try again in a minute.";
+      break;
+    case "upload_refused":
+      title = "The upload link was refused";
+      text = "Runflow's storage refused the link for uploading the picture, twice: it had expired or was not valid.";
+      next = "Check that this computer's clock is right, then run the edit again.";
+      break;
+    case "upload_unreachable":
+      title = "Cannot reach the upload storage";
+      text = "The picture could not be sent to the storage Runflow uploads go to, even after retries.";
+      next = "Check your connection and run the edit again; a picture under 1 MiB is sent inline, without this step.";
       break;
     case "connection_error":
       title = "Cannot reach the server";
