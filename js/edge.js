@@ -1,5 +1,7 @@
-// The JS side of the wasm edge: the error class, and JSON conversion that keeps the values
-// JSON.stringify would silently change (NaN, Infinity) visible to validation.
+// The JS side of the wasm edge: the error class; JSON conversion that keeps the values
+// JSON.stringify would silently change (NaN, Infinity) visible to validation; each request and
+// sleep raced against its timer and the caller's signal; and, for local images, reading and
+// downscaling them and the progress-reporting PUT to a presigned URL.
 
 /**
  * Every failure of the client rejects with a RunflowError. Fields are always present
@@ -19,6 +21,7 @@ export class RunflowError extends Error {
     this.serverCode = props.serverCode ?? undefined;
     this.retryAfterMs = props.retryAfterMs ?? undefined;
     this.run = props.run ?? undefined;
+    this.step = props.step ?? undefined;
   }
 }
 
@@ -95,9 +98,22 @@ export function uploadFetch(onProgress, idleMs) {
         clearTimeout(idle);
         signal.removeEventListener("abort", onAbort);
         xhr.upload.onprogress = null;
-        if (!error) return resolve(new Response(xhr.responseText, { status: xhr.status }));
-        xhr.abort();
-        reject(error);
+        if (error) {
+          xhr.abort();
+          return reject(error);
+        }
+        try {
+          // A Response as fetch gives it: no body for null-body statuses, headers kept (Retry-After).
+          const headers = new Headers();
+          for (const line of xhr.getAllResponseHeaders().split("\r\n")) {
+            const colon = line.indexOf(":");
+            if (colon > 0) headers.append(line.slice(0, colon).trim(), line.slice(colon + 1).trim());
+          }
+          const body = [101, 204, 205, 304].includes(xhr.status) ? null : xhr.responseText;
+          resolve(new Response(body, { status: xhr.status, headers }));
+        } catch (failure) {
+          reject(failure);
+        }
       };
       const arm = () => {
         clearTimeout(idle);
@@ -109,7 +125,8 @@ export function uploadFetch(onProgress, idleMs) {
       for (const [name, value] of Object.entries(init.headers)) xhr.setRequestHeader(name, value);
       xhr.upload.onprogress = (event) => {
         arm();
-        reportProgress(onProgress, event.loaded, event.total);
+        // The client reports loaded === total itself, once the upload is confirmed.
+        if (event.loaded < event.total) reportProgress(onProgress, event.loaded, event.total);
       };
       xhr.onload = () => end(null);
       xhr.onerror = () => end(new TypeError("the upload connection failed"));
@@ -134,7 +151,7 @@ export function localImage(value, inlineLimit) {
       for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);
       return bytes;
     } catch {
-      return null; // Not base64 after all: validation says so.
+      return null; // Not valid base64: sent as the string it is, for Runflow to judge.
     }
   }
   return null;
@@ -146,7 +163,10 @@ export function localImage(value, inlineLimit) {
  * With `prepare`, a picture over the megapixel limit is first downscaled.
  */
 export async function loadImage(image, prepare, inlineLimit) {
-  const body = (prepare && (await prepareImage(image, prepare))) || image;
+  // A picture the browser can decode but Runflow does not read (BMP, HEIC in Safari...) is
+  // converted, whatever its size, when preparation is on.
+  const convert = image instanceof Blob && /^image\//.test(image.type) && !RUNFLOW_TYPES.has(image.type);
+  const body = (prepare && (await prepareImage(image, prepare, convert))) || image;
   const bytes = async (blob) => new Uint8Array(await blob.arrayBuffer());
   const isBlob = body instanceof Blob;
   const size = isBlob ? body.size : body.byteLength;
@@ -160,11 +180,13 @@ export async function loadImage(image, prepare, inlineLimit) {
 }
 
 /**
- * Downscales an image above `maxMegapixels` and re-encodes it, turned upright by its EXIF
- * orientation. Resolves the new Blob, or null to send the original (small enough, not decodable
- * here, or no canvas in this environment, as in Node).
+ * Downscales an image above `maxMegapixels` and re-encodes it (or only re-encodes it, to
+ * `convert` it), turned upright by its EXIF orientation. Resolves the new Blob, or null to send
+ * the original (small enough, not decodable here, or no canvas in this environment, as in Node).
  */
-async function prepareImage(source, { maxMegapixels = 4, type = "image/jpeg", quality = 0.9 }) {
+const RUNFLOW_TYPES = new Set(["image/jpeg", "image/png", "image/webp", "image/gif", "image/avif"]);
+
+async function prepareImage(source, { maxMegapixels = 4, type = "image/jpeg", quality = 0.9 }, convert) {
   if (typeof createImageBitmap !== "function" || typeof OffscreenCanvas !== "function") return null;
   let bitmap;
   try {
@@ -176,8 +198,8 @@ async function prepareImage(source, { maxMegapixels = 4, type = "image/jpeg", qu
   }
   try {
     const { width, height } = bitmap;
-    const scale = Math.sqrt((maxMegapixels * 1e6) / (width * height));
-    if (scale >= 1) return null;
+    const scale = Math.min(1, Math.sqrt((maxMegapixels * 1e6) / (width * height)));
+    if (scale === 1 && !convert) return null;
     const w = Math.max(1, Math.floor(width * scale));
     const h = Math.max(1, Math.floor(height * scale));
     const context = new OffscreenCanvas(w, h).getContext("2d");

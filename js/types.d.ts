@@ -82,13 +82,17 @@ export interface KontextClientOptions {
   pollIntervalMs?: number;
   /** Extra headers sent with every request. */
   headers?: Record<string, string>;
-  /** A fetch to use instead of the global one (same signature). Uploads then go through it too, with progress only at the end. */
+  /**
+   * A fetch to use for API calls instead of the global one (same signature). Not used for the PUT
+   * to a presigned storage URL, which goes by XMLHttpRequest (for progress) or the global fetch.
+   */
   fetch?: (input: string, init: RequestInit) => Promise<Response>;
   /** Local images under this many bytes go inline as `data:` URIs; larger ones are uploaded (default 1048576, 1 MiB; 0 uploads all). */
   uploadThreshold?: number;
   /**
    * Downscale local images above a megapixel limit and re-encode them, upright by their EXIF
-   * orientation, before sending (default off; `true` for the defaults). Needs
+   * orientation, and convert formats Runflow does not read (BMP, HEIC where the browser decodes
+   * it), before sending (default off; `true` for the defaults). Needs
    * `createImageBitmap` and `OffscreenCanvas`: where they are missing (Node), images go as they are.
    */
   prepareImage?: boolean | PrepareImageOptions;
@@ -110,7 +114,8 @@ export interface CreateRunOptions {
   timeoutMs?: number;
   /**
    * Progress of a local image's upload: called as bytes are sent (from 0 again if a PUT is
-   * retried), and once with `loaded === total` when the image is ready, inline ones included.
+   * retried), and once with `loaded === total` when the image is ready (confirmed, or encoded
+   * inline).
    */
   onUploadProgress?: (progress: UploadProgress) => void;
 }
@@ -224,6 +229,11 @@ export class RunflowError extends Error {
   retryAfterMs: number | undefined;
   /** The terminal run, for `run_failed`. */
   run: Run | undefined;
+  /**
+   * Which step of a local image's upload failed: creating the upload slot, the PUT to the
+   * presigned storage URL, or the confirmation. Undefined for everything else.
+   */
+  step: "upload_create" | "upload_put" | "upload_confirm" | undefined;
   private constructor();
 }
 

@@ -28,7 +28,7 @@ pub struct Client {
 }
 
 /// What a create sends besides the input.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct CreateRequest {
     /// POSTed by Runflow when the run ends.
     pub callback_url: Option<String>,

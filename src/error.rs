@@ -79,6 +79,9 @@ pub struct Error {
     pub retry_after_ms: Option<u64>,
     /// The terminal run, for `run_failed`.
     pub run: Option<Box<Run>>,
+    /// The step of a local image's upload that failed: `upload_create`, `upload_put` or
+    /// `upload_confirm`.
+    pub step: Option<&'static str>,
 }
 
 impl Error {
@@ -102,6 +105,7 @@ impl Error {
             server_code: None,
             retry_after_ms: None,
             run: None,
+            step: None,
         }
     }
 
@@ -139,6 +143,14 @@ impl Error {
                 ]
                 .concat(),
             )
+        }
+    }
+
+    /// The same error, from `step` of a local image's upload.
+    pub fn at_step(self, step: &'static str) -> Self {
+        Error {
+            step: Some(step),
+            ..self
         }
     }
 
@@ -228,6 +240,7 @@ impl Error {
                     .as_ref()
                     .map_or_else(Value::null, |run| run.to_json()),
             ),
+            ("step", self.step.map_or_else(Value::null, Value::string)),
         ])
     }
 }

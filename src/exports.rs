@@ -3,16 +3,16 @@
 
 use std::rc::Rc;
 
-use js_sys::{Array, Function, Object, Promise, Reflect, Uint8Array};
+use js_sys::{Array, Function, JsString, Object, Promise, Reflect, Uint8Array};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 use web_sys::AbortSignal;
 
 use crate::callback::verify_signature;
-use crate::client::{Client, CreateRequest};
+use crate::client::{Client, CreateRequest, random_words};
 use crate::error::{Error, ErrorCode};
-use crate::http::{Call, Transport};
+use crate::http::{Call, LocalBoxFuture, Transport};
 use crate::image_source::{ImageOptions, Local, local_image};
 use crate::input::{
     KONTEXT_MODEL, validate_create, validate_kontext, validate_kontext_without_image,
@@ -20,7 +20,7 @@ use crate::input::{
 };
 use crate::json::Json;
 use crate::paths::is_valid_model;
-use crate::policy::{DEFAULT_POLL, DEFAULT_RETRY, PollSchedule, RetryPolicy};
+use crate::policy::{DEFAULT_POLL, DEFAULT_RETRY, PollSchedule, RetryPolicy, new_ref};
 use crate::run::Run;
 use crate::text::signed;
 use crate::upload::{DEFAULT_INLINE_LIMIT, MAX_UPLOAD_BYTES};
@@ -112,9 +112,7 @@ impl KontextClient {
             let options = Options::read(&options, "options", CREATE_OPTIONS)?;
             let (input, request, local) = prepare_create(&client, &input, &options)?;
             let call = options.call(None)?;
-            resolve_image(&client, &input, local, &options, &call).await?;
-            client
-                .create_run(input, request, &call)
+            create_with_image(&client, input, request, local, &options, &call)
                 .await
                 .map(|run| run.to_json())
         })
@@ -157,18 +155,13 @@ impl KontextClient {
     pub fn run(&self, input: JsValue, options: JsValue) -> Promise {
         let (client, key) = (self.client.clone(), self.api_key.clone());
         respond(key, async move {
-            let known: Vec<&str> = CREATE_OPTIONS
-                .iter()
-                .chain(&["onStatus", "pollIntervalMs"])
-                .copied()
-                .collect();
-            let options = Options::read(&options, "options", &known)?;
+            let options = Options::read(&options, "options", RUN_OPTIONS)?;
             let (input, request, local) = prepare_create(&client, &input, &options)?;
             let call = options.call(Some(DEFAULT_WAIT_TIMEOUT_MS))?;
             let mut on_status = status_callback(options.function("onStatus")?);
             let schedule = poll_schedule(&client, &options)?;
-            resolve_image(&client, &input, local, &options, &call).await?;
-            let created = client.create_run(input, request, &call).await?;
+            let created =
+                create_with_image(&client, input, request, local, &options, &call).await?;
             on_status(&created);
             let id = created.id.clone();
             let done = client
@@ -212,7 +205,8 @@ impl KontextClient {
     }
 }
 
-const CREATE_OPTIONS: &[&str] = &[
+/// `run`'s options: `createRun`'s (the first seven, `CREATE_OPTIONS`), then `waitForRun`'s.
+const RUN_OPTIONS: &[&str] = &[
     "callbackUrl",
     "metadata",
     "clientRef",
@@ -220,7 +214,13 @@ const CREATE_OPTIONS: &[&str] = &[
     "signal",
     "timeoutMs",
     "onUploadProgress",
+    "onStatus",
+    "pollIntervalMs",
 ];
+const CREATE_OPTIONS: &[&str] = match RUN_OPTIONS.split_at_checked(7) {
+    Some((create, _)) => create,
+    None => RUN_OPTIONS,
+};
 
 impl KontextClient {
     fn build(options: &Options) -> Result<KontextClient, Error> {
@@ -294,8 +294,17 @@ impl KontextClient {
                     "prepareImage",
                     &["maxMegapixels", "type", "quality"],
                 )?;
-                settings.number("maxMegapixels", 1e-6, 1000.0, false)?;
-                settings.number("quality", 0.0, 1.0, false)?;
+                // A fresh object of the checked values: nulls left out (so the defaults apply),
+                // and later changes to the caller's object do not reach it.
+                let checked = Object::new();
+                let number = |name, min, max| -> Result<(), Error> {
+                    if let Some(n) = settings.number(name, min, max, false)? {
+                        let _ = Reflect::set(&checked, &name.into(), &n.into());
+                    }
+                    Ok(())
+                };
+                number("maxMegapixels", 1e-6, 1000.0)?;
+                number("quality", 0.0, 1.0)?;
                 if let Some(kind) = settings.string("type")? {
                     if !["image/jpeg", "image/webp", "image/png"].contains(&kind.as_str()) {
                         return Err(Error::invalid(
@@ -303,8 +312,9 @@ impl KontextClient {
                             "`prepareImage.type` must be \"image/jpeg\", \"image/webp\" or \"image/png\".",
                         ));
                     }
+                    let _ = Reflect::set(&checked, &"type".into(), &kind.into());
                 }
-                Some(settings.0)
+                Some(checked.into())
             }
         };
         let client = Client {
@@ -372,20 +382,55 @@ fn prepare_create(
     Ok((wire, request, local))
 }
 
-/// Turns a local image taken out of the input into its `image_url`, set on the wire input.
-async fn resolve_image(
-    client: &Client,
-    wire: &JsValue,
+/// Creates the run, first turning a local image taken out of the input into its `image_url`.
+/// A create refused as too large (413: a proxy with a small body cap, such as Runflow's own at
+/// 32 KiB) while the image went inline is made once more with the image uploaded instead.
+///
+/// Boxed: `createRun` and `run` share one copy of it.
+fn create_with_image<'a>(
+    client: &'a Client,
+    wire: JsValue,
+    request: CreateRequest,
     local: Option<LocalField>,
-    options: &Options,
-    call: &Call,
-) -> Result<(), Error> {
-    let Some((given, wire_name, image)) = local else {
-        return Ok(());
-    };
-    let settings = image_options(client, options)?;
-    let url = client.image_url(given, image, &settings, call).await?;
-    Reflect::set(wire, &wire_name.into(), &url)
+    options: &'a Options,
+    call: &'a Call,
+) -> LocalBoxFuture<'a, Result<Run, Error>> {
+    Box::pin(async move {
+        let Some((given, wire_name, image)) = local else {
+            return client.create_run(wire, request, call).await;
+        };
+        let mut settings = image_options(client, options)?;
+        // One client_ref for both attempts: it names the one logical create.
+        let mut request = CreateRequest {
+            client_ref: request
+                .client_ref
+                .or_else(|| Some(new_ref("rk_", random_words()))),
+            ..request
+        };
+        loop {
+            let url = client
+                .image_url(given, image.clone(), &settings, call)
+                .await?;
+            let inline = url
+                .dyn_ref::<JsString>()
+                .is_some_and(|url| url.starts_with("data:", 0));
+            set_field(&wire, wire_name, &url)?;
+            match client.create_run(wire.clone(), request.clone(), call).await {
+                Err(error) if inline && error.code == ErrorCode::PayloadTooLarge => {
+                    settings.inline_limit = 0.0;
+                    // The same key with another body would be refused as a conflict.
+                    request.idempotency_key = request
+                        .idempotency_key
+                        .map(|key| [key.as_str(), "-upload"].concat());
+                }
+                created => return created,
+            }
+        }
+    })
+}
+
+fn set_field(wire: &JsValue, name: &str, value: &JsValue) -> Result<(), Error> {
+    Reflect::set(wire, &name.into(), value)
         .map(drop)
         .map_err(|_| Error::invalid("input", "The input object cannot be extended."))
 }

@@ -216,13 +216,29 @@ impl Transport {
         call: &Call,
     ) -> Result<HttpResponse, Error> {
         call.check()?;
-        let (client_headers, fetch, budget) = match via {
-            Via::Api => (true, self.fetch.as_ref(), Some(self.request_timeout_ms)),
-            Via::Presigned(None) => (false, self.fetch.as_ref(), Some(self.request_timeout_ms)),
-            Via::Presigned(Some(fetch)) => (false, Some(fetch), None),
+        let global_fetch = || {
+            Reflect::get(&js_sys::global(), &"fetch".into())
+                .ok()
+                .and_then(|f| f.dyn_into::<Function>().ok())
+        };
+        let presigned = matches!(via, Via::Presigned { .. });
+        let (fetch, budget) = match via {
+            Via::Api => (
+                self.fetch.clone().or_else(global_fetch),
+                Some(self.request_timeout_ms),
+            ),
+            Via::Presigned {
+                fetch: Some(fetch), ..
+            } => (Some(fetch.clone()), None),
+            // The global fetch: a `fetch` option is for the API, and the credentials it may add
+            // must not reach the storage. A big file gets time to go out over a slow uplink.
+            Via::Presigned { fetch: None, bytes } => (
+                global_fetch().or_else(|| self.fetch.clone()),
+                Some(self.request_timeout_ms + bytes / MIN_UPLOAD_BYTES_PER_MS),
+            ),
         };
         let headers = Object::new();
-        let ours = self.headers.iter().filter(|_| client_headers);
+        let ours = self.headers.iter().filter(|_| !presigned);
         for (name, value) in ours
             .map(|(n, v)| (n.as_str(), v.as_str()))
             .chain(extra_headers.iter().copied())
@@ -235,18 +251,14 @@ impl Transport {
         if let Some(body) = body {
             set(&init, "body", body);
         }
-        let fetch = match fetch {
-            Some(fetch) => fetch.clone(),
-            None => Reflect::get(&js_sys::global(), &"fetch".into())
-                .ok()
-                .and_then(|f| f.dyn_into::<Function>().ok())
-                .ok_or_else(|| {
-                    Error::new(
-                        ErrorCode::ConnectionError,
-                        "No fetch is available here: pass one as the `fetch` option.",
-                    )
-                })?,
-        };
+        let fetch = fetch.ok_or_else(|| {
+            Error::new(
+                ErrorCode::ConnectionError,
+                "No fetch is available here: pass one as the `fetch` option.",
+            )
+        })?;
+        // A presigned URL's query is its signature: it stays out of messages and logs.
+        let shown = url.split('?').next().unwrap_or(url);
 
         let budget = budget.unwrap_or(f64::INFINITY);
         let limit = call.remaining_ms().map_or(budget, |left| left.min(budget));
@@ -262,14 +274,14 @@ impl Transport {
                         [
                             method,
                             " ",
-                            url,
+                            shown,
                             " took longer than ",
                             &decimal(budget as u64),
                             " ms (timeoutMs) and was abandoned.",
                         ]
                         .concat(),
                     ),
-                    _ => connection(url, &why),
+                    _ => connection(shown, &why, presigned),
                 });
             }
         };
@@ -294,15 +306,24 @@ impl Transport {
     }
 }
 
+/// The slowest uplink a presigned PUT by fetch is given time for, on top of `timeoutMs`:
+/// 100 bytes per ms (0.8 Mbit/s), so a 50 MiB file gets about nine minutes.
+const MIN_UPLOAD_BYTES_PER_MS: f64 = 100.0;
+
 /// Where a request goes.
 #[derive(Clone, Copy)]
 pub enum Via<'a> {
-    /// The API: the client's headers, fetch and per-request timeout.
+    /// The API: the client's headers, its `fetch` and the per-request timeout.
     Api,
-    /// A presigned upload URL, which must get no Authorization nor the caller's headers meant
-    /// for the API: by this fetch when given (one that reports progress and times out by
-    /// itself), else the client's.
-    Presigned(Option<&'a Function>),
+    /// A presigned upload URL of a `bytes`-long body, which must get no Authorization nor the
+    /// caller's headers meant for the API. By `fetch` when given (one that reports progress and
+    /// gives up by itself when progress stops), else by the global fetch with time for the size.
+    Presigned {
+        /// The fetch to send it with.
+        fetch: Option<&'a Function>,
+        /// The body's length.
+        bytes: f64,
+    },
 }
 
 fn set(target: &Object, key: &str, value: &JsValue) {
@@ -310,21 +331,19 @@ fn set(target: &Object, key: &str, value: &JsValue) {
     let _ = Reflect::set(target, &key.into(), value);
 }
 
-fn connection(url: &str, cause: &JsValue) -> Error {
+fn connection(url: &str, cause: &JsValue, presigned: bool) -> Error {
     let detail = cause
         .dyn_ref::<js_sys::Error>()
         .map(|e| String::from(e.message()))
         .or_else(|| cause.as_string())
         .unwrap_or_else(|| "network error".to_owned());
+    let advice = if presigned {
+        "). Check the network; the storage behind Runflow's upload URL must also accept this page's origin (CORS)."
+    } else {
+        "). Check baseUrl, the network, and that the proxy is running: browsers cannot call api.runflow.io directly, as it sends no CORS headers."
+    };
     Error::new(
         ErrorCode::ConnectionError,
-        [
-            "Could not reach ",
-            url,
-            " (",
-            &detail,
-            "). Check baseUrl, the network, and that the proxy is running: browsers cannot call api.runflow.io directly, as it sends no CORS headers.",
-        ]
-        .concat(),
+        ["Could not reach ", url, " (", &detail, advice].concat(),
     )
 }

@@ -9,7 +9,7 @@ use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
 use crate::client::Client;
-use crate::error::{Error, ErrorCode};
+use crate::error::Error;
 use crate::http::{Call, LocalBoxFuture, Via};
 use crate::json::{Json, JsonValue as Value};
 use crate::paths;
@@ -127,7 +127,7 @@ impl Client {
                 let request = upload_request(&name, kind, size);
                 let body = get("body");
                 let upload: LocalBoxFuture<'_, _> =
-                    Box::pin(self.upload(&body, &request, kind.mime(), options, call));
+                    Box::pin(self.upload(&body, size, &request, kind.mime(), options, call));
                 upload.await?.into()
             }
         };
@@ -138,28 +138,30 @@ impl Client {
     async fn upload(
         &self,
         body: &JsValue,
+        size: f64,
         request: &Value,
         mime: &str,
         options: &ImageOptions,
         call: &Call,
     ) -> Result<String, Error> {
         let request: Value = Json::stringify(request).unwrap_or_default().as_str().into();
-        // By XMLHttpRequest for progress where there is one and no custom fetch, else by fetch.
-        let with_progress = match self.transport.fetch {
-            Some(_) => None,
-            None => upload_fetch(&options.on_progress, self.transport.request_timeout_ms)
-                .dyn_into::<Function>()
-                .ok(),
-        };
+        // By XMLHttpRequest where there is one, for progress; else by the global fetch.
+        let with_progress = upload_fetch(&options.on_progress, self.transport.request_timeout_ms)
+            .dyn_into::<Function>()
+            .ok();
         let put_headers = [("content-type", mime)];
         // A presigned URL refused right away has most likely expired: one fresh slot, once.
         let mut fresh_slot_left = true;
         loop {
             let (asset_id, upload_url) = self
                 .post_with_retries(paths::ASSET_UPLOADS, &request, call)
-                .await?
-                .json(read_upload_slot)?;
-            let via = Via::Presigned(with_progress.as_ref());
+                .await
+                .and_then(|slot| slot.json(read_upload_slot))
+                .map_err(|e| e.at_step("upload_create"))?;
+            let via = Via::Presigned {
+                fetch: with_progress.as_ref(),
+                bytes: size,
+            };
             let put =
                 self.send_with_retries("PUT", &upload_url, Some(body), &put_headers, via, call);
             match put.await {
@@ -168,22 +170,35 @@ impl Client {
                     fresh_slot_left = false;
                     continue;
                 }
-                Err(error) if error.status == Some(403) => {
-                    return Err(Error {
-                        status: Some(403),
-                        ..Error::new(
-                            ErrorCode::PermissionDenied,
-                            "The presigned upload URL was refused twice (HTTP 403), even one created a moment before: it expired or is not valid. Check this machine's clock and any proxy in between, then try again.",
-                        )
-                    });
-                }
-                Err(error) => return Err(error),
+                Err(error) => return Err(put_failed(error)),
             }
             let confirm = paths::confirm_asset_upload(&asset_id);
             return self
                 .post_with_retries(&confirm, &"{}".into(), call)
-                .await?
-                .json(read_asset_url);
+                .await
+                .and_then(|confirmed| confirmed.json(read_asset_url))
+                .map_err(|e| e.at_step("upload_confirm"));
         }
+    }
+}
+
+/// A PUT to the presigned URL that failed: the storage's answers (often XML) say nothing to the
+/// client's API-oriented wording, so the message is rewritten for what the status means there.
+fn put_failed(error: Error) -> Error {
+    let message = match error.status {
+        Some(403) => {
+            "The presigned upload URL was refused twice (HTTP 403), even one created a moment before: it expired or is not valid. Check this machine's clock and any proxy in between, then try again."
+        }
+        Some(429 | 500..) => {
+            "The storage behind the upload URL kept failing (HTTP 429 or 5xx) through the retries; this is usually temporary, so try again shortly."
+        }
+        Some(_) => {
+            "The storage behind the upload URL refused the file as sent (its size or type did not match what was declared)."
+        }
+        None => return error.at_step("upload_put"),
+    };
+    Error {
+        message: message.to_owned(),
+        ..error.at_step("upload_put")
     }
 }
