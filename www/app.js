@@ -121,22 +121,10 @@ function noteRetry(response) {
 async function clientFor(baseUrl) {
   if (!clients.has(baseUrl)) {
     const { KontextClient } = await loadClient();
-    clients.set(baseUrl, new KontextClient({ baseUrl, fetch: watchedFetch }));
+    // prepareImage: big phone photos are downscaled (and HEIC or BMP converted) before sending.
+    clients.set(baseUrl, new KontextClient({ baseUrl, fetch: watchedFetch, prepareImage: true }));
   }
   return clients.get(baseUrl);
-}
-
-/**
- * The client that sends picked files: with the browser's own fetch, so the presigned upload goes
- * by XMLHttpRequest and reports progress, and with big photos downscaled first.
- */
-async function uploaderFor(baseUrl) {
-  const key = `upload ${baseUrl}`;
-  if (!clients.has(key)) {
-    const { KontextClient } = await loadClient();
-    clients.set(key, new KontextClient({ baseUrl, prepareImage: true }));
-  }
-  return clients.get(key);
 }
 
 /** A signed asset URL is good for a while: an edit of the same file within this reuses it. */
@@ -146,8 +134,8 @@ const UPLOAD_REUSE_MS = 30 * 60 * 1000;
 async function imageUrlFor(entry, image, signal) {
   const kept = image.uploads.get(entry.baseUrl);
   if (kept && Date.now() - kept.at < UPLOAD_REUSE_MS) return kept.url;
-  const uploader = await uploaderFor(entry.baseUrl);
-  const url = await uploader.uploadImage(image.file, {
+  const client = await clientFor(entry.baseUrl);
+  const url = await client.uploadImage(image.file, {
     signal,
     onUploadProgress: ({ loaded, total }) => {
       if (state.current?.entry !== entry || !total || loaded >= total) return;
@@ -252,6 +240,12 @@ function setImageMessage(text, tone = "info") {
 }
 
 function setImage(image) {
+  const previous = state.image;
+  // A picked file's preview URL keeps the file in memory: let it go unless a run shows it.
+  const shown = [...state.inputs.values(), state.pendingInput];
+  if (previous?.kind === "file" && previous !== image && !shown.includes(previous.src)) {
+    URL.revokeObjectURL(previous.src);
+  }
   state.image = image;
   const zone = $("dropzone");
   if (!image) {
@@ -541,15 +535,7 @@ async function startEdit() {
   follow(entry, controller, { show: true, inputSrc: image.src });
   try {
     const client = await clientFor(entry.baseUrl);
-    let imageUrl = image.src;
-    if (image.kind === "file") {
-      try {
-        imageUrl = await imageUrlFor(entry, image, controller.signal);
-      } catch (error) {
-        failWith(entry, error, { uploading: true });
-        return;
-      }
-    }
+    const imageUrl = image.kind === "file" ? await imageUrlFor(entry, image, controller.signal) : image.src;
     const run = await client.run(
       { prompt, image_url: imageUrl, ...options },
       {
@@ -663,10 +649,10 @@ function finishWith(entry, run) {
   }
 }
 
-function failWith(entry, error, { uploading = false } = {}) {
+function failWith(entry, error) {
   const runId = entry.id ?? error?.runId ?? null;
   if (!entry.id && runId) entry.id = runId;
-  const info = explainError(error, { baseUrl: entry.baseUrl, isMock: state.isMock, runId, uploading });
+  const info = explainError(error, { baseUrl: entry.baseUrl, isMock: state.isMock, runId });
   if (error?.code === "run_failed") {
     entry.status = error.run?.status === "canceled" ? "canceled" : "failed";
     entry.steps.done ??= Date.now() - entry.startedAt;

@@ -40,7 +40,7 @@ function explainFailure(code, context) {
 /**
  * Describes `error` (a RunflowError, or anything thrown) for the page:
  * `{ tone, title, text, next, serverMessage, details: [[label, value], ...] }`.
- * `context`: `{ baseUrl, isMock, runId, uploading }` (`uploading`: it happened while sending a picture).
+ * `context`: `{ baseUrl, isMock, runId }`.
  */
 export function explainError(error, context = {}) {
   const code = error?.code ?? "unexpected";
@@ -56,8 +56,9 @@ export function explainError(error, context = {}) {
   // A 404/405 without a Runflow error body on create: whatever answers is not a Runflow API
   // (a static file server, say). The client reports a bare 405 as a validation error.
   const notAnApi = !context.runId && !error?.serverCode && (status === 405 || (status === 404 && code === "not_found"));
-  // While uploading, a 403 or a lost connection is about the presigned storage URL, not the API.
-  const uploadCase = context.uploading && { permission_denied: "upload_refused", connection_error: "upload_unreachable" }[code];
+  // The PUT of a picture to its presigned URL goes to Runflow's storage, not through the API.
+  const uploadCase = error?.step === "upload_put" &&
+    { permission_denied: "upload_refused", connection_error: "upload_unreachable", timeout: "upload_unreachable" }[code];
   switch (uploadCase || (notAnApi ? "no_api" : code)) {
     case "no_api":
       title = "No Runflow proxy found";
