@@ -196,6 +196,35 @@ test("refuses a file that is not a picture, uploads one over 1 MiB with its prog
   });
 });
 
+test("cancel while the picture is still uploading stops the PUT mid-way, and nothing is created", async () => {
+  await withStudioPage(session, {}, async ({ page, mock, context }) => {
+    await page.setInputFiles("#file", session.fixtures.big);
+    await page.waitForFunction(() => document.getElementById("dropzone").dataset.state === "ready", null, { timeout: 20_000 });
+    const cdp = await context.newCDPSession(page);
+    await cdp.send("Network.enable");
+    // About 3 s for the picture: time to cancel in the middle.
+    await cdp.send("Network.emulateNetworkConditions", {
+      offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: 2 * 1024 * 1024,
+    });
+    await page.fill("#prompt", "make it calmer");
+    await page.click("#run");
+    await page.waitForFunction(() => /Uploading the picture… ([1-9]\d?)%/.test(document.getElementById("working-label").textContent));
+    await page.click("#cancel");
+    await page.waitForSelector("#alert:not([hidden])");
+    assert.equal(await text(page, "#alert-title"), "Stopped waiting");
+    assert.match(await text(page, "#alert-next"), /Nothing was created/);
+    await cdp.send("Network.emulateNetworkConditions", { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
+    const log = await mock.log();
+    const put = log.find((entry) => entry.kind === "upload_put");
+    const declared = log.find((entry) => entry.kind === "upload_create").body.size_bytes;
+    assert.ok(put, "the PUT had started");
+    assert.ok(put.body.bytes < declared, `cut off mid-way: ${put.body.bytes} of ${declared} bytes arrived`);
+    assert.equal(await mock.count("upload_confirm"), 0);
+    assert.equal(await mock.count("create"), 0);
+    assert.equal(await page.isEnabled("#run"), true);
+  });
+});
+
 test("every control has a label, and an edit can be made with the keyboard alone", async () => {
   await withStudioPage(session, {}, async ({ page, mock }) => {
     const unlabelled = await page.$$eval("input, select, textarea, button", (controls) =>
