@@ -234,15 +234,14 @@ impl Client {
                     Ok(response) => return Ok(response),
                     Err(error) => error,
                 };
-                if !self.retry.should_retry(attempt, &error) {
+                let delay =
+                    self.retry
+                        .delay_ms(attempt, error.retry_after_ms, js_sys::Math::random());
+                // A wait past the deadline would only trade this error for a vaguer timeout.
+                if !self.retry.should_retry(attempt, &error) || call.outlasted_by(delay) {
                     return Err(error);
                 }
-                call.sleep(self.retry.delay_ms(
-                    attempt,
-                    error.retry_after_ms,
-                    js_sys::Math::random(),
-                ))
-                .await?;
+                call.sleep(delay).await?;
                 attempt += 1;
             }
         })

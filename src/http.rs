@@ -58,6 +58,11 @@ impl Call {
         self.deadline.map(|(at, _)| (at - now_ms()).max(0.0))
     }
 
+    /// Whether waiting `ms` would run past the deadline.
+    pub fn outlasted_by(&self, ms: u64) -> bool {
+        self.remaining_ms().is_some_and(|left| left < ms as f64)
+    }
+
     /// `aborted` or the deadline's `timeout` if either has happened already.
     pub fn check(&self) -> Result<(), Error> {
         if self.signal.as_ref().is_some_and(AbortSignal::aborted) {

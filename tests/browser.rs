@@ -336,6 +336,28 @@ async fn a_hanging_poll_hits_the_deadline() {
 }
 
 #[wasm_bindgen_test]
+async fn a_retry_wait_past_the_deadline_gives_the_real_error_at_once() {
+    let mock = Scenario::new(json!({"faults": [
+        {"on": "get", "action": {"type": "error", "status": 429, "retry_after": "5"}},
+    ]}))
+    .await;
+    let client = mock.client(json!({}));
+    let created = resolve(client.create_run(input(), JsValue::UNDEFINED)).await;
+    let started = now();
+    let error = reject(
+        client.wait_for_run(
+            created["id"].as_str().expect("id").into(),
+            to_js(&json!({"timeoutMs": 1000})),
+        ),
+        "rate_limited",
+    )
+    .await;
+    assert!(now() - started < 500.0, "not waited out");
+    assert_eq!(field(&error, "retryAfterMs").as_f64(), Some(5000.0));
+    assert_eq!(text(&error, "runId").as_deref(), created["id"].as_str());
+}
+
+#[wasm_bindgen_test]
 async fn an_unknown_status_is_not_polled_forever() {
     let mock = Scenario::new(json!({"final_status": "mystery"})).await;
     let error = reject(
