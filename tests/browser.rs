@@ -315,46 +315,34 @@ async fn a_slow_create_times_out_and_is_found() {
 
 #[wasm_bindgen_test]
 async fn a_hanging_poll_hits_the_deadline() {
-    let mock =
-        Scenario::new(json!({"faults": [{"on": "get", "times": 100, "action": {"type": "hang"}}]}))
-            .await;
+    let hang = json!({"on": "get", "times": 100, "action": {"type": "hang"}});
+    let (error, took, id) = wait_under_deadline(hang, 400.0, "timeout").await;
+    assert!((350.0..1500.0).contains(&took), "deadline kept: {took} ms");
+    assert_eq!(text(&error, "runId"), Some(id));
+    assert_eq!(field(&error, "retryable"), JsValue::FALSE);
+}
+
+/// Creates a run in a scenario with `fault`, then waits for it under a `timeout_ms` deadline:
+/// the rejection (checked to be `code`), how long the wait took, and the run's id.
+async fn wait_under_deadline(fault: Value, timeout_ms: f64, code: &str) -> (JsValue, f64, String) {
+    let mock = Scenario::new(json!({ "faults": [fault] })).await;
     let client = mock.client(json!({}));
     let created = resolve(client.create_run(input(), JsValue::UNDEFINED)).await;
+    let id = created["id"].as_str().expect("id").to_owned();
     let started = now();
-    let error = reject(
-        client.wait_for_run(
-            created["id"].as_str().expect("id").into(),
-            to_js(&json!({"timeoutMs": 400})),
-        ),
-        "timeout",
-    )
-    .await;
-    let took = now() - started;
-    assert!((350.0..1500.0).contains(&took), "deadline kept: {took} ms");
-    assert_eq!(text(&error, "runId").as_deref(), created["id"].as_str());
-    assert_eq!(field(&error, "retryable"), JsValue::FALSE);
+    let options = to_js(&json!({ "timeoutMs": timeout_ms }));
+    let error = reject(client.wait_for_run(id.clone().into(), options), code).await;
+    (error, now() - started, id)
 }
 
 #[wasm_bindgen_test]
 async fn a_retry_wait_past_the_deadline_gives_the_real_error_at_once() {
-    let mock = Scenario::new(json!({"faults": [
-        {"on": "get", "action": {"type": "error", "status": 429, "retry_after": "5"}},
-    ]}))
-    .await;
-    let client = mock.client(json!({}));
-    let created = resolve(client.create_run(input(), JsValue::UNDEFINED)).await;
-    let started = now();
-    let error = reject(
-        client.wait_for_run(
-            created["id"].as_str().expect("id").into(),
-            to_js(&json!({"timeoutMs": 1000})),
-        ),
-        "rate_limited",
-    )
-    .await;
-    assert!(now() - started < 500.0, "not waited out");
+    let slow_down =
+        json!({"on": "get", "action": {"type": "error", "status": 429, "retry_after": "5"}});
+    let (error, took, id) = wait_under_deadline(slow_down, 1000.0, "rate_limited").await;
+    assert!(took < 500.0, "not waited out: {took} ms");
     assert_eq!(field(&error, "retryAfterMs").as_f64(), Some(5000.0));
-    assert_eq!(text(&error, "runId").as_deref(), created["id"].as_str());
+    assert_eq!(text(&error, "runId"), Some(id));
 }
 
 #[wasm_bindgen_test]
