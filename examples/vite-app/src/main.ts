@@ -8,21 +8,15 @@ const client = new KontextClient({ baseUrl: "/api/runflow" });
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 const status = $<HTMLParagraphElement>("status");
 
-async function asDataUri(url: string): Promise<string> {
-  const blob = await (await fetch(url)).blob();
-  return new Promise((resolve, reject) => {
-    const reader = new FileReader();
-    reader.onload = () => resolve(reader.result as string);
-    reader.onerror = () => reject(reader.error);
-    reader.readAsDataURL(blob);
-  });
-}
-
 $<HTMLButtonElement>("run").addEventListener("click", async () => {
   try {
     const run: Run = await client.run(
-      { prompt: $<HTMLInputElement>("prompt").value, image_url: await asDataUri(sampleUrl), output_format: "png" },
-      { onStatus: (r) => (status.textContent = r.status) },
+      // A Blob (or a File from an <input type=file>) goes as it is: inline when small, else uploaded.
+      { prompt: $<HTMLInputElement>("prompt").value, image: await (await fetch(sampleUrl)).blob(), output_format: "png" },
+      {
+        onStatus: (r) => (status.textContent = r.status),
+        onUploadProgress: ({ loaded, total }) => (status.textContent = `sending ${Math.round((100 * loaded) / total)}%`),
+      },
     );
     const result = $<HTMLImageElement>("result");
     result.src = run.output?.outputs[0]?.url ?? "";

@@ -1,10 +1,16 @@
 // Compile-time checks of the published types: every line under @ts-expect-error must fail to
 // type-check, and `tsc --noEmit` fails if one of them does not.
-import { KontextClient, type KontextInput, type Run, type RunflowErrorCode, type RunStatus } from "runflow-kontext";
+import { KontextClient, RunflowError, type KontextInput, type Run, type RunflowErrorCode, type RunStatus } from "runflow-kontext";
 
 const client = new KontextClient({ baseUrl: "/api/runflow", timeoutMs: 30_000, maxRetries: 2 });
 const ok: KontextInput = { prompt: "p", image_url: "https://x/a.png", aspect_ratio: "16:9", num_images: 4, output_format: "png", safety_tolerance: "6" };
 void client.run(ok, { onStatus: (run: Run) => run.status, signal: new AbortController().signal, clientRef: "r" });
+const local = new KontextClient({ uploadThreshold: 0, prepareImage: { maxMegapixels: 2, type: "image/webp", quality: 0.8 } });
+const fromFile: KontextInput = { prompt: "p", image: new File([], "a.png") };
+const fromBytes: KontextInput = { prompt: "p", image_url: new Uint8Array(8) };
+void local.run(fromFile, { onUploadProgress: ({ loaded, total }) => loaded / total });
+const uploaded: Promise<string> = local.uploadImage(new Blob([]), { signal: new AbortController().signal });
+void local.createRun(fromBytes).catch((e: RunflowError) => e.step === "upload_put");
 
 // @ts-expect-error: not an aspect ratio
 const badRatio: KontextInput = { prompt: "p", image_url: "u", aspect_ratio: "5:4" };
@@ -32,5 +38,11 @@ void client.createRun(ok, { callback: "https://x" });
 const code: RunflowErrorCode = "network_error";
 // @ts-expect-error: statuses are normalised to "canceled"
 const status: RunStatus = "cancelled";
+// @ts-expect-error: prepareImage re-encodes to JPEG, WebP or PNG only
+new KontextClient({ prepareImage: { type: "image/gif" } });
+// @ts-expect-error: a threshold is a number of bytes
+new KontextClient({ uploadThreshold: "1MB" });
+// @ts-expect-error: not an upload step
+const step: RunflowError["step"] = "upload";
 
-export { badRatio, badFormat, badTolerance, badCount, noPrompt, noImage, twoImages, camel, code, status };
+export { badRatio, badFormat, badTolerance, badCount, noPrompt, noImage, twoImages, camel, code, status, step, uploaded };
