@@ -162,7 +162,19 @@ export function localImage(value, inlineLimit) {
  * size and name, the body to upload, and all its bytes when it is small enough to go inline.
  * With `prepare`, a picture over the megapixel limit is first downscaled.
  */
-export async function loadImage(image, prepare, inlineLimit) {
+export function loadImage(image, prepare, inlineLimit, signal) {
+  // Decoding and re-encoding cannot be stopped, but the caller need not wait for them.
+  return new Promise((resolve, reject) => {
+    const onAbort = () => reject("aborted");
+    if (signal?.aborted) return onAbort();
+    signal?.addEventListener("abort", onAbort, { once: true });
+    readImage(image, prepare, inlineLimit)
+      .then(resolve, reject)
+      .finally(() => signal?.removeEventListener("abort", onAbort));
+  });
+}
+
+async function readImage(image, prepare, inlineLimit) {
   // A picture the browser can decode but Runflow does not read (BMP, HEIC in Safari...) is
   // converted, whatever its size, when preparation is on.
   const convert = image instanceof Blob && /^image\//.test(image.type) && !RUNFLOW_TYPES.has(image.type);

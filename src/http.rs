@@ -104,7 +104,8 @@ impl Call {
     }
 }
 
-fn aborted() -> Error {
+/// The error of a call stopped by its AbortSignal.
+pub fn aborted() -> Error {
     Error::new(
         ErrorCode::Aborted,
         "Stopped because the AbortSignal fired. Only waiting stops: Runflow has no public cancel, so a run already created goes on and may be billed.",

@@ -7,10 +7,11 @@ use js_sys::{Function, JsString, Promise, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
+use web_sys::AbortSignal;
 
 use crate::client::Client;
 use crate::error::Error;
-use crate::http::{Call, LocalBoxFuture, Via};
+use crate::http::{Call, LocalBoxFuture, Via, aborted};
 use crate::json::{Json, JsonValue as Value};
 use crate::paths;
 use crate::upload::{
@@ -24,7 +25,12 @@ extern "C" {
     fn local_image_of(value: &JsValue, inline_limit: f64) -> JsValue;
 
     #[wasm_bindgen(js_name = loadImage)]
-    fn load_image(image: &JsValue, prepare: &JsValue, inline_limit: f64) -> Promise;
+    fn load_image(
+        image: &JsValue,
+        prepare: &JsValue,
+        inline_limit: f64,
+        signal: Option<&AbortSignal>,
+    ) -> Promise;
 
     #[wasm_bindgen(js_name = uploadFetch)]
     fn upload_fetch(on_progress: &JsValue, idle_ms: f64) -> JsValue;
@@ -99,22 +105,24 @@ impl Client {
         call: &Call,
     ) -> Result<JsValue, Error> {
         let prepare = options.prepare.clone().unwrap_or(JsValue::NULL);
-        let loaded = JsFuture::from(load_image(&image, &prepare, options.inline_limit))
-            .await
-            .map_err(|cause| {
-                let detail = cause
-                    .dyn_ref::<js_sys::Error>()
-                    .map_or_else(String::new, |e| String::from(e.message()));
-                Error::invalid(
-                    field,
-                    [
-                        "The image could not be read (",
-                        &detail,
-                        "): the file may have been moved or deleted.",
-                    ]
-                    .concat(),
-                )
-            })?;
+        let reading = load_image(&image, &prepare, options.inline_limit, call.signal.as_ref());
+        let loaded = JsFuture::from(reading).await.map_err(|cause| {
+            if cause.as_string().as_deref() == Some("aborted") {
+                return aborted();
+            }
+            let detail = cause
+                .dyn_ref::<js_sys::Error>()
+                .map_or_else(String::new, |e| String::from(e.message()));
+            Error::invalid(
+                field,
+                [
+                    "The image could not be read (",
+                    &detail,
+                    "): the file may have been moved or deleted.",
+                ]
+                .concat(),
+            )
+        })?;
         let get = |key: &str| Reflect::get(&loaded, &key.into()).unwrap_or_default();
         let head = get("head").dyn_into::<Uint8Array>().map(|h| h.to_vec());
         let size = get("size").as_f64().unwrap_or(0.0);

@@ -677,6 +677,30 @@ async fn prepare_image_downscales_upright_by_exif() {
     assert!(w * h <= 200.0 && w * h > 100.0, "{w}x{h} fits 200 pixels");
     assert!(h > w, "turned upright: {w}x{h}");
 
+    // An abort does not wait for a big picture to be decoded and re-encoded.
+    let big = js_fn(
+        "",
+        "const c = new OffscreenCanvas(8000, 6000); c.getContext('2d').fillRect(0, 0, 10, 10); \
+         return c.convertToBlob({ type: 'image/png' });",
+    );
+    let big = JsFuture::from(js_sys::Promise::from(
+        big.call0(&JsValue::NULL).expect("draw"),
+    ))
+    .await
+    .expect("png");
+    let controller = AbortController::new().expect("controller");
+    let opts = Object::new();
+    set(&opts, "signal", &controller.signal());
+    let started = now();
+    let pending = client.upload_image(big, opts.into());
+    // Once the reading has begun (an abort before it is caught by the first check).
+    let abort = Closure::once_into_js(move || controller.abort());
+    js_fn("abort", "setTimeout(abort, 20)")
+        .call1(&JsValue::NULL, &abort)
+        .expect("timer");
+    reject(pending, "aborted").await;
+    assert!(now() - started < 80.0, "aborted in {} ms", now() - started);
+
     // Small pictures are left exactly as they are.
     let client = mock.client(json!({"prepareImage": true}));
     let url = upload_image(&client, blob(&png(), "image/png", None), Object::new()).await;
