@@ -9,8 +9,9 @@ WASM := pkg/runflow_kontext_bg.wasm
 # Debian's binaryen is too old for the reference-types code rustc emits; npm's is current.
 WASM_OPT_FLAGS := -Oz --converge --enable-bulk-memory --enable-reference-types --enable-nontrapping-float-to-int \
 	--enable-sign-ext --enable-mutable-globals --enable-multivalue --strip-debug --strip-producers
-# A budget the CI holds: gzip of the .wasm + the JS (glue and snippets) bundled and minified, in bytes.
-SIZE_BUDGET ?= 61440
+# A budget the CI holds: 60 KB (as issue 7 and the reports count: 1 KB = 1000 bytes) of gzip of the
+# .wasm + the JS (glue and snippets) bundled and minified.
+SIZE_BUDGET ?= 60000
 
 .PHONY: setup pkg devserver demo test test-native test-browser test-node test-package lint size clean bench
 

@@ -38,14 +38,13 @@ fn decode_hex(hex: &str) -> Option<Vec<u8>> {
     if hex.len() != 64 || !hex.is_ascii() {
         return None;
     }
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| {
-            hex.get(i..i + 2)
-                .and_then(|pair| parse_unsigned(pair, 16))
-                .and_then(|byte| u8::try_from(byte).ok())
-        })
-        .collect()
+    // A loop rather than collecting into Option<Vec<_>>, whose adapter costs wasm bytes.
+    let mut bytes = Vec::with_capacity(hex.len() / 2);
+    for i in (0..hex.len()).step_by(2) {
+        let pair = hex.get(i..i + 2)?;
+        bytes.push(u8::try_from(parse_unsigned(pair, 16)?).ok()?);
+    }
+    Some(bytes)
 }
 
 #[cfg(test)]

@@ -619,16 +619,18 @@ impl Options {
         let Some(headers) = self.object_value(name)? else {
             return Ok(Vec::new());
         };
-        Json::keys(&headers)
-            .into_iter()
-            .map(|key| match Json::as_str(&Json::member(&headers, &key)) {
-                Some(value) => Ok((key.to_ascii_lowercase(), value)),
-                None => Err(Error::invalid(
+        // A loop rather than collecting into Result<Vec<_>>, whose adapter costs wasm bytes.
+        let mut pairs = Vec::new();
+        for key in Json::keys(&headers) {
+            let Some(value) = Json::as_str(&Json::member(&headers, &key)) else {
+                return Err(Error::invalid(
                     name,
                     ["Header `", &key, "` must be a string."].concat(),
-                )),
-            })
-            .collect()
+                ));
+            };
+            pairs.push((key.to_ascii_lowercase(), value));
+        }
+        Ok(pairs)
     }
 
     fn signal(&self) -> Result<Option<AbortSignal>, Error> {

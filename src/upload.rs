@@ -170,7 +170,8 @@ pub fn encoded_len(len: usize) -> usize {
 /// A file name to declare for the upload: the given one when usable, else `image.<ext>`.
 pub fn file_name(given: Option<&str>, kind: ImageType) -> String {
     match given.map(str::trim) {
-        Some(name) if !name.is_empty() && name.chars().count() <= 255 => name.to_owned(),
+        // Runflow counts characters; 255 bytes are at most 255 of them.
+        Some(name) if !name.is_empty() && name.len() <= 255 => name.to_owned(),
         _ => ["image.", kind.extension()].concat(),
     }
 }
