@@ -139,31 +139,20 @@ pub(crate) enum Kind {
     Other,
 }
 
-/// Which requests a fault rule applies to.
+/// Which requests a fault rule applies to: every one, or one kind.
 #[derive(Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 enum FaultOn {
-    Create,
-    Get,
-    Search,
-    Health,
-    UploadCreate,
-    UploadPut,
-    UploadConfirm,
     Any,
+    #[serde(untagged)]
+    Only(Kind),
 }
 
 impl FaultOn {
     fn matches(self, kind: Kind) -> bool {
         match self {
             FaultOn::Any => true,
-            FaultOn::Create => kind == Kind::Create,
-            FaultOn::Get => kind == Kind::Get,
-            FaultOn::Search => kind == Kind::Search,
-            FaultOn::Health => kind == Kind::Health,
-            FaultOn::UploadCreate => kind == Kind::UploadCreate,
-            FaultOn::UploadPut => kind == Kind::UploadPut,
-            FaultOn::UploadConfirm => kind == Kind::UploadConfirm,
+            FaultOn::Only(only) => only == kind,
         }
     }
 }
@@ -257,10 +246,9 @@ impl FaultRule {
             Action::CreateThenDrop | Action::CreateThenHang
                 if !matches!(
                     self.on,
-                    FaultOn::Create
-                        | FaultOn::UploadCreate
-                        | FaultOn::UploadPut
-                        | FaultOn::UploadConfirm
+                    FaultOn::Only(
+                        Kind::Create | Kind::UploadCreate | Kind::UploadPut | Kind::UploadConfirm
+                    )
                 ) =>
             {
                 Err(format!(
@@ -268,7 +256,7 @@ impl FaultRule {
                     self.action.name()
                 ))
             }
-            Action::Status { .. } if self.on != FaultOn::Get => {
+            Action::Status { .. } if self.on != FaultOn::Only(Kind::Get) => {
                 Err("status only applies to on: \"get\"".into())
             }
             _ => Ok(()),
