@@ -215,10 +215,10 @@ impl Client {
     /// much smaller wasm than one inlined into each caller.
     pub fn send_with_retries<'a>(
         &'a self,
-        method: &'a str,
+        method: &'static str,
         url: &'a str,
         body: Option<&'a Value>,
-        headers: &'a [(&'a str, &'a str)],
+        headers: &'a [(&'static str, &'a str)],
         via: Via<'a>,
         call: &'a Call,
     ) -> LocalBoxFuture<'a, Result<HttpResponse, Error>> {

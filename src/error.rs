@@ -338,7 +338,7 @@ impl Envelope {
         let Some(body) = Value::parse(body).filter(Json::is_object) else {
             return Envelope::default();
         };
-        let text = |value: &Value, key: &str| Json::as_str(&value.member(key));
+        let text = |value: &Value, key: &'static str| Json::as_str(&value.member(key));
         let error = body.member("error");
         // Flat {code, message}; nested {"error": {code, message}}; the proxy's {"error": "...", code?}.
         let mut envelope = Envelope {

@@ -18,7 +18,7 @@ use crate::input::{
     KONTEXT_MODEL, validate_create, validate_kontext, validate_kontext_without_image,
     validate_untyped,
 };
-use crate::json::Json;
+use crate::json::{Json, js_key};
 use crate::paths::is_valid_model;
 use crate::policy::{DEFAULT_POLL, DEFAULT_RETRY, PollSchedule, RetryPolicy, new_ref};
 use crate::run::Run;
@@ -348,7 +348,7 @@ fn prepare_create(
     let mut input = input.clone();
     let mut local = None;
     for name in ["image", "image_url"] {
-        let value = Reflect::get(&input, &name.into()).unwrap_or(JsValue::UNDEFINED);
+        let value = Reflect::get(&input, &js_key(name)).unwrap_or(JsValue::UNDEFINED);
         if let Some(image) = local_image(&value, client.inline_limit) {
             if local.is_some() {
                 return Err(Error::invalid(
@@ -509,13 +509,14 @@ fn in_browser() -> bool {
     (has("window") && has("document")) || has("importScripts")
 }
 
-/// An options object read field by field, so every mistake names its field.
-struct Options(JsValue);
+/// An options object read field by field, so every mistake names its field. `None` when the
+/// caller gave none: reading then asks JS nothing.
+struct Options(Option<JsValue>);
 
 impl Options {
     fn read(value: &JsValue, what: &str, known: &[&str]) -> Result<Options, Error> {
         if value.is_undefined() || value.is_null() {
-            return Ok(Options(Object::new().into()));
+            return Ok(Options(None));
         }
         let Some(object) = value
             .dyn_ref::<Object>()
@@ -542,16 +543,16 @@ impl Options {
                 ));
             }
         }
-        Ok(Options(value.clone()))
+        Ok(Options(Some(value.clone())))
     }
 
-    fn get(&self, name: &str) -> Option<JsValue> {
-        Reflect::get(&self.0, &name.into())
+    fn get(&self, name: &'static str) -> Option<JsValue> {
+        Reflect::get(self.0.as_ref()?, &js_key(name))
             .ok()
             .filter(|v| !v.is_undefined() && !v.is_null())
     }
 
-    fn string(&self, name: &str) -> Result<Option<String>, Error> {
+    fn string(&self, name: &'static str) -> Result<Option<String>, Error> {
         self.get(name)
             .map(|v| {
                 v.as_string()
@@ -560,7 +561,7 @@ impl Options {
             .transpose()
     }
 
-    fn boolean(&self, name: &str) -> Result<Option<bool>, Error> {
+    fn boolean(&self, name: &'static str) -> Result<Option<bool>, Error> {
         self.get(name)
             .map(|v| {
                 v.as_bool()
@@ -569,7 +570,13 @@ impl Options {
             .transpose()
     }
 
-    fn number(&self, name: &str, min: f64, max: f64, integer: bool) -> Result<Option<f64>, Error> {
+    fn number(
+        &self,
+        name: &'static str,
+        min: f64,
+        max: f64,
+        integer: bool,
+    ) -> Result<Option<f64>, Error> {
         self.get(name)
             .map(|v| {
                 v.as_f64()
@@ -597,7 +604,7 @@ impl Options {
             .transpose()
     }
 
-    fn function(&self, name: &str) -> Result<Option<Function>, Error> {
+    fn function(&self, name: &'static str) -> Result<Option<Function>, Error> {
         self.get(name)
             .map(|v| {
                 v.dyn_into::<Function>()
@@ -606,7 +613,7 @@ impl Options {
             .transpose()
     }
 
-    fn object_value(&self, name: &str) -> Result<Option<JsValue>, Error> {
+    fn object_value(&self, name: &'static str) -> Result<Option<JsValue>, Error> {
         match self.get(name) {
             Some(value) if !Json::is_object(&value) => {
                 Err(Error::about(name, " must be a plain object."))
@@ -615,14 +622,14 @@ impl Options {
         }
     }
 
-    fn headers(&self, name: &str) -> Result<Vec<(String, String)>, Error> {
+    fn headers(&self, name: &'static str) -> Result<Vec<(String, String)>, Error> {
         let Some(headers) = self.object_value(name)? else {
             return Ok(Vec::new());
         };
         // A loop rather than collecting into Result<Vec<_>>, whose adapter costs wasm bytes.
         let mut pairs = Vec::new();
-        for key in Json::keys(&headers) {
-            let Some(value) = Json::as_str(&Json::member(&headers, &key)) else {
+        for (key, value) in Json::entries(&headers).unwrap_or_default() {
+            let Some(value) = Json::as_str(&value) else {
                 return Err(Error::invalid(
                     name,
                     ["Header `", &key, "` must be a string."].concat(),

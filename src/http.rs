@@ -10,6 +10,7 @@ use wasm_bindgen_futures::JsFuture;
 use web_sys::{AbortSignal, Response};
 
 use crate::error::{Error, ErrorCode};
+use crate::json::js_key;
 use crate::policy::parse_retry_after;
 use crate::run::describe_body;
 use crate::text::decimal;
@@ -134,25 +135,26 @@ pub struct HttpResponse {
     /// The body text, left a JS string: a run echoes its input, which may hold a 1 MiB data URI,
     /// so the body is parsed by the host's JSON and never copied into wasm memory.
     pub body: JsValue,
-    /// `x-request-id` (or `runflow-request-id`), when sent and visible.
-    pub request_id: Option<String>,
-    /// `Retry-After`, in ms from now, when sent and visible.
-    pub retry_after_ms: Option<u64>,
+    /// Its headers are read only for an error: each read crosses into JS.
+    response: Response,
 }
 
 impl HttpResponse {
-    /// The response itself when it is a success, else the error it stands for.
+    /// The response itself when it is a success, else the error it stands for, with the
+    /// request id (`x-request-id` or `runflow-request-id`) and `Retry-After` when visible.
     pub fn success(self) -> Result<HttpResponse, Error> {
         if (200..300).contains(&self.status) {
-            Ok(self)
-        } else {
-            Err(Error::from_response(
-                self.status,
-                &self.text(),
-                self.request_id,
-                self.retry_after_ms,
-            ))
+            return Ok(self);
         }
+        let headers = self.response.headers();
+        let header = |name: &str| headers.get(name).ok().flatten();
+        Err(Error::from_response(
+            self.status,
+            &self.text(),
+            header("x-request-id").or_else(|| header("runflow-request-id")),
+            header("retry-after")
+                .and_then(|value| parse_retry_after(&value, now_ms().max(0.0) as u64, parse_date)),
+        ))
     }
 
     /// The body as Rust text, for error messages.
@@ -201,10 +203,10 @@ impl Transport {
     /// `invalid_response` when the fetch resolved to something that is not a response.
     pub async fn send(
         &self,
-        method: &str,
+        method: &'static str,
         url: &str,
         body: Option<&JsValue>,
-        extra_headers: &[(&str, &str)],
+        extra_headers: &[(&'static str, &str)],
         call: &Call,
     ) -> Result<HttpResponse, Error> {
         self.send_via(method, url, body, extra_headers, Via::Api, call)
@@ -214,16 +216,16 @@ impl Transport {
     /// `send`, to the API or to a presigned URL.
     pub async fn send_via(
         &self,
-        method: &str,
+        method: &'static str,
         url: &str,
         body: Option<&JsValue>,
-        extra_headers: &[(&str, &str)],
+        extra_headers: &[(&'static str, &str)],
         via: Via<'_>,
         call: &Call,
     ) -> Result<HttpResponse, Error> {
         call.check()?;
         let global_fetch = || {
-            Reflect::get(&js_sys::global(), &"fetch".into())
+            Reflect::get(&js_sys::global(), &js_key("fetch"))
                 .ok()
                 .and_then(|f| f.dyn_into::<Function>().ok())
         };
@@ -244,15 +246,14 @@ impl Transport {
             ),
         };
         let headers = Object::new();
-        let ours = self.headers.iter().filter(|_| !presigned);
-        for (name, value) in ours
-            .map(|(n, v)| (n.as_str(), v.as_str()))
-            .chain(extra_headers.iter().copied())
-        {
-            set(&headers, name, &value.into());
+        for (name, value) in self.headers.iter().filter(|_| !presigned) {
+            let _ = Reflect::set(&headers, &name.into(), &value.into());
+        }
+        for (name, value) in extra_headers {
+            set(&headers, name, &(*value).into());
         }
         let init = Object::new();
-        set(&init, "method", &method.into());
+        set(&init, "method", &js_key(method));
         set(&init, "headers", &headers);
         if let Some(body) = body {
             set(&init, "body", body);
@@ -300,14 +301,10 @@ impl Transport {
             ));
         }
         let response: Response = response.unchecked_into();
-        let headers = response.headers();
-        let header = |name: &str| headers.get(name).ok().flatten();
         Ok(HttpResponse {
             status: response.status(),
             body: answer.get(1),
-            request_id: header("x-request-id").or_else(|| header("runflow-request-id")),
-            retry_after_ms: header("retry-after")
-                .and_then(|value| parse_retry_after(&value, now_ms().max(0.0) as u64, parse_date)),
+            response,
         })
     }
 }
@@ -332,9 +329,9 @@ pub enum Via<'a> {
     },
 }
 
-fn set(target: &Object, key: &str, value: &JsValue) {
+fn set(target: &Object, key: &'static str, value: &JsValue) {
     // Reflect.set on a fresh plain object cannot fail; a failure would only drop the field.
-    let _ = Reflect::set(target, &key.into(), value);
+    let _ = Reflect::set(target, &js_key(key), value);
 }
 
 fn connection(url: &str, cause: &JsValue, presigned: bool) -> Error {

@@ -74,11 +74,14 @@ pub fn validate_kontext_without_image(input: &Value) -> Result<Value, Error> {
 
 fn validate(input: &Value, image_given: bool) -> Result<Value, Error> {
     as_object(input)?;
-    let mut wire: Vec<(&str, Value)> = Vec::new();
-    for name in input.keys() {
-        let Some(value) = input.field(&name) else {
+    let Some(entries) = input.entries() else {
+        return Err(Error::invalid("input", "Reading the input threw."));
+    };
+    let mut wire: Vec<(&'static str, Value)> = Vec::new();
+    for (name, value) in entries {
+        if value.is_null() {
             continue;
-        };
+        }
         let Some(&known) = FIELDS.iter().find(|field| **field == name) else {
             return Err(unknown_field(&name));
         };

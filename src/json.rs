@@ -22,7 +22,7 @@ pub trait Json: Sized + Clone {
     /// An array.
     fn array(items: Vec<Self>) -> Self;
     /// An object with these entries, in order.
-    fn object(entries: Vec<(&str, Self)>) -> Self;
+    fn object(entries: Vec<(&'static str, Self)>) -> Self;
     /// Parses JSON text; `None` when it is not JSON.
     fn parse(text: &str) -> Option<Self>;
     /// JSON text; `None` for what JSON cannot hold (a BigInt, a cycle).
@@ -32,9 +32,10 @@ pub trait Json: Sized + Clone {
     /// A plain object (not an array, not a function).
     fn is_object(&self) -> bool;
     /// The member `key` of an object; `null` when absent or not an object.
-    fn member(&self, key: &str) -> Self;
-    /// The object's keys, in order.
-    fn keys(&self) -> Vec<String>;
+    fn member(&self, key: &'static str) -> Self;
+    /// The object's own enumerable entries, in order; `None` when it is not an object or a
+    /// getter threw.
+    fn entries(&self) -> Option<Vec<(String, Self)>>;
     /// The elements, when it is an array.
     fn items(&self) -> Option<Vec<Self>>;
     /// The string, when it is one.
@@ -45,7 +46,7 @@ pub trait Json: Sized + Clone {
     fn as_bool(&self) -> Option<bool>;
 
     /// A member that is present and not null.
-    fn field(&self, key: &str) -> Option<Self> {
+    fn field(&self, key: &'static str) -> Option<Self> {
         Some(self.member(key)).filter(|value| !value.is_null())
     }
 
@@ -84,7 +85,7 @@ impl Json for serde_json::Value {
     fn array(items: Vec<Self>) -> Self {
         serde_json::Value::Array(items)
     }
-    fn object(entries: Vec<(&str, Self)>) -> Self {
+    fn object(entries: Vec<(&'static str, Self)>) -> Self {
         serde_json::Value::Object(
             entries
                 .into_iter()
@@ -104,16 +105,15 @@ impl Json for serde_json::Value {
     fn is_object(&self) -> bool {
         self.is_object()
     }
-    fn member(&self, key: &str) -> Self {
+    fn member(&self, key: &'static str) -> Self {
         self.as_object()
             .and_then(|map| map.get(key))
             .cloned()
             .unwrap_or(serde_json::Value::Null)
     }
-    fn keys(&self) -> Vec<String> {
+    fn entries(&self) -> Option<Vec<(String, Self)>> {
         self.as_object()
-            .map(|map| map.keys().cloned().collect())
-            .unwrap_or_default()
+            .map(|map| map.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
     }
     fn items(&self) -> Option<Vec<Self>> {
         self.as_array().cloned()
@@ -146,11 +146,11 @@ impl Json for wasm_bindgen::JsValue {
     fn array(items: Vec<Self>) -> Self {
         items.into_iter().collect::<js_sys::Array>().into()
     }
-    fn object(entries: Vec<(&str, Self)>) -> Self {
+    fn object(entries: Vec<(&'static str, Self)>) -> Self {
         let object = js_sys::Object::new();
         for (key, value) in entries {
             // Setting a property on a fresh plain object cannot fail.
-            let _ = js_sys::Reflect::set(&object, &key.into(), &value);
+            let _ = js_sys::Reflect::set(&object, &js_key(key), &value);
         }
         object.into()
     }
@@ -168,23 +168,26 @@ impl Json for wasm_bindgen::JsValue {
     fn is_object(&self) -> bool {
         self.is_object() && !js_sys::Array::is_array(self)
     }
-    fn member(&self, key: &str) -> Self {
+    fn member(&self, key: &'static str) -> Self {
         if self.is_object() {
-            js_sys::Reflect::get(self, &key.into()).unwrap_or(wasm_bindgen::JsValue::UNDEFINED)
+            js_sys::Reflect::get(self, &js_key(key)).unwrap_or(wasm_bindgen::JsValue::UNDEFINED)
         } else {
             wasm_bindgen::JsValue::UNDEFINED
         }
     }
-    fn keys(&self) -> Vec<String> {
+    fn entries(&self) -> Option<Vec<(String, Self)>> {
         use wasm_bindgen::JsCast;
-        self.dyn_ref::<js_sys::Object>()
-            .map(|object| {
-                js_sys::Object::keys(object)
-                    .iter()
-                    .filter_map(|k| k.as_string())
-                    .collect()
-            })
-            .unwrap_or_default()
+        if !self.is_object() {
+            return None;
+        }
+        let mut entries = Vec::new();
+        for entry in object_entries(self).ok()?.iter() {
+            let entry: js_sys::Array = entry.unchecked_into();
+            if let Some(key) = entry.get(0).as_string() {
+                entries.push((key, entry.get(1)));
+            }
+        }
+        Some(entries)
     }
     fn items(&self) -> Option<Vec<Self>> {
         js_sys::Array::is_array(self).then(|| js_sys::Array::from(self).iter().collect())
@@ -198,4 +201,35 @@ impl Json for wasm_bindgen::JsValue {
     fn as_bool(&self) -> Option<bool> {
         self.as_bool()
     }
+}
+
+#[cfg(target_arch = "wasm32")]
+#[wasm_bindgen::prelude::wasm_bindgen]
+extern "C" {
+    /// `Object.entries`, which runs getters: one that throws is an error, not a trap.
+    #[wasm_bindgen(js_namespace = Object, js_name = entries, catch)]
+    fn object_entries(
+        object: &wasm_bindgen::JsValue,
+    ) -> Result<js_sys::Array, wasm_bindgen::JsValue>;
+}
+
+/// The JS string for a property name written in the code, made once per name: decoding a Rust
+/// string into a JS one costs more than the property access it is made for, and a run's
+/// normalisation names some fifty properties.
+#[cfg(target_arch = "wasm32")]
+pub fn js_key(name: &'static str) -> wasm_bindgen::JsValue {
+    use std::cell::RefCell;
+    thread_local! {
+        // A static string's address and length name it: a few dozen entries, searched in order.
+        static KEYS: RefCell<Vec<(usize, usize, wasm_bindgen::JsValue)>> = const { RefCell::new(Vec::new()) };
+    }
+    let id = (name.as_ptr() as usize, name.len());
+    KEYS.with_borrow_mut(|keys| {
+        if let Some((.., key)) = keys.iter().find(|(at, len, _)| (*at, *len) == id) {
+            return key.clone();
+        }
+        let key = wasm_bindgen::JsValue::from_str(name);
+        keys.push((id.0, id.1, key.clone()));
+        key
+    })
 }

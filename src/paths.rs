@@ -9,8 +9,14 @@ use crate::text::hex;
 ///            "/v1/models/black-forest-labs/flux-pro/kontext/runs");
 /// ```
 pub fn create_run(model: &str) -> String {
-    let segments: Vec<String> = model.split('/').map(encode).collect();
-    ["/v1/models/", &segments.join("/"), "/runs"].concat()
+    // Pushed segment by segment: joining a Vec<String> would add a second copy of `join` (1 KB).
+    let mut path = String::from("/v1/models");
+    for segment in model.split('/') {
+        path.push('/');
+        path.push_str(&encode(segment));
+    }
+    path.push_str("/runs");
+    path
 }
 
 /// `/v1/runs/{id}`.

@@ -169,7 +169,7 @@ pub fn runs_from_search(status: u16, page: &Value) -> Result<Vec<Run>, Error> {
     Ok(runs)
 }
 
-fn text(value: &Value, key: &str) -> Option<String> {
+fn text(value: &Value, key: &'static str) -> Option<String> {
     Json::as_str(&value.member(key))
 }
 
@@ -252,7 +252,7 @@ pub fn normalise_output(output: &Value) -> Option<Output> {
         Some(each) => Some(each.iter().any(|flag| Json::as_bool(flag) == Some(true))),
         None => Json::as_bool(&flags),
     });
-    let or_null = |key: &str| output.field(key).unwrap_or_else(Value::null);
+    let or_null = |key: &'static str| output.field(key).unwrap_or_else(Value::null);
     Some(Output {
         outputs: images,
         seed: or_null("seed"),
@@ -272,7 +272,7 @@ fn image_from_json(value: &Value) -> Option<OutputImage> {
     {
         return None;
     }
-    let dimension = |key: &str| Json::as_f64(&value.member(key)).filter(|n| *n > 0.0);
+    let dimension = |key: &'static str| Json::as_f64(&value.member(key)).filter(|n| *n > 0.0);
     let content_type = text(value, "content_type").or_else(|| content_type_of(&url));
     Some(OutputImage {
         width: dimension("width"),

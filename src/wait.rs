@@ -7,6 +7,7 @@ use wasm_bindgen::JsValue;
 use crate::client::Client;
 use crate::error::{Error, ErrorCode};
 use crate::http::Call;
+use crate::json::js_key;
 use crate::policy::PollSchedule;
 use crate::run::{Run, Status};
 
@@ -87,11 +88,11 @@ pub fn run_failed(run: Run) -> Error {
     }
 }
 
-fn global_property(path: &[&str]) -> JsValue {
+fn global_property(path: &[&'static str]) -> JsValue {
     path.iter()
         .fold(js_sys::global().into(), |target: JsValue, key| {
             if target.is_object() {
-                Reflect::get(&target, &(*key).into()).unwrap_or(JsValue::UNDEFINED)
+                Reflect::get(&target, &js_key(key)).unwrap_or(JsValue::UNDEFINED)
             } else {
                 JsValue::UNDEFINED
             }
