@@ -1,6 +1,11 @@
 // Browser half of `make bench`: headless Chromium (Debian's) driven by playwright-core against
 // the dev server's mock. Each measurement runs in a fresh page of a same-origin document, with
 // the in-page code (harness.js + floor.js) bundled to an IIFE and injected.
+import { spawn } from "node:child_process";
+import { createServer } from "node:http";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { chromium } from "playwright-core";
 import { build } from "esbuild";
 
@@ -24,8 +29,11 @@ const stats = (xs) => {
 };
 
 export class Bench {
-  constructor(origin, log = console.error) {
+  /** `wwwDir`: the folder the dev server serves at `/`, where pages for a browser without a
+   * DevTools client are written. */
+  constructor(origin, wwwDir, log = console.error) {
     this.origin = origin;
+    this.wwwDir = wwwDir;
     this.log = log;
   }
 
@@ -96,12 +104,20 @@ export class Bench {
     return out;
   }
 
-  /** Per-run overhead, ours vs the floor, interleaved in one page, each side in its own scenario. */
-  async overhead({ n, warmup, pollIntervalMs }) {
+  /** Per-run overhead, ours vs the floor, interleaved in one page, each side in its own scenario.
+   * `attached`: in a Playwright page, that is with a DevTools client recording the network;
+   * otherwise in a Chromium that no DevTools client is attached to, as users' pages run. */
+  async overhead({ n, warmup, pollIntervalMs, attached }) {
     const [ours, floor] = [await this.scenario({ lifecycle_ms: [0, 0, 0] }), await this.scenario({ lifecycle_ms: [0, 0, 0] })];
-    const page = await this.page();
-    const times = await page.evaluate((args) => bench.overhead(args), { url: PKG, ours: ours.base, floor: floor.base, n, warmup, pollIntervalMs });
-    await page.close();
+    const args = { url: PKG, ours: ours.base, floor: floor.base, n, warmup, pollIntervalMs };
+    let times;
+    if (attached) {
+      const page = await this.page();
+      times = await page.evaluate((args) => bench.overhead(args), args);
+      await page.close();
+    } else {
+      times = await this.unattached("bench.overhead", args);
+    }
     // The two sides must have sent the same requests: same kinds, counts, headers and body keys.
     const shape = (log) => {
       const kinds = {};
@@ -120,13 +136,58 @@ export class Bench {
     const o = stats(times.ours), f = stats(times.floor);
     const pairRatios = times.ours.map((t, i) => t / times.floor[i]);
     return {
-      n, warmup, pollIntervalMs,
+      n, warmup, pollIntervalMs, devTools: !!attached,
       oursMs: o, floorMs: f,
       ratio: { median: o.median / f.median, p95: o.p95 / f.p95, mean: o.mean / f.mean, pairedMedian: stats(pairRatios).median },
       perRunOverheadMs: { median: o.median - f.median, p95: o.p95 - f.p95 },
       requests,
       sameRequests: JSON.stringify(requests.ours) === JSON.stringify(requests.floor),
     };
+  }
+
+  /** Calls `fn(args)` of the harness in a Chromium started without any DevTools client: a page
+   * the dev server serves from `wwwDir`, same-origin with the mock, posts the result to a
+   * loopback server of ours. Playwright's DevTools session records the network, and for that
+   * Chromium captures every request's initiator stack trace, a per-request cost that users'
+   * pages do not pay. */
+  async unattached(fn, args) {
+    let settle;
+    const result = new Promise((resolve, reject) => (settle = { resolve, reject }));
+    const server = createServer((req, res) => {
+      let body = "";
+      req.on("data", (chunk) => (body += chunk));
+      req.on("end", () => {
+        res.writeHead(204, { "access-control-allow-origin": "*" }).end();
+        const message = JSON.parse(body);
+        if (message.error) settle.reject(new Error(`page: ${message.error}`));
+        else settle.resolve(message.value);
+      });
+    });
+    await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const reportUrl = `http://127.0.0.1:${server.address().port}/`;
+    await writeFile(join(this.wwwDir, "harness.js"), this.harness);
+    await writeFile(
+      join(this.wwwDir, "unattached.html"),
+      `<!doctype html><meta charset="utf-8"><script src="/harness.js"></script><script type="module">
+const post = (message) => fetch(${JSON.stringify(reportUrl)}, { method: "POST", mode: "no-cors", body: JSON.stringify(message) });
+${fn}(${JSON.stringify(args)}).then((value) => post({ value }), (e) => post({ error: String(e?.stack ?? e) }));
+</script>`,
+    );
+    const profile = await mkdtemp(join(tmpdir(), "bench-chromium-"));
+    const browser = spawn("/usr/bin/chromium", [...CHROMIUM_ARGS, `--user-data-dir=${profile}`, `${this.origin}/unattached.html`], { stdio: "ignore" });
+    const timeout = setTimeout(() => settle.reject(new Error(`${fn}: no result in 10 min`)), 600_000);
+    try {
+      return await result;
+    } finally {
+      clearTimeout(timeout);
+      if (browser.exitCode === null) {
+        const exited = new Promise((resolve) => browser.once("exit", resolve));
+        browser.kill("SIGKILL");
+        await exited;
+      }
+      server.close();
+      await rm(profile, { recursive: true, force: true });
+    }
   }
 
   /** Memory after 10 ... 2000 sequential runs, in a fresh page per side. */

@@ -5,8 +5,9 @@
 //
 // BENCH_QUICK=1 shrinks every count, for working on the benchmarks themselves.
 import { spawn } from "node:child_process";
-import { mkdir, writeFile } from "node:fs/promises";
-import { cpus, totalmem } from "node:os";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { cpus, tmpdir, totalmem } from "node:os";
+import { join } from "node:path";
 import { sizes } from "./size.mjs";
 import { Bench, stats } from "./browser.mjs";
 import { simulateWaiting } from "./waiting.mjs";
@@ -27,9 +28,13 @@ const CONFIG = {
   images: { bytes: 10 * 1024 * 1024, n: quick ? 5 : 20, warmup: quick ? 1 : 3 },
 };
 
+// What the dev server serves at `/` during the bench: pages written for a browser that no
+// DevTools client is attached to.
+const wwwDir = await mkdtemp(join(tmpdir(), "bench-www-"));
+
 function startDevServer() {
   return new Promise((resolve, reject) => {
-    const child = spawn(root + "target/release/devserver", [], { cwd: root, env: { ...process.env, PORT: "0" }, stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(root + "target/release/devserver", [], { cwd: root, env: { ...process.env, PORT: "0", WWW_DIR: wwwDir }, stdio: ["ignore", "pipe", "pipe"] });
     let out = "";
     const onData = (d) => {
       out += d;
@@ -51,7 +56,7 @@ for (const sig of ["SIGINT", "SIGTERM"]) process.on(sig, () => process.exit(130)
 log(`dev server at ${origin}`);
 
 const report = { generatedAt: new Date().toISOString(), config: CONFIG, machine: { cores: cpus().length, cpu: cpus()[0]?.model, memoryBytes: totalmem(), node: process.version } };
-const bench = new Bench(origin, log);
+const bench = new Bench(origin, wwwDir, log);
 try {
   log("size: bundling ours and the peers, twiggy breakdown");
   report.size = await sizes();
@@ -61,8 +66,10 @@ try {
   report.machine.browser = await bench.env();
   log(`start-up: ${CONFIG.startupLoads} cold + ${CONFIG.startupLoads} warm loads`);
   report.startup = await bench.startup(CONFIG.startupLoads);
-  log(`overhead: ${CONFIG.overhead.n} + ${CONFIG.overhead.warmup} warm-up cycles per side, interleaved`);
+  log(`overhead: ${CONFIG.overhead.n} + ${CONFIG.overhead.warmup} warm-up cycles per side, interleaved, in a Chromium without DevTools`);
   report.overhead = await bench.overhead(CONFIG.overhead);
+  log("overhead again, in a Playwright page (a DevTools client recording the network)");
+  report.overheadDevTools = await bench.overhead({ ...CONFIG.overhead, attached: true });
   log(`memory: ${CONFIG.memory.checkpoints.join(", ")} sequential runs per side`);
   report.memory = await bench.memory(CONFIG.memory);
   log(`concurrency: ${CONFIG.concurrency.n} runs in flight`);
@@ -70,13 +77,15 @@ try {
   log("waiting: 5 s, 10 s, 30 s runs, ours vs fixed 500 ms and 2 s loops, all in parallel");
   report.waiting = await bench.waiting(CONFIG.waiting);
   // The same comparison computed from the schedules, over many run lengths, with the measured latency.
-  const getLatencyMs = report.overhead.floorMs.median / 2;
+  // The waiting runs are in Playwright pages: the latency measured there.
+  const getLatencyMs = report.overheadDevTools.floorMs.median / 2;
   report.waiting.simulated = simulateWaiting({ durations: CONFIG.waiting.durations, latencyMs: getLatencyMs });
   log(`images: a ${CONFIG.images.bytes / 2 ** 20} MiB file to an image_url, ours inline, FileReader, ours uploaded; ${CONFIG.images.n} + ${CONFIG.images.warmup} warm-up rounds, interleaved`);
   report.images = await bench.images(CONFIG.images);
 } finally {
   await bench.stop();
   stopServer();
+  await rm(wwwDir, { recursive: true, force: true });
 }
 report.elapsedSeconds = Math.round((Date.now() - started) / 1000);
 
