@@ -7,7 +7,7 @@ use gloo_net::http::Request;
 use js_sys::{Array, Function, Object, Reflect};
 use runflow_kontext::{KontextClient, verify_callback_signature};
 use serde_json::{Value, json};
-use wasm_bindgen::JsValue;
+use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_test::*;
 use web_sys::AbortController;
 
@@ -138,6 +138,19 @@ async fn invalid_input_costs_no_request() {
     .await;
     let bad_option = to_js(&json!({"clientRef": "x".repeat(256)}));
     reject(client.create_run(input(), bad_option), "validation_error").await;
+    // A getter that throws is a validation error, not an exception thrown through the wasm.
+    let throwing = to_js(&json!({"image_url": PIXEL_PNG}));
+    let getter = Object::new();
+    Reflect::set(
+        &getter,
+        &"get".into(),
+        &Function::new_no_args("throw new Error('no prompt today')"),
+    )
+    .expect("set");
+    Reflect::set(&getter, &"enumerable".into(), &JsValue::TRUE).expect("set");
+    Object::define_property(throwing.unchecked_ref::<Object>(), &"prompt".into(), &getter);
+    let error = reject(client.run(throwing, JsValue::UNDEFINED), "validation_error").await;
+    assert_eq!(text(&error, "field").as_deref(), Some("input"));
     assert_eq!(mock.log().await.len(), 0, "no request for invalid input");
 }
 
@@ -392,6 +405,35 @@ async fn abort_stops_waiting_at_once_and_names_the_run() {
         before,
         "an aborted signal sends nothing"
     );
+}
+
+/// Requests share one timeout timer: a short timeout made while a long one is pending still
+/// fires on time, and the long request stays under its own.
+#[wasm_bindgen_test]
+async fn a_short_request_timeout_fires_while_a_long_one_is_pending() {
+    let mock =
+        Scenario::new(json!({"faults": [{"on": "get", "times": 100, "action": {"type": "hang"}}]}))
+            .await;
+    let created = resolve(
+        mock.client(json!({}))
+            .create_run(input(), JsValue::UNDEFINED),
+    )
+    .await;
+    let id: JsValue = created["id"].as_str().expect("id").into();
+    let controller = AbortController::new().expect("controller");
+    let options = Object::new();
+    Reflect::set(&options, &"signal".into(), &controller.signal()).expect("set");
+    let long = mock
+        .client(json!({"timeoutMs": 60_000}))
+        .get_run(id.clone(), options.into());
+    gloo_timers::future::TimeoutFuture::new(50).await;
+    let started = now();
+    let short = mock.client(json!({"timeoutMs": 300, "maxRetries": 0}));
+    reject(short.get_run(id, JsValue::UNDEFINED), "timeout").await;
+    let took = now() - started;
+    assert!((280.0..1500.0).contains(&took), "timed out after {took} ms");
+    controller.abort();
+    reject(long, "aborted").await;
 }
 
 #[wasm_bindgen_test]
