@@ -169,7 +169,7 @@ export class Bench {
     await writeFile(
       join(this.wwwDir, "unattached.html"),
       `<!doctype html><meta charset="utf-8"><script src="/harness.js"></script><script type="module">
-const post = (message) => fetch(${JSON.stringify(reportUrl)}, { method: "POST", mode: "no-cors", body: JSON.stringify(message) });
+const post = (message) => fetch(${JSON.stringify(reportUrl)}, { method: "POST", body: JSON.stringify(message) });
 ${fn}(${JSON.stringify(args)}).then((value) => post({ value }), (e) => post({ error: String(e?.stack ?? e) }));
 </script>`,
     );

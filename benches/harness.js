@@ -39,6 +39,7 @@ function env() {
     hardwareConcurrency: navigator.hardwareConcurrency,
     preciseMemory: !!performance.memory,
     gc: typeof globalThis.gc === "function",
+    crossOriginIsolated: globalThis.crossOriginIsolated === true,
   };
 }
 

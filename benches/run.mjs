@@ -29,12 +29,13 @@ const CONFIG = {
 };
 
 // What the dev server serves at `/` during the bench: pages written for a browser that no
-// DevTools client is attached to.
+// DevTools client is attached to. Its pages are cross-origin isolated, for 5 µs timers instead of
+// 100 µs ones (a run on loopback takes about 3 ms).
 const wwwDir = await mkdtemp(join(tmpdir(), "bench-www-"));
 
 function startDevServer() {
   return new Promise((resolve, reject) => {
-    const child = spawn(root + "target/release/devserver", [], { cwd: root, env: { ...process.env, PORT: "0", WWW_DIR: wwwDir }, stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(root + "target/release/devserver", [], { cwd: root, env: { ...process.env, PORT: "0", WWW_DIR: wwwDir, CROSS_ORIGIN_ISOLATED: "1" }, stdio: ["ignore", "pipe", "pipe"] });
     let out = "";
     const onData = (d) => {
       out += d;

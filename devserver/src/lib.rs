@@ -12,7 +12,7 @@ mod tests;
 use std::{future::Future, io, path::PathBuf};
 
 use axum::{
-    http::{header, HeaderValue},
+    http::{header, HeaderName, HeaderValue},
     routing::get,
     Json, Router,
 };
@@ -66,6 +66,10 @@ pub struct Config {
     pub lifecycle_ms: [u64; 3],
     /// The mock or the proxy.
     pub backend: Backend,
+    /// Serve every response cross-origin isolated (COOP `same-origin`, COEP `require-corp`), for
+    /// pages that need precise timers: `performance.now()` is coarsened to 100 µs otherwise, to
+    /// 5 µs then. Off for the demo, whose output images may come from other origins.
+    pub isolated: bool,
 }
 
 impl Default for Config {
@@ -75,6 +79,7 @@ impl Default for Config {
             pkg_dir: "pkg".into(),
             lifecycle_ms: [800, 700, 2500],
             backend: Backend::Mock,
+            isolated: false,
         }
     }
 }
@@ -115,6 +120,7 @@ pub fn app(config: Config) -> Router {
     );
     let pkg = ServeDir::new(&config.pkg_dir);
     let www = ServeDir::new(&config.www_dir);
+    let isolated = config.isolated;
     let (api, backend) = match config.backend.clone() {
         Backend::Mock => (
             mock::router(config),
@@ -126,13 +132,25 @@ pub fn app(config: Config) -> Router {
             (proxy::router(*proxy), info)
         }
     };
-    api.route(
-        &format!("{MOUNT}/_backend"),
-        get(move || std::future::ready(Json(backend.clone()))),
-    )
-    .nest_service("/pkg", pkg)
-    .fallback_service(www)
-    .layer(no_cache)
+    let app = api
+        .route(
+            &format!("{MOUNT}/_backend"),
+            get(move || std::future::ready(Json(backend.clone()))),
+        )
+        .nest_service("/pkg", pkg)
+        .fallback_service(www)
+        .layer(no_cache);
+    if !isolated {
+        return app;
+    }
+    let header = |name, value| {
+        SetResponseHeaderLayer::overriding(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        )
+    };
+    app.layer(header("cross-origin-opener-policy", "same-origin"))
+        .layer(header("cross-origin-embedder-policy", "require-corp"))
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then lets open requests finish.

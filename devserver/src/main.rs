@@ -40,6 +40,7 @@ async fn main() -> ExitCode {
         pkg_dir: var("PKG_DIR", "pkg").into(),
         lifecycle_ms,
         backend,
+        isolated: env::var_os("CROSS_ORIGIN_ISOLATED").is_some_and(|v| v == "1"),
     };
     let addr = format!("{}:{}", var("HOST", "127.0.0.1"), var("PORT", "8080"));
     let listener = match tokio::net::TcpListener::bind(&addr).await {

@@ -187,4 +187,26 @@ async fn static_files_and_wasm() {
     assert_eq!(wasm.status, StatusCode::OK);
     assert_eq!(wasm.header("content-type"), Some("application/wasm"));
     assert_eq!(get(&app, "/missing.js").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(index.header("cross-origin-embedder-policy"), None);
+}
+
+#[tokio::test]
+async fn isolated_pages_get_coop_and_coep() {
+    let app = crate::app(crate::Config {
+        isolated: true,
+        ..super::test_config()
+    });
+    for path in ["/", "/pkg/x_bg.wasm"] {
+        let reply = get(&app, path).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(
+            reply.header("cross-origin-opener-policy"),
+            Some("same-origin")
+        );
+        assert_eq!(
+            reply.header("cross-origin-embedder-policy"),
+            Some("require-corp")
+        );
+        assert_eq!(reply.header("cache-control"), Some("no-cache"));
+    }
 }

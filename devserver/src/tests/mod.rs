@@ -48,6 +48,7 @@ pub(crate) fn test_config() -> Config {
         pkg_dir: dir.join("pkg"),
         lifecycle_ms: [0, 0, 0],
         backend: crate::Backend::Mock,
+        isolated: false,
     }
 }
 
