@@ -148,7 +148,11 @@ async fn invalid_input_costs_no_request() {
     )
     .expect("set");
     Reflect::set(&getter, &"enumerable".into(), &JsValue::TRUE).expect("set");
-    Object::define_property(throwing.unchecked_ref::<Object>(), &"prompt".into(), &getter);
+    Object::define_property(
+        throwing.unchecked_ref::<Object>(),
+        &"prompt".into(),
+        &getter,
+    );
     let error = reject(client.run(throwing, JsValue::UNDEFINED), "validation_error").await;
     assert_eq!(text(&error, "field").as_deref(), Some("input"));
     assert_eq!(mock.log().await.len(), 0, "no request for invalid input");
