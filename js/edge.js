@@ -104,6 +104,13 @@ export function sleep(ms, signal) {
   });
 }
 
+const asciiDecoder = new TextDecoder();
+
+/** `text` with `bytes` (ASCII, a view of wasm memory) appended. */
+export function appendAscii(text, bytes) {
+  return text + asciiDecoder.decode(bytes);
+}
+
 /** JSON text of a value, or undefined when it has none (a BigInt, a cycle). */
 export function toJson(value) {
   try {
