@@ -35,12 +35,20 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let isolated = match var("CROSS_ORIGIN_ISOLATED", "0").as_str() {
+        "0" => false,
+        "1" => true,
+        other => {
+            eprintln!("devserver: CROSS_ORIGIN_ISOLATED must be 0 or 1, got {other:?}");
+            return ExitCode::from(2);
+        }
+    };
     let config = Config {
         www_dir: var("WWW_DIR", "www").into(),
         pkg_dir: var("PKG_DIR", "pkg").into(),
         lifecycle_ms,
         backend,
-        isolated: env::var_os("CROSS_ORIGIN_ISOLATED").is_some_and(|v| v == "1"),
+        isolated,
     };
     let addr = format!("{}:{}", var("HOST", "127.0.0.1"), var("PORT", "8080"));
     let listener = match tokio::net::TcpListener::bind(&addr).await {

@@ -4,6 +4,9 @@ use std::{
     io::{BufRead, BufReader, Read, Write},
     net::{TcpListener, TcpStream},
     process::{Child, Command, Stdio},
+    sync::mpsc,
+    thread,
+    time::Duration,
 };
 
 fn devserver() -> Command {
@@ -96,17 +99,28 @@ fn proxy_mode_names_its_upstream_and_never_logs_the_key() {
         "Authorization: Bearer rf_browser_key\r\n",
     );
     let info = get(&url, "/api/runflow/_backend", "");
+    // The access log is written by a thread of its own, after the response: read stderr as it
+    // comes and stop the server only once the call's line is out.
+    let lines = proxy.stderr.take().unwrap();
+    let (sender, received) = mpsc::channel();
+    let reader = thread::spawn(move || {
+        for line in BufReader::new(lines).lines().map_while(Result::ok) {
+            let _ = sender.send(line);
+        }
+    });
+    let mut stderr = String::new();
+    while !stderr.contains(r#""event":"proxy""#) {
+        match received.recv_timeout(Duration::from_secs(10)) {
+            Ok(line) => stderr.push_str(&(line + "\n")),
+            Err(_) => break,
+        }
+    }
     proxy.kill().unwrap();
     proxy.wait().unwrap();
     mock.kill().unwrap();
     mock.wait().unwrap();
-    let mut stderr = String::new();
-    proxy
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    reader.join().unwrap();
+    stderr.extend(received.try_iter().map(|line| line + "\n"));
 
     assert_eq!(backend, format!("proxy to {mock_url}"));
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
@@ -147,4 +161,16 @@ fn a_bad_proxy_setting_stops_it_at_start() {
     assert!(stderr.contains("RUNFLOW_UPSTREAM"), "{stderr}");
     assert!(!stderr.contains("rf_live_x"));
     assert!(output.stdout.is_empty());
+}
+
+#[test]
+fn a_bad_isolation_setting_stops_it_at_start() {
+    let output = devserver()
+        .env("CROSS_ORIGIN_ISOLATED", "yes")
+        .env("PORT", "0")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("CROSS_ORIGIN_ISOLATED"), "{stderr}");
 }
