@@ -628,7 +628,10 @@ impl Options {
         };
         // A loop rather than collecting into Result<Vec<_>>, whose adapter costs wasm bytes.
         let mut pairs = Vec::new();
-        for (key, value) in Json::entries(&headers).unwrap_or_default() {
+        let Some(entries) = Json::entries(&headers) else {
+            return Err(Error::about(name, " could not be read (a getter threw)."));
+        };
+        for (key, value) in entries {
             let Some(value) = Json::as_str(&value) else {
                 return Err(Error::invalid(
                     name,

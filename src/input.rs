@@ -75,7 +75,10 @@ pub fn validate_kontext_without_image(input: &Value) -> Result<Value, Error> {
 fn validate(input: &Value, image_given: bool) -> Result<Value, Error> {
     as_object(input)?;
     let Some(entries) = input.entries() else {
-        return Err(Error::invalid("input", "Reading the input threw."));
+        return Err(Error::about(
+            "input",
+            " could not be read (a getter threw).",
+        ));
     };
     let mut wire: Vec<(&'static str, Value)> = Vec::new();
     for (name, value) in entries {

@@ -172,6 +172,16 @@ async fn bad_client_options_are_refused_by_name() {
         assert_eq!(text(&error, "code").as_deref(), Some("validation_error"));
         assert_eq!(text(&error, "field").as_deref(), Some(name));
     }
+    // Headers whose getter throws are refused, not dropped.
+    let headers = Object::new();
+    let getter = Object::new();
+    Reflect::set(&getter, &"get".into(), &Function::new_no_args("throw 1")).expect("set");
+    Reflect::set(&getter, &"enumerable".into(), &JsValue::TRUE).expect("set");
+    Object::define_property(&headers, &"x-app".into(), &getter);
+    let options = Object::new();
+    Reflect::set(&options, &"headers".into(), &headers).expect("set");
+    let error = KontextClient::new(options.into()).err().expect("refused");
+    assert_eq!(text(&error, "field").as_deref(), Some("headers"));
 }
 
 #[wasm_bindgen_test]
