@@ -27,7 +27,7 @@ export class RunflowError extends Error {
 
 // Requests in flight, each with its deadline (performance.now() ms). One timer serves them all,
 // re-armed only for a sooner deadline: a setTimeout and a clearTimeout per request cost more than
-// the rest of the race. It is unref'd in Node, so it never keeps a process alive on its own.
+// the rest of the race. In Node it keeps the process alive only while a request is in flight.
 const inFlight = new Map();
 let timer;
 let timerAt = Infinity;
@@ -37,7 +37,6 @@ function armTimer(at) {
   clearTimeout(timer);
   timerAt = at;
   timer = setTimeout(expireRequests, Math.min(at - performance.now(), 2 ** 31 - 1));
-  timer.unref?.();
 }
 
 function expireRequests() {
@@ -63,6 +62,7 @@ export function exchange(fetchFn, url, init, signal, ms) {
   return new Promise((resolve, reject) => {
     const end = (settle, value) => {
       inFlight.delete(stop);
+      if (inFlight.size === 0) timer?.unref?.();
       signal?.removeEventListener("abort", onAbort);
       settle(value);
     };
@@ -76,6 +76,7 @@ export function exchange(fetchFn, url, init, signal, ms) {
     const at = performance.now() + ms;
     inFlight.set(stop, at);
     armTimer(at);
+    timer.ref?.();
     // Called from a fresh microtask rather than from deep in the wasm call stack: while DevTools
     // records the network (as under test automation), Chromium captures each request's initiator
     // stack, which costs about 0.1 ms per request from down there.
