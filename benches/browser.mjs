@@ -3,6 +3,7 @@
 // the in-page code (harness.js + floor.js) bundled to an IIFE and injected.
 import { spawn } from "node:child_process";
 import { createServer } from "node:http";
+import { rmSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -21,6 +22,16 @@ export const CHROMIUM_ARGS = [
 ];
 
 const PKG = "/pkg/runflow_kontext.js";
+
+// Browsers started without Playwright, and their profiles: gone with the bench even when it is
+// stopped by a signal (run.mjs exits on SIGINT and SIGTERM, which skips `finally` blocks).
+const started = new Map();
+process.on("exit", () => {
+  for (const [browser, profile] of started) {
+    browser.kill("SIGKILL");
+    rmSync(profile, { recursive: true, force: true });
+  }
+});
 
 const stats = (xs) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -158,9 +169,13 @@ export class Bench {
       req.on("data", (chunk) => (body += chunk));
       req.on("end", () => {
         res.writeHead(204, { "access-control-allow-origin": "*" }).end();
-        const message = JSON.parse(body);
-        if (message.error) settle.reject(new Error(`page: ${message.error}`));
-        else settle.resolve(message.value);
+        try {
+          const message = JSON.parse(body);
+          if (message.error) settle.reject(new Error(`page: ${message.error}`));
+          else settle.resolve(message.value);
+        } catch (error) {
+          settle.reject(error);
+        }
       });
     });
     await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
@@ -170,11 +185,16 @@ export class Bench {
       join(this.wwwDir, "unattached.html"),
       `<!doctype html><meta charset="utf-8"><script src="/harness.js"></script><script type="module">
 const post = (message) => fetch(${JSON.stringify(reportUrl)}, { method: "POST", body: JSON.stringify(message) });
+addEventListener("error", (e) => post({ error: e.message }));
+addEventListener("unhandledrejection", (e) => post({ error: String(e.reason?.stack ?? e.reason) }));
 ${fn}(${JSON.stringify(args)}).then((value) => post({ value }), (e) => post({ error: String(e?.stack ?? e) }));
 </script>`,
     );
     const profile = await mkdtemp(join(tmpdir(), "bench-chromium-"));
     const browser = spawn("/usr/bin/chromium", [...CHROMIUM_ARGS, `--user-data-dir=${profile}`, `${this.origin}/unattached.html`], { stdio: "ignore" });
+    started.set(browser, profile);
+    browser.once("error", (error) => settle.reject(error));
+    browser.once("exit", (code, signal) => settle.reject(new Error(`${fn}: Chromium exited (${signal ?? code}) before the page reported`)));
     const timeout = setTimeout(() => settle.reject(new Error(`${fn}: no result in 10 min`)), 600_000);
     try {
       return await result;
@@ -186,6 +206,7 @@ ${fn}(${JSON.stringify(args)}).then((value) => post({ value }), (e) => post({ er
         await exited;
       }
       server.close();
+      started.delete(browser);
       await rm(profile, { recursive: true, force: true });
     }
   }

@@ -5,6 +5,7 @@
 //
 // BENCH_QUICK=1 shrinks every count, for working on the benchmarks themselves.
 import { spawn } from "node:child_process";
+import { rmSync } from "node:fs";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { cpus, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
@@ -52,7 +53,10 @@ function startDevServer() {
 const started = Date.now();
 const { child: server, origin } = await startDevServer();
 const stopServer = () => server.exitCode === null && server.kill("SIGTERM");
-process.on("exit", stopServer);
+process.on("exit", () => {
+  stopServer();
+  rmSync(wwwDir, { recursive: true, force: true });
+});
 for (const sig of ["SIGINT", "SIGTERM"]) process.on(sig, () => process.exit(130));
 log(`dev server at ${origin}`);
 
