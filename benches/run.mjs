@@ -6,7 +6,7 @@
 // BENCH_QUICK=1 shrinks every count, for working on the benchmarks themselves.
 import { spawn } from "node:child_process";
 import { rmSync } from "node:fs";
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, writeFile } from "node:fs/promises";
 import { cpus, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
 import { sizes } from "./size.mjs";
@@ -90,7 +90,6 @@ try {
 } finally {
   await bench.stop();
   stopServer();
-  await rm(wwwDir, { recursive: true, force: true });
 }
 report.elapsedSeconds = Math.round((Date.now() - started) / 1000);
 

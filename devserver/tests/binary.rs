@@ -148,29 +148,30 @@ fn proxy_mode_names_its_upstream_and_never_logs_the_key() {
     }
 }
 
-#[test]
-fn a_bad_proxy_setting_stops_it_at_start() {
+/// Starts the server with `env` and checks it refuses: exit code 2, nothing on stdout. Its stderr.
+fn refused_at_start(env: &[(&str, &str)]) -> String {
     let output = devserver()
-        .env("RUNFLOW_API_KEY", "rf_live_x")
-        .env("RUNFLOW_UPSTREAM", "ftp://files.example")
         .env("PORT", "0")
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.stdout.is_empty());
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn a_bad_proxy_setting_stops_it_at_start() {
+    let stderr = refused_at_start(&[
+        ("RUNFLOW_API_KEY", "rf_live_x"),
+        ("RUNFLOW_UPSTREAM", "ftp://files.example"),
+    ]);
     assert!(stderr.contains("RUNFLOW_UPSTREAM"), "{stderr}");
     assert!(!stderr.contains("rf_live_x"));
-    assert!(output.stdout.is_empty());
 }
 
 #[test]
 fn a_bad_isolation_setting_stops_it_at_start() {
-    let output = devserver()
-        .env("CROSS_ORIGIN_ISOLATED", "yes")
-        .env("PORT", "0")
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = refused_at_start(&[("CROSS_ORIGIN_ISOLATED", "yes")]);
     assert!(stderr.contains("CROSS_ORIGIN_ISOLATED"), "{stderr}");
 }
