@@ -1,7 +1,6 @@
 //! Proxy mode: `/api/runflow/*` forwarded to the real Runflow API with the key added server-side,
 //! only for the calls the client needs, behind a rate limit and an `authenticate` hook.
 
-mod allow;
 mod auth;
 mod body;
 mod limit;
@@ -27,14 +26,14 @@ use axum::{
 use futures_util::StreamExt;
 use serde_json::json;
 
-pub use allow::ModelAllowlist;
 pub use auth::{Authenticate, Refusal, SameOrigin, SharedSecret};
 pub use limit::RateLimit;
+pub use runflow_proxy_rules::ModelAllowlist;
 
 use crate::{conn::ConnHandle, MOUNT};
-use allow::Refused;
 use body::{CallLog, Capped, Logged};
 use limit::RateLimiter;
+use runflow_proxy_rules::{Allowed, Refused};
 
 /// Runflow's API.
 pub const DEFAULT_UPSTREAM: &str = "https://api.runflow.io";
@@ -468,7 +467,7 @@ impl Proxy {
         path: &str,
         client: Option<IpAddr>,
         now: Instant,
-    ) -> Result<allow::Allowed, Rejection> {
+    ) -> Result<Allowed, Rejection> {
         if let Some(Err(wait)) = self.limiter.as_ref().map(|l| l.take(client, now)) {
             // Whole seconds, rounded up: the client must not come back before a token is there.
             let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
@@ -490,7 +489,13 @@ impl Proxy {
             }
         }
         let query = parts.uri.query();
-        allow::check(&parts.method, path, query, &self.config.allowed_models).map_err(|refused| {
+        runflow_proxy_rules::check(
+            parts.method.as_str(),
+            path,
+            query,
+            &self.config.allowed_models,
+        )
+        .map_err(|refused| {
             let (error, code) = match refused {
                 Refused::Path => (
                     format!("{} {path} is not forwarded by this proxy", parts.method),
@@ -513,13 +518,7 @@ impl Proxy {
         })
     }
 
-    async fn send(
-        &self,
-        parts: Parts,
-        body: Body,
-        allowed: allow::Allowed,
-        log: CallLog,
-    ) -> Response {
+    async fn send(&self, parts: Parts, body: Body, allowed: Allowed, log: CallLog) -> Response {
         let config = &self.config;
         let too_large = || {
             let message = format!(

@@ -1,8 +1,30 @@
-//! Which calls the proxy forwards: only the few the client needs, checked part by part and
-//! rebuilt from the checked parts, so that what reaches Runflow is exactly what was allowed.
+//! Which calls a same-origin proxy to Runflow's runs API forwards: only the few the client needs,
+//! checked part by part and rebuilt from the checked parts, so that what reaches Runflow is
+//! exactly what was allowed.
+//!
+//! Pure functions over strings and bytes (no I/O, no HTTP types), so that the dev server and a
+//! wasm server entry share one set of rules.
+//!
+//! ```
+//! use runflow_proxy_rules::{check, ModelAllowlist, Refused};
+//! let models = ModelAllowlist::Only(vec!["black-forest-labs/flux-pro/kontext".into()]);
+//! let get = check("GET", "/v1/runs/3f2a-b_9", Some("x=1"), &models).unwrap();
+//! assert_eq!(get.target, "/v1/runs/3f2a-b_9");
+//! assert_eq!(check("DELETE", "/v1/runs/a", None, &models), Err(Refused::Path));
+//! ```
+#![deny(missing_docs)]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
 
-use axum::http::Method;
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use serde::Deserialize;
 
 /// What JS `encodeURIComponent` leaves alone, as the client encodes.
 const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
@@ -17,9 +39,13 @@ const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b')');
 
 /// Longest run or asset id accepted (Runflow's are UUIDs; ids are opaque, so allow some room).
-const MAX_ID_LEN: usize = 128;
+pub const MAX_ID_LEN: usize = 128;
+/// Longest client_ref searched for, in characters: the API's own limit on the field.
+pub const MAX_CLIENT_REF_CHARS: usize = 255;
 /// The search's page size limits, as the API documents them.
 const LIMITS: std::ops::RangeInclusive<u32> = 1..=100;
+/// The API's own maximum of `input.num_images`.
+pub const API_MAX_IMAGES: u64 = 4;
 
 /// The models whose runs the proxy creates (`RUNFLOW_ALLOWED_MODELS`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,7 +64,7 @@ impl ModelAllowlist {
     ///
     /// # Example
     /// ```
-    /// use runflow_devserver::ModelAllowlist;
+    /// use runflow_proxy_rules::ModelAllowlist;
     /// let list = ModelAllowlist::parse(" acme/a, acme/b ").unwrap();
     /// assert_eq!(list, ModelAllowlist::Only(vec!["acme/a".into(), "acme/b".into()]));
     /// assert_eq!(ModelAllowlist::parse("*"), Ok(ModelAllowlist::Any));
@@ -61,7 +87,15 @@ impl ModelAllowlist {
         }
     }
 
-    fn allows(&self, model: &str) -> bool {
+    /// Whether runs of `model` (a decoded, slash-joined id) may be created.
+    ///
+    /// # Example
+    /// ```
+    /// use runflow_proxy_rules::ModelAllowlist;
+    /// assert!(ModelAllowlist::Only(vec!["a/b".into()]).allows("a/b"));
+    /// assert!(!ModelAllowlist::Only(vec!["a/b".into()]).allows("a/b/c"));
+    /// ```
+    pub fn allows(&self, model: &str) -> bool {
         match self {
             ModelAllowlist::Any => true,
             ModelAllowlist::Only(models) => models.iter().any(|m| m == model),
@@ -71,28 +105,42 @@ impl ModelAllowlist {
 
 /// A call the proxy forwards.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) struct Allowed {
+pub struct Allowed {
     /// Path and query to append to the upstream base, rebuilt from the checked parts.
     pub target: String,
     /// The run the path names, for the log.
     pub run_id: Option<String>,
-    /// A create: its response names the new run.
+    /// A create: it spends credit, and its response names the new run.
     pub creates_run: bool,
 }
 
 /// Why a call is not forwarded.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Refused {
+pub enum Refused {
     /// Not one of the calls the client needs (or a malformed one).
     Path,
-    /// A create for a model off the allowlist.
+    /// A create for a model off the allowlist (the decoded model id).
     Model(String),
 }
 
-/// Decides whether `method path?query` (the path relative to the mount, still percent-encoded)
-/// is forwarded.
-pub(crate) fn check(
-    method: &Method,
+/// Decides whether `method path?query` (the path relative to the mount, still percent-encoded;
+/// the query without its `?`) is forwarded, and to which target. Never panics, whatever the input.
+///
+/// # Errors
+/// `Refused::Path` for anything but the client's calls, `Refused::Model` for a create of a model
+/// off the allowlist.
+///
+/// # Example
+/// ```
+/// use runflow_proxy_rules::{check, ModelAllowlist, Refused};
+/// let any = ModelAllowlist::Any;
+/// let search = check("GET", "/v1/runs", Some("q=client_ref%3Ark_1&limit=5"), &any).unwrap();
+/// assert_eq!(search.target, "/v1/runs?q=client_ref%3Ark_1&limit=5");
+/// let broad = check("GET", "/v1/runs", Some("q=status%3Asucceeded"), &any);
+/// assert_eq!(broad, Err(Refused::Path));
+/// ```
+pub fn check(
+    method: &str,
     path: &str,
     query: Option<&str>,
     models: &ModelAllowlist,
@@ -107,16 +155,14 @@ pub(crate) fn check(
         creates_run: false,
     };
     match (method, segments.as_slice()) {
-        (&Method::GET, ["v1", "health"]) => Ok(plain("/v1/health".into(), None)),
-        (&Method::GET, ["v1", "runs", id]) if is_id(id) => {
-            Ok(plain(format!("/v1/runs/{id}"), Some(id)))
-        }
-        (&Method::GET, ["v1", "runs"]) => search(query).map(|target| plain(target, None)),
-        (&Method::POST, ["v1", "asset-uploads"]) => Ok(plain("/v1/asset-uploads".into(), None)),
-        (&Method::POST, ["v1", "asset-uploads", id, "confirmations"]) if is_id(id) => {
+        ("GET", ["v1", "health"]) => Ok(plain("/v1/health".into(), None)),
+        ("GET", ["v1", "runs", id]) if is_id(id) => Ok(plain(format!("/v1/runs/{id}"), Some(id))),
+        ("GET", ["v1", "runs"]) => search(query).map(|target| plain(target, None)),
+        ("POST", ["v1", "asset-uploads"]) => Ok(plain("/v1/asset-uploads".into(), None)),
+        ("POST", ["v1", "asset-uploads", id, "confirmations"]) if is_id(id) => {
             Ok(plain(format!("/v1/asset-uploads/{id}/confirmations"), None))
         }
-        (&Method::POST, ["v1", "models", model @ .., "runs"]) if !model.is_empty() => {
+        ("POST", ["v1", "models", model @ .., "runs"]) if !model.is_empty() => {
             let model = model
                 .iter()
                 .map(|s| model_segment(s))
@@ -137,6 +183,49 @@ pub(crate) fn check(
             })
         }
         _ => Err(Refused::Path),
+    }
+}
+
+/// Why a create's body is not forwarded.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BodyRefused {
+    /// Not a JSON object whose `input` (if any) is an object with each field once: the proxy
+    /// cannot tell what it would create, so it does not forward it.
+    Unreadable,
+    /// `input.num_images` is not an integer from 1 to the limit (the limit given).
+    TooManyImages(u64),
+}
+
+/// Checks a create's body before it is forwarded: `input.num_images`, when present, must be an
+/// integer from 1 to `max_images`. A body the check cannot read (not JSON, or a key repeated,
+/// which two parsers might resolve differently) is refused too. Never panics.
+///
+/// # Errors
+/// The `BodyRefused` saying why.
+///
+/// # Example
+/// ```
+/// use runflow_proxy_rules::{check_create_body, BodyRefused};
+/// assert_eq!(check_create_body(br#"{"input": {"num_images": 2}}"#, 4), Ok(()));
+/// assert_eq!(check_create_body(br#"{"input": {"num_images": 4}}"#, 1), Err(BodyRefused::TooManyImages(1)));
+/// assert_eq!(check_create_body(b"nope", 4), Err(BodyRefused::Unreadable));
+/// ```
+pub fn check_create_body(body: &[u8], max_images: u64) -> Result<(), BodyRefused> {
+    // serde's derived visitors refuse a repeated field, so `{"num_images":1,"num_images":4}`
+    // cannot pass here with one value and reach Runflow with the other.
+    #[derive(Deserialize)]
+    struct Create {
+        input: Option<Input>,
+    }
+    #[derive(Deserialize)]
+    struct Input {
+        num_images: Option<serde_json::Value>,
+    }
+    let create: Create = serde_json::from_slice(body).map_err(|_| BodyRefused::Unreadable)?;
+    match create.input.and_then(|input| input.num_images) {
+        None | Some(serde_json::Value::Null) => Ok(()),
+        Some(n) if n.as_u64().is_some_and(|n| (1..=max_images).contains(&n)) => Ok(()),
+        Some(_) => Err(BodyRefused::TooManyImages(max_images)),
     }
 }
 
@@ -165,7 +254,7 @@ fn model_segment(raw: &str) -> Option<String> {
 fn search(query: Option<&str>) -> Result<String, Refused> {
     let mut q = None;
     let mut limit = None;
-    for (name, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+    for (name, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         let slot = match name.as_ref() {
             "q" => &mut q,
             "limit" => &mut limit,
@@ -195,6 +284,7 @@ fn search(query: Option<&str>) -> Result<String, Refused> {
 /// A client_ref the client sends unquoted.
 fn is_plain_ref(value: &str) -> bool {
     !value.is_empty()
+        && value.len() <= MAX_CLIENT_REF_CHARS
         && value
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
@@ -214,7 +304,7 @@ fn is_quoted_ref(value: &str) -> bool {
             _ => {}
         }
     }
-    !inner.is_empty()
+    !inner.is_empty() && inner.chars().count() <= MAX_CLIENT_REF_CHARS
 }
 
 #[cfg(test)]
@@ -227,14 +317,14 @@ mod tests {
         ModelAllowlist::Only(vec![KONTEXT.into()])
     }
 
-    fn target(method: Method, path: &str, query: Option<&str>) -> Result<String, Refused> {
-        check(&method, path, query, &kontext_only()).map(|a| a.target)
+    fn target(method: &str, path: &str, query: Option<&str>) -> Result<String, Refused> {
+        check(method, path, query, &kontext_only()).map(|a| a.target)
     }
 
     #[test]
     fn the_clients_calls_are_forwarded_as_sent() {
         let create = check(
-            &Method::POST,
+            "POST",
             "/v1/models/black-forest-labs/flux-pro/kontext/runs",
             None,
             &kontext_only(),
@@ -247,25 +337,25 @@ mod tests {
                 creates_run: true,
             })
         );
-        let get = check(&Method::GET, "/v1/runs/3f2a-b_9", None, &kontext_only());
+        let get = check("GET", "/v1/runs/3f2a-b_9", None, &kontext_only());
         assert_eq!(get.map(|a| a.run_id), Ok(Some("3f2a-b_9".into())));
         for (method, path) in [
-            (Method::GET, "/v1/health"),
-            (Method::POST, "/v1/asset-uploads"),
-            (Method::POST, "/v1/asset-uploads/as_1/confirmations"),
+            ("GET", "/v1/health"),
+            ("POST", "/v1/asset-uploads"),
+            ("POST", "/v1/asset-uploads/as_1/confirmations"),
         ] {
             assert_eq!(target(method, path, None).as_deref(), Ok(path));
         }
         // Queries are never passed on where the API takes none.
         assert_eq!(
-            target(Method::GET, "/v1/health", Some("x=1")).as_deref(),
+            target("GET", "/v1/health", Some("x=1")).as_deref(),
             Ok("/v1/health")
         );
     }
 
     #[test]
     fn searches_by_one_client_ref_only() {
-        let search = |q: &str| target(Method::GET, "/v1/runs", Some(q));
+        let search = |q: &str| target("GET", "/v1/runs", Some(q));
         assert_eq!(
             search("q=client_ref%3Ark_1a.b-c&limit=5").as_deref(),
             Ok("/v1/runs?q=client_ref%3Ark_1a.b-c&limit=5")
@@ -274,10 +364,9 @@ mod tests {
             search("q=client_ref%3A%22order%207%20OR%20x%22").as_deref(),
             Ok("/v1/runs?q=client_ref%3A%22order%207%20OR%20x%22")
         );
-        assert_eq!(
-            search("q=client_ref%3A%22a%5C%22b%22").as_deref(),
-            Ok("/v1/runs?q=client_ref%3A%22a%5C%22b%22")
-        );
+        let longest = format!("q=client_ref%3A%22{}%22", "é".repeat(MAX_CLIENT_REF_CHARS));
+        assert!(search(&longest).is_ok());
+        let too_long = format!("q=client_ref%3A%22{}%22", "a".repeat(256));
         for refused in [
             "",
             "limit=5",
@@ -287,10 +376,14 @@ mod tests {
             "q=client_ref%3A%22a%22b%22",
             "q=client_ref%3A%22a%5C%22",
             "q=client_ref%3A",
+            "q=client_ref%3A%22%22",
             "q=client_ref%3Aa&q=client_ref%3Ab",
+            "q=client_ref%3Aa&q=status%3Asucceeded&limit=100",
             "q=client_ref%3Aa&limit=0",
             "q=client_ref%3Aa&limit=101",
+            "q=client_ref%3Aa&limit=5&limit=6",
             "q=client_ref%3Aa&page=2",
+            &too_long,
         ] {
             assert_eq!(search(refused), Err(Refused::Path), "{refused}");
         }
@@ -299,10 +392,10 @@ mod tests {
     #[test]
     fn models_are_checked_and_reencoded() {
         assert_eq!(
-            target(Method::POST, "/v1/models/acme/flux/runs", None),
+            target("POST", "/v1/models/acme/flux/runs", None),
             Err(Refused::Model("acme/flux".into()))
         );
-        let any = |path: &str| check(&Method::POST, path, None, &ModelAllowlist::Any);
+        let any = |path: &str| check("POST", path, None, &ModelAllowlist::Any);
         assert_eq!(
             any("/v1/models/acme/my%20model/runs").map(|a| a.target),
             Ok("/v1/models/acme/my%20model/runs".into())
@@ -321,7 +414,7 @@ mod tests {
         // The allowlist compares decoded ids, so encoding cannot sneak a model past it.
         assert_eq!(
             target(
-                Method::POST,
+                "POST",
                 "/v1/models/black-forest-labs/flux-pro/kontext%20/runs",
                 None
             ),
@@ -332,31 +425,97 @@ mod tests {
     #[test]
     fn everything_else_is_refused() {
         for (method, path) in [
-            (Method::GET, "/v1/runs/a/callback"),
-            (Method::POST, "/v1/runs/a/callback-redeliveries"),
-            (Method::POST, "/v1/callback-secrets"),
-            (Method::DELETE, "/v1/runs/a"),
-            (Method::POST, "/v1/runs/a"),
-            (
-                Method::GET,
-                "/v1/models/black-forest-labs/flux-pro/kontext/runs",
-            ),
-            (Method::PUT, "/v1/asset-uploads"),
-            (Method::GET, "/v1/runs/..%2Fcallback-secrets"),
-            (Method::GET, "/v1/runs/%61"),
-            (Method::GET, "/v2/health"),
-            (Method::GET, "/v1/health/"),
-            (Method::GET, "v1/health"),
-            (Method::GET, "/v1/admin/runs/a/cancel"),
+            ("GET", "/v1/runs/a/callback"),
+            ("POST", "/v1/runs/a/callback-redeliveries"),
+            ("POST", "/v1/callback-secrets"),
+            ("DELETE", "/v1/runs/a"),
+            ("POST", "/v1/runs/a"),
+            ("get", "/v1/health"),
+            ("GET", "/v1/models/black-forest-labs/flux-pro/kontext/runs"),
+            ("PUT", "/v1/asset-uploads"),
+            ("GET", "/v1/runs/..%2Fcallback-secrets"),
+            ("GET", "/v1/runs/%61"),
+            ("GET", "/v2/health"),
+            ("GET", "/v1/health/"),
+            ("GET", "v1/health"),
+            ("GET", ""),
+            ("GET", "/v1/admin/runs/a/cancel"),
         ] {
             assert_eq!(
-                target(method.clone(), path, None),
+                target(method, path, None),
                 Err(Refused::Path),
                 "{method} {path}"
             );
         }
         let long = format!("/v1/runs/{}", "a".repeat(MAX_ID_LEN + 1));
-        assert_eq!(target(Method::GET, &long, None), Err(Refused::Path));
+        assert_eq!(target("GET", &long, None), Err(Refused::Path));
+    }
+
+    #[test]
+    fn create_bodies_are_held_to_the_image_limit() {
+        for fine in [
+            r#"{"input": {"prompt": "p"}}"#,
+            r#"{"input": {"num_images": null}}"#,
+            r#"{"input": {"num_images": 2}, "client_ref": "r"}"#,
+            r#"{}"#,
+        ] {
+            assert_eq!(check_create_body(fine.as_bytes(), 2), Ok(()), "{fine}");
+        }
+        for over in [
+            r#"{"input": {"num_images": 3}}"#,
+            r#"{"input": {"num_images": 0}}"#,
+            r#"{"input": {"num_images": 1.5}}"#,
+            r#"{"input": {"num_images": "2"}}"#,
+        ] {
+            assert_eq!(
+                check_create_body(over.as_bytes(), 2),
+                Err(BodyRefused::TooManyImages(2)),
+                "{over}"
+            );
+        }
+        for unreadable in [
+            "",
+            "[]",
+            r#"{"input": []}"#,
+            r#"{"input": {"num_images": 1, "num_images": 4}}"#,
+            r#"{"input": {"num_images": 1}, "input": {"num_images": 4}}"#,
+        ] {
+            assert_eq!(
+                check_create_body(unreadable.as_bytes(), 4),
+                Err(BodyRefused::Unreadable),
+                "{unreadable}"
+            );
+        }
+    }
+
+    #[test]
+    fn odd_inputs_never_panic() {
+        // A cheap stand-in for the fuzz target: every short string over an alphabet of the
+        // characters the rules look at, as path and as query.
+        let alphabet = [
+            "/", "v1", "runs", "models", "%", "%2", "%2F", "\"", "\\", "=", "&", "q", ":", "é",
+            "\0", "a",
+        ];
+        let mut seen = 0;
+        for a in alphabet {
+            for b in alphabet {
+                for c in alphabet {
+                    let text = format!("{a}{b}{c}");
+                    for method in ["GET", "POST", ""] {
+                        let _ = check(method, &text, Some(&text), &ModelAllowlist::Any);
+                        let _ = check(
+                            method,
+                            &format!("/v1/runs{text}"),
+                            Some(&text),
+                            &kontext_only(),
+                        );
+                        seen += 1;
+                    }
+                    let _ = check_create_body(text.as_bytes(), 4);
+                }
+            }
+        }
+        assert!(seen > 10_000);
     }
 
     #[test]
