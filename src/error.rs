@@ -82,6 +82,9 @@ pub struct Error {
     /// The step of a local image's upload that failed: `upload_create`, `upload_put` or
     /// `upload_confirm`.
     pub step: Option<&'static str>,
+    /// What a callback of the caller (`onStatus`, `onUploadProgress`) threw during the call, when
+    /// the call then failed; it was reported on the console too.
+    pub cause: Option<Value>,
 }
 
 impl Error {
@@ -106,6 +109,7 @@ impl Error {
             retry_after_ms: None,
             run: None,
             step: None,
+            cause: None,
         }
     }
 
@@ -162,12 +166,29 @@ impl Error {
         self
     }
 
-    /// Removes every occurrence of `secret` from the message, so a key echoed by a server never leaks.
-    pub fn redact(mut self, secret: &str) -> Self {
-        if let Some(redacted) = replace_all(&self.message, secret, "[redacted]") {
-            self.message = redacted;
-        }
-        self
+    /// `from_response` for a body and request id that may echo a secret (a key a server or proxy
+    /// repeats back): each secret is replaced by `[redacted]` before anything is read or cut, so
+    /// no prefix of one survives the cut of server text to 300 characters.
+    ///
+    /// ```
+    /// use runflow_kontext::error::Error;
+    /// let secrets = ["rf_live_k3y".to_owned()];
+    /// let error = Error::from_response_redacted(401, r#"{"message":"bad key rf_live_k3y"}"#, None, None, &secrets);
+    /// assert!(error.message.contains("bad key [redacted]"));
+    /// ```
+    pub fn from_response_redacted(
+        status: u16,
+        body: &str,
+        request_id: Option<String>,
+        retry_after_ms: Option<u64>,
+        secrets: &[String],
+    ) -> Self {
+        Error::from_response(
+            status,
+            &redact_text(body, secrets),
+            request_id.map(|id| redact_text(&id, secrets)),
+            retry_after_ms,
+        )
     }
 
     /// Maps an HTTP error response to an error. `body` is the raw text, which may be any of the
@@ -335,7 +356,7 @@ struct Envelope {
 
 impl Envelope {
     fn parse(body: &str) -> Envelope {
-        let Some(body) = Value::parse(body).filter(Json::is_object) else {
+        let Some(body) = Value::parse(body).filter(Json::is_plain_object) else {
             return Envelope::default();
         };
         let text = |value: &Value, key: &'static str| Json::as_str(&value.member(key));
@@ -364,6 +385,17 @@ impl Envelope {
     fn is_empty(&self) -> bool {
         self.code.is_none() && self.message.is_none()
     }
+}
+
+/// `text` with every occurrence of each secret replaced by `[redacted]`.
+pub fn redact_text(text: &str, secrets: &[String]) -> String {
+    let mut text = text.to_owned();
+    for secret in secrets {
+        if let Some(redacted) = replace_all(&text, secret, "[redacted]") {
+            text = redacted;
+        }
+    }
+    text
 }
 
 /// `text` with every occurrence of `from` (non-empty) replaced by `to`, left to right like
@@ -528,14 +560,20 @@ mod tests {
         );
         assert!(!error.message.contains('\n'));
         assert!(error.message.len() < 700);
-        let leaky = Error::from_response(
+        let secrets = ["rf_live_secret".to_owned()];
+        let leaky = Error::from_response_redacted(
             401,
             r#"{"message":"key rf_live_secret is wrong"}"#,
+            Some("req_rf_live_secret".into()),
             None,
-            None,
-        )
-        .redact("rf_live_secret");
+            &secrets,
+        );
         assert!(!leaky.message.contains("rf_live_secret"));
+        assert_eq!(leaky.request_id.as_deref(), Some("req_[redacted]"));
+        // A key straddling the 300-character cut leaves no prefix behind.
+        let straddling = format!(r#"{{"message":"{}rf_live_secret"}}"#, "x".repeat(290));
+        let cut = Error::from_response_redacted(401, &straddling, None, None, &secrets);
+        assert!(!cut.message.contains("rf_live"), "{}", cut.message);
     }
 
     #[test]

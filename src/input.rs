@@ -82,7 +82,7 @@ fn validate(input: &Value, image_given: bool) -> Result<Value, Error> {
     };
     let mut wire: Vec<(&'static str, Value)> = Vec::new();
     for (name, value) in entries {
-        if value.is_null() {
+        if value.is_absent() {
             continue;
         }
         let Some(&known) = FIELDS.iter().find(|field| **field == name) else {
@@ -136,14 +136,18 @@ pub fn validate_untyped(input: &Value) -> Result<Value, Error> {
 /// Checks the create options the API bounds.
 ///
 /// # Errors
-/// `validation_error` on a `client_ref` that is empty or over 255 characters, or a `callback_url`
-/// that is not an http(s) URL.
+/// `validation_error` on a `client_ref` that is empty, over 255 characters or holds `"` or `\`
+/// (the search that finds a run by its ref cannot carry them: Runflow documents no escapes, and
+/// proxies refuse them), or a `callback_url` that is not an http(s) URL.
 pub fn validate_create(client_ref: Option<&str>, callback_url: Option<&str>) -> Result<(), Error> {
     if let Some(client_ref) = client_ref {
-        if client_ref.is_empty() || char_count(client_ref) > 255 {
+        if client_ref.is_empty()
+            || char_count(client_ref) > 255
+            || client_ref.bytes().any(|b| b == b'"' || b == b'\\')
+        {
             return Err(Error::invalid(
                 "clientRef",
-                "`clientRef` must be 1 to 255 characters.",
+                "`clientRef` must be 1 to 255 characters, without `\"` or `\\`, and unique to one logical create: the client finds a run by it when a create's outcome is unknown.",
             ));
         }
     }
@@ -165,7 +169,7 @@ fn char_count(text: &str) -> usize {
 }
 
 fn as_object(input: &Value) -> Result<(), Error> {
-    if input.is_object() {
+    if input.is_plain_object() {
         Ok(())
     } else {
         Err(Error::invalid(
@@ -533,6 +537,15 @@ mod tests {
                 .as_deref(),
             Some("clientRef")
         );
+        for unsearchable in ["a\"b", "a\\b"] {
+            assert_eq!(
+                validate_create(Some(unsearchable), None)
+                    .unwrap_err()
+                    .field
+                    .as_deref(),
+                Some("clientRef")
+            );
+        }
         assert_eq!(
             validate_create(Some(""), None)
                 .unwrap_err()

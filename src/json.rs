@@ -27,10 +27,12 @@ pub trait Json: Sized + Clone {
     fn parse(text: &str) -> Option<Self>;
     /// JSON text; `None` for what JSON cannot hold (a BigInt, a cycle).
     fn stringify(&self) -> Option<String>;
-    /// `null`, or absent (`undefined` in JS).
-    fn is_null(&self) -> bool;
-    /// A plain object (not an array, not a function).
-    fn is_object(&self) -> bool;
+    /// `null`, or absent (`undefined` in JS): what `JSON.stringify` leaves out of an object.
+    /// Named apart from `JsValue::is_null`, which would shadow it and miss `undefined`.
+    fn is_absent(&self) -> bool;
+    /// A plain object (not an array, not a function). Named apart from `JsValue::is_object`,
+    /// which is also true of arrays.
+    fn is_plain_object(&self) -> bool;
     /// The member `key` of an object; `null` when absent or not an object.
     fn member(&self, key: &'static str) -> Self;
     /// The object's own enumerable entries, in order; `None` when it is not an object or a
@@ -47,7 +49,7 @@ pub trait Json: Sized + Clone {
 
     /// A member that is present and not null.
     fn field(&self, key: &'static str) -> Option<Self> {
-        Some(self.member(key)).filter(|value| !value.is_null())
+        Some(self.member(key)).filter(|value| !value.is_absent())
     }
 
     /// A short rendering for messages.
@@ -99,10 +101,10 @@ impl Json for serde_json::Value {
     fn stringify(&self) -> Option<String> {
         Some(self.to_string())
     }
-    fn is_null(&self) -> bool {
+    fn is_absent(&self) -> bool {
         self.is_null()
     }
-    fn is_object(&self) -> bool {
+    fn is_plain_object(&self) -> bool {
         self.is_object()
     }
     fn member(&self, key: &'static str) -> Self {
@@ -162,10 +164,10 @@ impl Json for wasm_bindgen::JsValue {
             .ok()
             .and_then(|text| text.as_string())
     }
-    fn is_null(&self) -> bool {
+    fn is_absent(&self) -> bool {
         self.is_null() || self.is_undefined()
     }
-    fn is_object(&self) -> bool {
+    fn is_plain_object(&self) -> bool {
         self.is_object() && !js_sys::Array::is_array(self)
     }
     fn member(&self, key: &'static str) -> Self {

@@ -2,6 +2,8 @@
 //! clock passed in, so the schedule is tested exactly on the host.
 
 use crate::error::{Error, ErrorCode};
+use crate::json::{Json, JsonValue as Value};
+use crate::run::Run;
 use crate::text::{hex, parse_unsigned};
 
 /// How failed requests are retried: exponential backoff with full jitter.
@@ -163,6 +165,54 @@ pub fn create_outcome(error: &Error) -> CreateOutcome {
     }
 }
 
+/// How far the server's clock may be behind this machine's and a run still count as created by
+/// a call that began at a given time: device clocks are often minutes off.
+pub const CLOCK_SKEW_MS: f64 = 10.0 * 60_000.0;
+
+/// Whether `run`, found by `client_ref` after a create whose outcome was unknown, is provably
+/// that create's run, rather than an older one that reused the ref: it records every field of
+/// the input that was sent (`sent`; the server may add defaults), and was created after the call
+/// began at `began_ms` (Unix ms), allowing `CLOCK_SKEW_MS`. `parse_date` reads `created_at`
+/// into Unix ms. A run that says neither cannot prove it, so it does not count.
+///
+/// ```
+/// # #[cfg(not(target_arch = "wasm32"))] {
+/// use runflow_kontext::{policy::is_own_create, run::run_from_json};
+/// let run = run_from_json(200, &serde_json::json!({"id": "r1", "status_code": "queued",
+///     "client_ref": "order-7", "input": {"prompt": "snow", "guidance_scale": 3.5},
+///     "created_at": "2026-12-01T10:00:00+00:00"})).unwrap();
+/// let sent = serde_json::json!({"prompt": "snow"});
+/// let date = |_: &str| Some(1_764_583_200_000.0);
+/// assert!(is_own_create(&run, "order-7", &sent, 1_764_583_200_000.0, date));
+/// assert!(!is_own_create(&run, "order-7", &serde_json::json!({"prompt": "rain"}), 1_764_583_200_000.0, date));
+/// assert!(!is_own_create(&run, "order-7", &sent, 1_764_583_200_000.0 + 86_400_000.0, date));
+/// # }
+/// ```
+pub fn is_own_create(
+    run: &Run,
+    client_ref: &str,
+    sent: &Value,
+    began_ms: f64,
+    parse_date: impl Fn(&str) -> Option<f64>,
+) -> bool {
+    let created_after_start = run
+        .created_at
+        .as_deref()
+        .and_then(parse_date)
+        .is_some_and(|created| created >= began_ms - CLOCK_SKEW_MS);
+    let records_input = match (sent.entries(), run.input.entries()) {
+        (Some(fields), Some(recorded)) if run.input.is_plain_object() => {
+            fields.iter().all(|(name, value)| {
+                recorded
+                    .iter()
+                    .any(|(key, kept)| key == name && kept.stringify() == value.stringify())
+            })
+        }
+        _ => false,
+    };
+    run.client_ref.as_deref() == Some(client_ref) && created_after_start && records_input
+}
+
 /// A fresh correlation id, from 128 random bits given as four 32-bit words.
 pub fn new_ref(prefix: &str, words: [u32; 4]) -> String {
     let mut out = String::with_capacity(prefix.len() + 32);
@@ -297,5 +347,85 @@ mod tests {
             new_ref("rk_", [1, 0xffff_ffff, 0, 16]),
             "rk_00000001ffffffff0000000000000010"
         );
+    }
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod own_create_tests {
+    use super::*;
+
+    #[test]
+    fn only_this_calls_run_counts_as_found() {
+        use crate::run::run_from_json;
+        use serde_json::json;
+        let began = 1_764_583_200_000.0;
+        let run = |input: serde_json::Value, created_at: Option<&str>| {
+            let mut wire = json!({"id": "r1", "status_code": "queued", "client_ref": "order-7",
+                "input": input});
+            if let Some(at) = created_at {
+                wire["created_at"] = json!(at);
+            }
+            run_from_json(200, &wire).unwrap()
+        };
+        let date = |text: &str| text.parse::<f64>().ok();
+        let sent = json!({"prompt": "snow", "image_url": "https://x/a.png", "seed": 7});
+        let mut recorded = sent.clone();
+        recorded["guidance_scale"] = json!(3.5);
+        let now = began.to_string();
+        assert!(is_own_create(
+            &run(recorded.clone(), Some(&now)),
+            "order-7",
+            &sent,
+            began,
+            date
+        ));
+        // Yesterday's run with the same ref and the same input is not this call's.
+        let yesterday = (began - 86_400_000.0).to_string();
+        assert!(!is_own_create(
+            &run(recorded.clone(), Some(&yesterday)),
+            "order-7",
+            &sent,
+            began,
+            date
+        ));
+        // A clock a few minutes off still counts.
+        let skewed = (began - CLOCK_SKEW_MS + 1.0).to_string();
+        assert!(is_own_create(
+            &run(recorded.clone(), Some(&skewed)),
+            "order-7",
+            &sent,
+            began,
+            date
+        ));
+        // Another input, no input, no date, another ref: not provably ours.
+        let other = json!({"prompt": "rain", "image_url": "https://x/a.png", "seed": 7});
+        assert!(!is_own_create(
+            &run(other, Some(&now)),
+            "order-7",
+            &sent,
+            began,
+            date
+        ));
+        assert!(!is_own_create(
+            &run(serde_json::Value::Null, Some(&now)),
+            "order-7",
+            &sent,
+            began,
+            date
+        ));
+        assert!(!is_own_create(
+            &run(recorded.clone(), None),
+            "order-7",
+            &sent,
+            began,
+            date
+        ));
+        assert!(!is_own_create(
+            &run(recorded, Some(&now)),
+            "order-8",
+            &sent,
+            began,
+            date
+        ));
     }
 }

@@ -178,7 +178,7 @@ fn text(value: &Value, key: &'static str) -> Option<String> {
 /// # Errors
 /// `invalid_response` when it is not an object, or has no id or status.
 pub fn run_from_json(status: u16, wire: &Value) -> Result<Run, Error> {
-    if !Json::is_object(wire) {
+    if !Json::is_plain_object(wire) {
         return Err(Error::invalid_response(
             status,
             "JSON that is not a run object",
@@ -230,7 +230,7 @@ pub fn run_from_json(status: u16, wire: &Value) -> Result<Run, Error> {
 
 /// Normalises `outputs[]`, `image_urls[]`, `images[]` and `image` into `outputs[]`.
 pub fn normalise_output(output: &Value) -> Option<Output> {
-    if !Json::is_object(output) {
+    if !Json::is_plain_object(output) {
         return None;
     }
     let mut images: Vec<OutputImage> = Vec::new();
@@ -328,7 +328,7 @@ impl Run {
             ])
         });
         let or_null = |value: &Value| {
-            if Json::is_null(value) {
+            if Json::is_absent(value) {
                 Value::null()
             } else {
                 value.clone()
