@@ -105,6 +105,60 @@ export function sleep(ms, signal) {
   });
 }
 
+/** Whether the host says it has no network: offline, a request can only fail. */
+export function isOffline() {
+  return globalThis.navigator?.onLine === false;
+}
+
+/**
+ * Resolves true at the `online` event (or at once if online), false after `ms`; rejects with
+ * "aborted" as soon as `signal` fires.
+ */
+export function whenOnline(ms, signal) {
+  return new Promise((resolve, reject) => {
+    const end = (settle, value) => {
+      clearTimeout(timer);
+      globalThis.removeEventListener?.("online", onOnline);
+      signal?.removeEventListener("abort", onAbort);
+      settle(value);
+    };
+    const onOnline = () => end(resolve, true);
+    const onAbort = () => end(reject, "aborted");
+    const timer = setTimeout(() => end(resolve, false), ms);
+    if (signal?.aborted) return onAbort();
+    globalThis.addEventListener?.("online", onOnline);
+    signal?.addEventListener("abort", onAbort);
+    if (!isOffline()) onOnline();
+  });
+}
+
+/**
+ * `value` with every secret replaced by "[redacted]" in every string it holds, however deep
+ * (an error's message, fields and run), so no key a server echoed reaches the caller.
+ */
+export function redact(value, secrets) {
+  if (typeof value === "string") return secrets.reduce((text, secret) => text.split(secret).join("[redacted]"), value);
+  if (value && typeof value === "object") for (const key of Object.keys(value)) value[key] = redact(value[key], secrets);
+  return value;
+}
+
+/**
+ * A callback wrapped so that one that throws is reported on the console and does not stop the
+ * call; the last error it threw is kept in `.thrown`, for the call's error's `cause`.
+ */
+export function guard(callback, what) {
+  if (typeof callback !== "function") return undefined;
+  const guarded = (value) => {
+    try {
+      callback(value);
+    } catch (error) {
+      guarded.thrown = error;
+      console.error(`runflow-kontext: ${what} threw; the call goes on.`, error);
+    }
+  };
+  return guarded;
+}
+
 const asciiDecoder = new TextDecoder();
 
 /** `text` with `bytes` (ASCII, a view of wasm memory) appended. */
@@ -267,12 +321,7 @@ async function prepareImage(source, { maxMegapixels = 4, type = "image/jpeg", qu
   }
 }
 
-/** Calls `onUploadProgress`, if any; one that throws is reported and does not stop the upload. */
+/** Calls `onUploadProgress` (wrapped by `guard`), if any. */
 export function reportProgress(callback, loaded, total) {
-  if (typeof callback !== "function") return;
-  try {
-    callback({ loaded, total });
-  } catch (error) {
-    console.error("runflow-kontext: onUploadProgress threw; the upload goes on.", error);
-  }
+  if (typeof callback === "function") callback({ loaded, total });
 }

@@ -3,10 +3,12 @@
 use wasm_bindgen::JsValue;
 
 use crate::error::{Error, ErrorCode};
-use crate::http::{Call, HttpResponse, LocalBoxFuture, Transport, Via};
+use crate::http::{Call, HttpResponse, LocalBoxFuture, Transport, Via, is_offline, parse_date};
 use crate::json::{Json, JsonValue as Value};
 use crate::paths;
-use crate::policy::{CreateOutcome, PollSchedule, RetryPolicy, create_outcome, new_ref};
+use crate::policy::{
+    CreateOutcome, PollSchedule, RetryPolicy, create_outcome, is_own_create, new_ref,
+};
 use crate::run::{Run, run_from_json, runs_from_search};
 
 /// A configured client: where to send, how to retry, how often to poll.
@@ -21,8 +23,9 @@ pub struct Client {
     pub retry: RetryPolicy,
     /// How often runs are polled.
     pub poll: PollSchedule,
-    /// Local images under this many bytes go inline as `data:` URIs; larger ones are uploaded.
-    pub inline_limit: f64,
+    /// `uploadThreshold`: local images under this many bytes go inline as `data:` URIs; larger
+    /// ones are uploaded (see `inline_limit`).
+    pub upload_threshold: f64,
     /// `prepareImage`'s settings, when local images are downscaled before sending.
     pub prepare: Option<JsValue>,
 }
@@ -45,14 +48,50 @@ pub fn random_words() -> [u32; 4] {
     std::array::from_fn(|_| (js_sys::Math::random() * 4_294_967_296.0) as u32)
 }
 
+thread_local! {
+    /// Per `baseUrl`, the inline limit learnt from a 413: every client of that API root, even
+    /// one made later, then uploads at once what the proxy in front of it would refuse.
+    static LEARNT_INLINE_LIMITS: std::cell::RefCell<Vec<(String, f64)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
 impl Client {
+    /// Local images (and `data:` URIs) under this many bytes go inline: `uploadThreshold`, or
+    /// less once a create to this `baseUrl` was refused as too large with an image inline.
+    pub fn inline_limit(&self) -> f64 {
+        LEARNT_INLINE_LIMITS.with_borrow(|learnt| {
+            learnt
+                .iter()
+                .find(|(base_url, _)| *base_url == self.base_url)
+                .map_or(self.upload_threshold, |(_, limit)| {
+                    limit.min(self.upload_threshold)
+                })
+        })
+    }
+
+    /// Records that a create with an inline image of `image_bytes` was refused as too large:
+    /// from now on images of half that size or more are uploaded (halving converges on a cap
+    /// the client cannot see, at the cost of one more refusal at most per halving).
+    pub fn learn_inline_refusal(&self, image_bytes: f64) {
+        let limit = (image_bytes / 2.0).floor().min(self.inline_limit());
+        LEARNT_INLINE_LIMITS.with_borrow_mut(|learnt| {
+            match learnt
+                .iter_mut()
+                .find(|(base_url, _)| *base_url == self.base_url)
+            {
+                Some(entry) => entry.1 = limit,
+                None => learnt.push((self.base_url.clone(), limit)),
+            }
+        });
+    }
+
     fn url(&self, path: &str) -> String {
         [self.base_url.as_str(), path].concat()
     }
 
     /// Creates a run, making sure one logical create never makes two runs: every attempt carries
     /// the same Idempotency-Key and client_ref, and after an attempt whose outcome is unknown the
-    /// run is looked up by client_ref before any second POST.
+    /// run is looked up by client_ref before any second POST, and before giving up.
     ///
     /// # Errors
     /// The API's refusal; or, when the outcome stays unknown, the failure with `clientRef` set.
@@ -62,13 +101,14 @@ impl Client {
         request: CreateRequest,
         call: &Call,
     ) -> Result<Run, Error> {
+        let began_ms = js_sys::Date::now();
         let client_ref = request
             .client_ref
             .unwrap_or_else(|| new_ref("rk_", random_words()));
         let idempotency_key = request
             .idempotency_key
             .unwrap_or_else(|| new_ref("rk-idem-", random_words()));
-        let mut body = vec![("input", input)];
+        let mut body = vec![("input", input.clone())];
         body.extend(
             request
                 .callback_url
@@ -90,23 +130,19 @@ impl Client {
             ("content-type", "application/json"),
             ("idempotency-key", idempotency_key.as_str()),
         ];
+        let with_ref = |error: Error| Error {
+            client_ref: Some(client_ref.clone()),
+            ..error
+        };
 
-        // The failure of the last attempt, while it is unknown whether that attempt made a run.
-        let mut unknown: Option<Error> = None;
         let mut attempt = 0;
         loop {
-            if let Some(earlier) = unknown.take() {
-                match self.find_by_client_ref(&client_ref, call).await {
-                    Ok(Some(run)) => return Ok(run),
-                    Ok(None) => {}
-                    Err(lookup) => return Err(undecided(earlier, lookup, &client_ref)),
-                }
-            }
+            call.until_online().await.map_err(with_ref)?;
             let error = match self
                 .transport
                 .send("POST", &url, Some(&body), &headers, call)
                 .await
-                .and_then(HttpResponse::success)
+                .and_then(|response| response.success(&self.transport.secrets))
             {
                 Ok(response) => match response.json(run_from_json) {
                     Ok(run) => return Ok(run),
@@ -118,10 +154,7 @@ impl Client {
                 || (error.code == ErrorCode::Timeout && !error.retryable)
             {
                 // Stopped mid-create: the caller may need to look the run up.
-                return Err(Error {
-                    client_ref: Some(client_ref),
-                    ..error
-                });
+                return Err(with_ref(error));
             }
             // A 409 on a repeat of our own request means the earlier attempt got there first.
             let outcome = if error.code == ErrorCode::Conflict && attempt > 0 {
@@ -129,31 +162,46 @@ impl Client {
             } else {
                 create_outcome(&error)
             };
-            let look_up_first =
-                outcome == CreateOutcome::Unknown && attempt < self.retry.max_retries;
-            if !(self.retry.should_retry(attempt, &error) || look_up_first) {
-                return Err(match outcome {
-                    CreateOutcome::Unknown => Error {
-                        client_ref: Some(client_ref),
-                        retryable: false,
-                        ..error
-                    },
-                    CreateOutcome::NotCreated => error,
-                });
-            }
+            // A failure while the network is gone is not the server's answer: it costs no retry.
+            let offline = is_offline();
             let delay = self
                 .retry
                 .delay_ms(attempt, error.retry_after_ms, js_sys::Math::random());
-            if let Err(stopped) = call.sleep(delay).await {
-                return Err(Error {
-                    client_ref: Some(client_ref),
-                    ..stopped
-                });
+            // The same cap on Retry-After and the same deadline rule as every other request.
+            let may_wait = error
+                .retry_after_ms
+                .is_none_or(|ms| ms <= self.retry.max_retry_after_ms)
+                && !call.outlasted_by(delay);
+            let retry = offline
+                || (may_wait
+                    && attempt < self.retry.max_retries
+                    && (outcome == CreateOutcome::Unknown || error.retryable));
+            if outcome == CreateOutcome::NotCreated && !retry {
+                return Err(error);
+            }
+            if may_wait && !offline {
+                call.sleep(delay).await.map_err(with_ref)?;
             }
             if outcome == CreateOutcome::Unknown {
-                unknown = Some(error);
+                call.until_online().await.map_err(with_ref)?;
+                match self
+                    .find_own_create(&client_ref, &input, began_ms, call)
+                    .await
+                {
+                    Ok(Some(run)) => return Ok(run),
+                    Ok(None) if retry => {}
+                    Ok(None) => {
+                        return Err(Error {
+                            retryable: false,
+                            ..with_ref(error)
+                        });
+                    }
+                    Err(lookup) => return Err(undecided(error, lookup, &client_ref)),
+                }
             }
-            attempt += 1;
+            if !offline {
+                attempt += 1;
+            }
         }
     }
 
@@ -169,22 +217,26 @@ impl Client {
         response.json(run_from_json).map_err(|e| e.with_run_id(id))
     }
 
-    /// Finds the run created with `client_ref`, if any.
+    /// Finds the run a create that began at `began_ms` made with `client_ref` and `input`, if
+    /// any: a run that reused the ref earlier, or with another input, is not it.
     ///
     /// # Errors
     /// Any failure of the search, including a proxy that does not forward it.
-    pub async fn find_by_client_ref(
+    async fn find_own_create(
         &self,
         client_ref: &str,
+        input: &Value,
+        began_ms: f64,
         call: &Call,
     ) -> Result<Option<Run>, Error> {
         let response = self
             .get_with_retries(&paths::search_by_client_ref(client_ref), call)
             .await?;
         let runs = response.json(runs_from_search)?;
+        let parse = |at: &str| parse_date(at).map(|ms| ms as f64);
         Ok(runs
             .into_iter()
-            .find(|run| run.client_ref.as_deref() == Some(client_ref)))
+            .find(|run| is_own_create(run, client_ref, input, began_ms, parse)))
     }
 
     async fn get_with_retries(&self, path: &str, call: &Call) -> Result<HttpResponse, Error> {
@@ -225,15 +277,20 @@ impl Client {
         Box::pin(async move {
             let mut attempt = 0;
             loop {
+                call.until_online().await?;
                 let error = match self
                     .transport
                     .send_via(method, url, body, headers, via, call)
                     .await
-                    .and_then(HttpResponse::success)
+                    .and_then(|response| response.success(&self.transport.secrets))
                 {
                     Ok(response) => return Ok(response),
                     Err(error) => error,
                 };
+                // Failed because the network went: wait for it, without spending a retry.
+                if is_offline() {
+                    continue;
+                }
                 let delay =
                     self.retry
                         .delay_ms(attempt, error.retry_after_ms, js_sys::Math::random());

@@ -47,12 +47,12 @@ extern "C" {
 
     #[wasm_bindgen(js_name = toJson)]
     fn to_json(value: &JsValue) -> Option<String>;
-}
 
-#[wasm_bindgen]
-extern "C" {
-    #[wasm_bindgen(js_namespace = console, js_name = error)]
-    fn console_error(message: &str, cause: &JsValue);
+    /// `value` with each secret replaced by "[redacted]" in every string it holds.
+    fn redact(value: &JsValue, secrets: &Array) -> JsValue;
+
+    /// The caller's callback wrapped: what it throws is reported and kept in `.thrown`.
+    fn guard(callback: Option<Function>, what: &str) -> JsValue;
 }
 
 const DEFAULT_BASE_URL: &str = "https://api.runflow.io";
@@ -63,7 +63,6 @@ const DEFAULT_WAIT_TIMEOUT_MS: f64 = 600_000.0;
 #[wasm_bindgen(skip_typescript)]
 pub struct KontextClient {
     client: Rc<Client>,
-    api_key: Option<String>,
 }
 
 #[wasm_bindgen]
@@ -86,6 +85,8 @@ impl KontextClient {
                 "fetch",
                 "uploadThreshold",
                 "prepareImage",
+                "retryBaseMs",
+                "retryMaxMs",
             ],
         )
         .map_err(to_js)?;
@@ -107,25 +108,28 @@ impl KontextClient {
     /// Creates a run; resolves once Runflow accepted it.
     #[wasm_bindgen(js_name = createRun)]
     pub fn create_run(&self, input: JsValue, options: JsValue) -> Promise {
-        let (client, key) = (self.client.clone(), self.api_key.clone());
-        respond(key, async move {
+        let client = self.client.clone();
+        respond(self.client.clone(), async move {
             let options = Options::read(&options, "options", CREATE_OPTIONS)?;
             let (input, request, local) = prepare_create(&client, &input, &options)?;
             let call = options.call(None)?;
-            create_with_image(&client, input, request, local, &options, &call)
+            let progress = options.guarded("onUploadProgress")?;
+            create_with_image(&client, input, request, local, &progress, &call)
                 .await
                 .map(|run| run.to_json())
+                .map_err(|error| caused_by(error, &[&progress]))
         })
     }
 
     /// Fetches a run by id.
     #[wasm_bindgen(js_name = getRun)]
     pub fn get_run(&self, id: JsValue, options: JsValue) -> Promise {
-        let (client, key) = (self.client.clone(), self.api_key.clone());
-        respond(key, async move {
-            let options = Options::read(&options, "options", &["signal", "timeoutMs"])?;
+        let client = self.client.clone();
+        respond(self.client.clone(), async move {
             let id = run_id(&id)?;
-            let call = options.call(None)?;
+            let options = Options::read(&options, "options", &["signal", "timeoutMs"])
+                .map_err(|e| e.with_run_id(&id))?;
+            let call = options.call(None).map_err(|e| e.with_run_id(&id))?;
             client.get_run(&id, &call).await.map(|run| run.to_json())
         })
     }
@@ -133,59 +137,72 @@ impl KontextClient {
     /// Polls a run until it is terminal.
     #[wasm_bindgen(js_name = waitForRun)]
     pub fn wait_for_run(&self, id: JsValue, options: JsValue) -> Promise {
-        let (client, key) = (self.client.clone(), self.api_key.clone());
-        respond(key, async move {
+        let client = self.client.clone();
+        respond(self.client.clone(), async move {
+            let id = run_id(&id)?;
+            let about_run = |e: Error| e.with_run_id(&id);
             let options = Options::read(
                 &options,
                 "options",
                 &["signal", "timeoutMs", "onStatus", "pollIntervalMs"],
-            )?;
-            let id = run_id(&id)?;
-            let call = options.call(Some(DEFAULT_WAIT_TIMEOUT_MS))?;
-            let mut on_status = status_callback(options.function("onStatus")?);
-            let schedule = poll_schedule(&client, &options)?;
+            )
+            .map_err(about_run)?;
+            let call = options
+                .call(Some(DEFAULT_WAIT_TIMEOUT_MS))
+                .map_err(about_run)?;
+            let status_guard = options.guarded("onStatus").map_err(about_run)?;
+            let mut on_status = status_callback(&status_guard);
+            let schedule = poll_schedule(&client, &options).map_err(about_run)?;
             client
                 .wait_for_run(&id, None, schedule, &mut on_status, &call)
                 .await
                 .map(|run| run.to_json())
+                .map_err(|error| caused_by(error, &[&status_guard]))
         })
     }
 
     /// Creates a run and waits for it; rejects with `run_failed` if it fails.
     pub fn run(&self, input: JsValue, options: JsValue) -> Promise {
-        let (client, key) = (self.client.clone(), self.api_key.clone());
-        respond(key, async move {
+        let client = self.client.clone();
+        respond(self.client.clone(), async move {
             let options = Options::read(&options, "options", RUN_OPTIONS)?;
             let (input, request, local) = prepare_create(&client, &input, &options)?;
             let call = options.call(Some(DEFAULT_WAIT_TIMEOUT_MS))?;
-            let mut on_status = status_callback(options.function("onStatus")?);
+            let status_guard = options.guarded("onStatus")?;
+            let progress = options.guarded("onUploadProgress")?;
+            let mut on_status = status_callback(&status_guard);
             let schedule = poll_schedule(&client, &options)?;
-            let created =
-                create_with_image(&client, input, request, local, &options, &call).await?;
-            on_status(&created);
-            let id = created.id.clone();
-            let done = client
-                .wait_for_run(
-                    &id,
-                    Some(created.status_code),
-                    schedule,
-                    &mut on_status,
-                    &call,
-                )
-                .await?;
-            if done.status.is_failure() {
-                return Err(run_failed(done));
-            }
-            Ok(done.to_json())
+            let waited = async {
+                let created =
+                    create_with_image(&client, input, request, local, &progress, &call).await?;
+                on_status(&created);
+                let id = created.id.clone();
+                let done = client
+                    .wait_for_run(
+                        &id,
+                        Some(created.status_code),
+                        schedule,
+                        &mut on_status,
+                        &call,
+                    )
+                    .await?;
+                if done.status.is_failure() {
+                    return Err(run_failed(done));
+                }
+                Ok(done.to_json())
+            };
+            waited
+                .await
+                .map_err(|error| caused_by(error, &[&status_guard, &progress]))
         })
     }
 
-    /// Turns a File, Blob or bytes into an `image_url`: a `data:` URI when small, else the URL
-    /// of an asset uploaded to Runflow. Useful to upload once and edit many times.
+    /// Uploads a File, Blob, bytes or base64 `data:` URI to Runflow and resolves its asset URL,
+    /// for `image_url`: upload once, edit many times.
     #[wasm_bindgen(js_name = uploadImage)]
     pub fn upload_image(&self, image: JsValue, options: JsValue) -> Promise {
-        let (client, key) = (self.client.clone(), self.api_key.clone());
-        respond(key, async move {
+        let client = self.client.clone();
+        respond(self.client.clone(), async move {
             let options = Options::read(
                 &options,
                 "options",
@@ -199,8 +216,17 @@ impl KontextClient {
                 ));
             };
             let call = options.call(None)?;
-            let settings = image_options(&client, &options)?;
-            client.image_url("image", local, &settings, &call).await
+            let progress = options.guarded("onUploadProgress")?;
+            // Always an asset URL, never an inline data: URI: a proxy with a small body cap
+            // (Runflow's own takes 32 KiB) would refuse every create that sent one.
+            let settings = ImageOptions {
+                inline_limit: 0.0,
+                ..image_options(&client, &progress)
+            };
+            client
+                .image_url("image", local, &settings, &call)
+                .await
+                .map_err(|error| caused_by(error, &[&progress]))
         })
     }
 }
@@ -249,7 +275,13 @@ impl KontextClient {
             ));
         }
         let api_key = options.string("apiKey")?.filter(|key| !key.is_empty());
-        if api_key.is_some()
+        let mut headers = options.headers("headers")?;
+        // An Authorization header is a key by another name.
+        let credential = headers
+            .iter()
+            .find(|(name, _)| name == "authorization")
+            .map(|(_, value)| value.clone());
+        if (api_key.is_some() || credential.is_some())
             && in_browser()
             && options.boolean("dangerouslyAllowBrowser")? != Some(true)
         {
@@ -258,17 +290,37 @@ impl KontextClient {
                 "An apiKey in a browser can be read by anyone who opens the page. Keep the key on a server and point baseUrl at a proxy (e.g. \"/api/runflow\"); for a local experiment only, pass dangerouslyAllowBrowser: true.",
             ));
         }
-        let mut headers = options.headers("headers")?;
+        let mut secrets = Vec::new();
+        if let Some(value) = credential {
+            let token = value
+                .get(..7)
+                .filter(|scheme| scheme.eq_ignore_ascii_case("bearer "))
+                .and_then(|_| value.get(7..))
+                .map(str::to_owned);
+            secrets.extend(token);
+            secrets.push(value);
+        }
         if let Some(key) = &api_key {
             headers.push((
                 "authorization".to_owned(),
                 ["Bearer ", key.as_str()].concat(),
             ));
+            secrets.push(key.clone());
         }
+        // Too short to be a credential, and replacing it would garble every message.
+        secrets.retain(|secret| secret.trim().len() >= 8);
+        let base_ms = options
+            .number("retryBaseMs", 1.0, 600_000.0, false)?
+            .map_or(DEFAULT_RETRY.base_ms, |ms| ms as u64);
         let retry = RetryPolicy {
             max_retries: options
                 .number("maxRetries", 0.0, 10.0, true)?
                 .map_or(DEFAULT_RETRY.max_retries, |n| n as u32),
+            base_ms,
+            cap_ms: options
+                .number("retryMaxMs", 1.0, 600_000.0, false)?
+                .map_or(DEFAULT_RETRY.cap_ms.max(base_ms), |ms| ms as u64)
+                .max(base_ms),
             ..DEFAULT_RETRY
         };
         let poll = options
@@ -280,8 +332,9 @@ impl KontextClient {
             request_timeout_ms: options
                 .number("timeoutMs", 1.0, f64::from(i32::MAX), false)?
                 .unwrap_or(DEFAULT_REQUEST_TIMEOUT_MS),
+            secrets,
         };
-        let inline_limit = options
+        let upload_threshold = options
             .number("uploadThreshold", 0.0, MAX_UPLOAD_BYTES, false)?
             .unwrap_or(DEFAULT_INLINE_LIMIT);
         let prepare = match options.get("prepareImage") {
@@ -319,7 +372,7 @@ impl KontextClient {
         };
         let client = Client {
             base_url: base_url.trim_end_matches('/').to_owned(),
-            inline_limit,
+            upload_threshold,
             prepare,
             model,
             transport,
@@ -328,7 +381,6 @@ impl KontextClient {
         };
         Ok(KontextClient {
             client: Rc::new(client),
-            api_key,
         })
     }
 }
@@ -349,7 +401,7 @@ fn prepare_create(
     let mut local = None;
     for name in ["image", "image_url"] {
         let value = Reflect::get(&input, &js_key(name)).unwrap_or(JsValue::UNDEFINED);
-        if let Some(image) = local_image(&value, client.inline_limit) {
+        if let Some(image) = local_image(&value, client.inline_limit()) {
             if local.is_some() {
                 return Err(Error::invalid(
                     "image",
@@ -384,22 +436,21 @@ fn prepare_create(
 
 /// Creates the run, first turning a local image taken out of the input into its `image_url`.
 /// A create refused as too large (413: a proxy with a small body cap, such as Runflow's own at
-/// 32 KiB) while the image went inline is made once more with the image uploaded instead.
+/// 32 KiB) while an image went inline, whether the client inlined it or it was given as a
+/// `data:` URI, is made once more with the image uploaded, and the client learns to upload
+/// such images at once.
 ///
 /// Boxed: `createRun` and `run` share one copy of it.
 fn create_with_image<'a>(
     client: &'a Client,
     wire: JsValue,
     request: CreateRequest,
-    local: Option<LocalField>,
-    options: &'a Options,
+    mut local: Option<LocalField>,
+    progress: &'a JsValue,
     call: &'a Call,
 ) -> LocalBoxFuture<'a, Result<Run, Error>> {
     Box::pin(async move {
-        let Some((given, wire_name, image)) = local else {
-            return client.create_run(wire, request, call).await;
-        };
-        let mut settings = image_options(client, options)?;
+        let mut settings = image_options(client, progress);
         // One client_ref for both attempts: it names the one logical create.
         let mut request = CreateRequest {
             client_ref: request
@@ -407,17 +458,38 @@ fn create_with_image<'a>(
                 .or_else(|| Some(new_ref("rk_", random_words()))),
             ..request
         };
+        let mut refused_once = false;
         loop {
-            let url = client
-                .image_url(given, image.clone(), &settings, call)
-                .await?;
-            let inline = url
-                .dyn_ref::<JsString>()
-                .is_some_and(|url| url.starts_with("data:", 0));
-            set_field(&wire, wire_name, &url)?;
+            let (wire_name, url) = match &local {
+                Some((given, wire_name, image)) => {
+                    let url = client
+                        .image_url(given, image.clone(), &settings, call)
+                        .await?;
+                    set_field(&wire, wire_name, &url)?;
+                    (*wire_name, url)
+                }
+                None => ["image_url", "image"]
+                    .into_iter()
+                    .map(|name| (name, Reflect::get(&wire, &js_key(name)).unwrap_or_default()))
+                    .find(|(_, url)| is_data_uri(url))
+                    .unwrap_or(("image_url", JsValue::UNDEFINED)),
+            };
             match client.create_run(wire.clone(), request.clone(), call).await {
-                Err(error) if inline && error.code == ErrorCode::PayloadTooLarge => {
+                Err(error)
+                    if error.code == ErrorCode::PayloadTooLarge
+                        && !refused_once
+                        && is_data_uri(&url) =>
+                {
+                    refused_once = true;
+                    let length = url.dyn_ref::<JsString>().map_or(0, JsString::length);
+                    client.learn_inline_refusal(f64::from(length) * 0.75);
                     settings.inline_limit = 0.0;
+                    if local.is_none() {
+                        let Some(image) = local_image(&url, 0.0) else {
+                            return Err(error);
+                        };
+                        local = Some((wire_name, wire_name, image));
+                    }
                     // The same key with another body would be refused as a conflict.
                     request.idempotency_key = request
                         .idempotency_key
@@ -429,20 +501,23 @@ fn create_with_image<'a>(
     })
 }
 
+fn is_data_uri(url: &JsValue) -> bool {
+    url.dyn_ref::<JsString>()
+        .is_some_and(|url| url.starts_with("data:", 0))
+}
+
 fn set_field(wire: &JsValue, name: &str, value: &JsValue) -> Result<(), Error> {
     Reflect::set(wire, &name.into(), value)
         .map(drop)
         .map_err(|_| Error::invalid("input", "The input object cannot be extended."))
 }
 
-fn image_options(client: &Client, options: &Options) -> Result<ImageOptions, Error> {
-    Ok(ImageOptions {
-        inline_limit: client.inline_limit,
+fn image_options(client: &Client, progress: &JsValue) -> ImageOptions {
+    ImageOptions {
+        inline_limit: client.inline_limit(),
         prepare: client.prepare.clone(),
-        on_progress: options
-            .function("onUploadProgress")?
-            .map_or(JsValue::UNDEFINED, Into::into),
-    })
+        on_progress: progress.clone(),
+    }
 }
 
 /// The call's poll schedule: its own `pollIntervalMs`, or the client's.
@@ -452,14 +527,25 @@ fn poll_schedule(client: &Client, options: &Options) -> Result<PollSchedule, Err
         .map_or(client.poll, |ms| PollSchedule::starting_at(ms as u64)))
 }
 
-/// Wraps `onStatus`: a callback that throws is reported on the console and does not stop the wait.
-fn status_callback(callback: Option<Function>) -> impl FnMut(&Run) {
+/// Calls the guarded `onStatus` (see `Options::guarded`), if any.
+fn status_callback(guarded: &JsValue) -> impl FnMut(&Run) + '_ {
     move |run: &Run| {
-        if let Some(callback) = &callback {
-            if let Err(thrown) = callback.call1(&JsValue::UNDEFINED, &run.to_json()) {
-                console_error("runflow-kontext: onStatus threw; waiting goes on.", &thrown);
-            }
+        if let Some(callback) = guarded.dyn_ref::<Function>() {
+            let _ = callback.call1(&JsValue::UNDEFINED, &run.to_json());
         }
+    }
+}
+
+/// The call failed: what a callback of the caller threw meanwhile becomes the error's `cause`,
+/// besides having been reported on the console.
+fn caused_by(error: Error, guards: &[&JsValue]) -> Error {
+    let thrown = guards
+        .iter()
+        .map(|guard| Reflect::get(guard, &js_key("thrown")).unwrap_or_default())
+        .find(|thrown| !thrown.is_undefined());
+    Error {
+        cause: thrown.or(error.cause),
+        ..error
     }
 }
 
@@ -474,32 +560,43 @@ fn run_id(id: &JsValue) -> Result<String, Error> {
         })
 }
 
-/// Runs a call as a promise: its JS value, or a `RunflowError`.
+/// Runs a call as a promise: its JS value, or a `RunflowError` with the client's secrets redacted.
 fn respond(
-    api_key: Option<String>,
+    client: Rc<Client>,
     call: impl std::future::Future<Output = Result<JsValue, Error>> + 'static,
 ) -> Promise {
-    settle(api_key, Box::pin(call))
+    settle(client, Box::pin(call))
 }
 
 /// One promise adapter for every method (not one per future type): smaller wasm.
 fn settle(
-    api_key: Option<String>,
+    client: Rc<Client>,
     call: std::pin::Pin<Box<dyn std::future::Future<Output = Result<JsValue, Error>>>>,
 ) -> Promise {
     future_to_promise(async move {
-        match call.await {
-            Ok(value) => Ok(value),
-            Err(error) => Err(to_js(match api_key.as_deref() {
-                Some(key) => error.redact(key),
-                None => error,
-            })),
-        }
+        call.await
+            .map_err(|error| redacted(error, &client.transport.secrets))
     })
 }
 
+/// The `RunflowError` for `error`: every string it carries (message, fields, the run) is
+/// redacted of `secrets` first; the cause, the caller's own value, is left as it is.
+fn redacted(error: Error, secrets: &[String]) -> JsValue {
+    let mut props = error.to_json();
+    let mut message = error.message;
+    if !secrets.is_empty() {
+        let list: Array = secrets.iter().map(|s| JsValue::from_str(s)).collect();
+        props = redact(&props, &list);
+        message = crate::error::redact_text(&message, secrets);
+    }
+    if let Some(cause) = &error.cause {
+        let _ = Reflect::set(&props, &js_key("cause"), cause);
+    }
+    RunflowError::new(&message, &props).into()
+}
+
 fn to_js(error: Error) -> JsValue {
-    RunflowError::new(&error.message, &error.to_json()).into()
+    redacted(error, &[])
 }
 
 /// Whether this is a page or a worker, where any code on the page can read a key.
@@ -604,6 +701,12 @@ impl Options {
             .transpose()
     }
 
+    /// The callback option `name` wrapped by `guard` (undefined when not given): one that
+    /// throws is reported and does not stop the call, nor leave a paid run behind.
+    fn guarded(&self, name: &'static str) -> Result<JsValue, Error> {
+        Ok(guard(self.function(name)?, name))
+    }
+
     fn function(&self, name: &'static str) -> Result<Option<Function>, Error> {
         self.get(name)
             .map(|v| {
@@ -615,7 +718,7 @@ impl Options {
 
     fn object_value(&self, name: &'static str) -> Result<Option<JsValue>, Error> {
         match self.get(name) {
-            Some(value) if !Json::is_object(&value) => {
+            Some(value) if !Json::is_plain_object(&value) => {
                 Err(Error::about(name, " must be a plain object."))
             }
             other => Ok(other),
@@ -632,6 +735,10 @@ impl Options {
             return Err(Error::about(name, " could not be read (a getter threw)."));
         };
         for (key, value) in entries {
+            // As JSON.stringify and fetch's own Headers treat them: not there.
+            if Json::is_absent(&value) {
+                continue;
+            }
             let Some(value) = Json::as_str(&value) else {
                 return Err(Error::invalid(
                     name,

@@ -31,6 +31,14 @@ extern "C" {
     /// Resolves after `ms`, or rejects with "aborted" when `signal` fires first.
     #[wasm_bindgen(js_name = sleep)]
     fn js_sleep(ms: f64, signal: Option<&AbortSignal>) -> Promise;
+
+    /// Resolves true at the `online` event, false after `ms`; rejects "aborted" on `signal`.
+    #[wasm_bindgen(js_name = whenOnline)]
+    fn js_when_online(ms: f64, signal: Option<&AbortSignal>) -> Promise;
+
+    /// Whether the host says it has no network (`navigator.onLine === false`).
+    #[wasm_bindgen(js_name = isOffline)]
+    pub fn is_offline() -> bool;
 }
 
 /// A boxed future: one shared copy of a state machine awaited from several places, rather than
@@ -103,6 +111,20 @@ impl Call {
             Err(_) => Err(aborted()),
         }
     }
+
+    /// Returns at once when the host is online; else waits for the `online` event (not a
+    /// re-check loop), under the signal and the deadline: offline, a request can only fail.
+    pub async fn until_online(&self) -> Result<(), Error> {
+        if !is_offline() {
+            return Ok(());
+        }
+        let wait = self.remaining_ms().unwrap_or(f64::INFINITY);
+        match JsFuture::from(js_when_online(clamp_ms(wait), self.signal.as_ref())).await {
+            Ok(online) if online.is_truthy() => Ok(()),
+            Ok(_) => Err(self.deadline_passed()),
+            Err(_) => Err(aborted()),
+        }
+    }
 }
 
 /// The error of a call stopped by its AbortSignal.
@@ -113,8 +135,8 @@ pub fn aborted() -> Error {
     )
 }
 
-/// An HTTP date in Unix ms, by `Date.parse` (NaN when it cannot read it).
-fn parse_date(value: &str) -> Option<u64> {
+/// An HTTP or ISO 8601 date in Unix ms, by `Date.parse` (NaN when it cannot read it).
+pub fn parse_date(value: &str) -> Option<u64> {
     let ms = js_sys::Date::parse(value);
     ms.is_finite().then(|| ms.max(0.0) as u64)
 }
@@ -142,18 +164,20 @@ pub struct HttpResponse {
 impl HttpResponse {
     /// The response itself when it is a success, else the error it stands for, with the
     /// request id (`x-request-id` or `runflow-request-id`) and `Retry-After` when visible.
-    pub fn success(self) -> Result<HttpResponse, Error> {
+    /// Any of `secrets` the server echoed is redacted before the body is read.
+    pub fn success(self, secrets: &[String]) -> Result<HttpResponse, Error> {
         if (200..300).contains(&self.status) {
             return Ok(self);
         }
         let headers = self.response.headers();
         let header = |name: &str| headers.get(name).ok().flatten();
-        Err(Error::from_response(
+        Err(Error::from_response_redacted(
             self.status,
             &self.text(),
             header("x-request-id").or_else(|| header("runflow-request-id")),
             header("retry-after")
                 .and_then(|value| parse_retry_after(&value, now_ms().max(0.0) as u64, parse_date)),
+            secrets,
         ))
     }
 
@@ -192,6 +216,9 @@ pub struct Transport {
     pub headers: Vec<(String, String)>,
     /// The longest one request may take, in ms.
     pub request_timeout_ms: f64,
+    /// What must never appear in an error: the API key, and the credential of an Authorization
+    /// header given in `headers`.
+    pub secrets: Vec<String>,
 }
 
 impl Transport {

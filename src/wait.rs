@@ -1,5 +1,5 @@
 //! Following a run to a terminal state: the poll schedule, the deadline, progress, and the page's
-//! visibility and connectivity.
+//! visibility. (Connectivity is the requests' own: each waits for the network before it goes.)
 
 use js_sys::Reflect;
 use wasm_bindgen::JsValue;
@@ -10,9 +10,6 @@ use crate::http::Call;
 use crate::json::js_key;
 use crate::policy::PollSchedule;
 use crate::run::{Run, Status};
-
-/// How often to look again whether the browser is back online.
-const OFFLINE_RECHECK_MS: u64 = 1_000;
 
 impl Client {
     /// Polls run `id` on `schedule` until it is terminal, calling `on_status` each time
@@ -39,11 +36,6 @@ impl Client {
             }
             if run.status.is_terminal() {
                 return Ok(run);
-            }
-            while is_offline() {
-                call.sleep(OFFLINE_RECHECK_MS)
-                    .await
-                    .map_err(|e| e.with_run_id(id))?;
             }
             let elapsed = (js_sys::Date::now() - started).max(0.0) as u64;
             call.sleep(schedule.delay_ms(poll, elapsed, is_hidden()))
@@ -105,9 +97,4 @@ fn is_hidden() -> bool {
         .as_string()
         .as_deref()
         == Some("hidden")
-}
-
-/// Offline, a request can only fail: wait for the network instead of burning retries.
-fn is_offline() -> bool {
-    global_property(&["navigator", "onLine"]) == JsValue::FALSE
 }

@@ -52,6 +52,17 @@ impl Scenario {
         log["requests"].as_array().cloned().unwrap_or_default()
     }
 
+    /// Appends fault rules after those still pending.
+    pub async fn add_faults(&self, rules: Value) {
+        let response = Request::post(&format!("{}/faults", self.base_url))
+            .json(&rules)
+            .expect("json")
+            .send()
+            .await
+            .expect("faults");
+        assert_eq!(response.status(), 204, "faults added");
+    }
+
     pub async fn count(&self, kind: &str) -> usize {
         self.log()
             .await
