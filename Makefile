@@ -13,7 +13,7 @@ WASM_OPT_FLAGS := -Oz --converge --enable-bulk-memory --enable-reference-types -
 # .wasm + the JS (glue and snippets) bundled and minified.
 SIZE_BUDGET ?= 60000
 
-.PHONY: setup pkg devserver demo test test-native test-browser test-node test-package lint size clean bench
+.PHONY: setup pkg devserver demo test test-native test-browser test-node test-package test-e2e test-matrix lint size clean bench fuzz
 
 setup:
 	@scripts/setup.sh
@@ -30,7 +30,7 @@ devserver: setup
 demo: pkg devserver
 	PORT=$(PORT) target/release/devserver
 
-test: setup lint test-native test-browser test-node test-package size test-e2e
+test: setup lint test-native test-browser test-node test-package size test-e2e test-matrix
 
 lint:
 	cargo fmt --all -- --check
@@ -57,6 +57,11 @@ size: pkg
 test-e2e: pkg devserver
 	node --test tests/e2e/
 
+# The fault matrix: every operation × fault × upstream of tests/matrix/cells.json in headless
+# Chromium (docs/reliability.md is rendered from the same data: `node tests/matrix/render.mjs`).
+test-matrix: pkg devserver
+	node --test --test-reporter=spec tests/matrix/
+
 clean:
 	cargo clean
 	rm -rf pkg node_modules
@@ -65,3 +70,28 @@ clean:
 bench: pkg devserver
 	@command -v twiggy >/dev/null || cargo install --locked twiggy
 	node benches/run.mjs
+
+# libFuzzer over the core and the proxy rules, on nightly (the only use of it): each target runs
+# FUZZ_SECONDS from fuzz/seeds/ (hand-written, kept as they are) and fuzz/corpus/ (minimised),
+# then the corpus is minimised again with `cargo fuzz cmin` into fuzz/corpus/<target>/, which
+# `make test-native` replays on stable (tests/fuzz_corpus.rs). Crashes land in fuzz/artifacts/.
+FUZZ_SECONDS ?= 30
+FUZZ_MAX_LEN ?= 4096
+FUZZ_TARGETS := run_parsing error_envelope retry_after signature_header input_validation proxy_rules
+fuzz:
+	@command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
+	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	@cd fuzz && failed=""; for target in $(FUZZ_TARGETS); do \
+		mkdir -p corpus/$$target target/corpus/$$target; \
+		echo "[fuzz] $$target for $(FUZZ_SECONDS) s"; \
+		cargo +nightly fuzz run $$target target/corpus/$$target corpus/$$target seeds/$$target -- \
+			-max_total_time=$(FUZZ_SECONDS) -max_len=$(FUZZ_MAX_LEN) -print_final_stats=1 \
+			2>&1 | tee target/$$target.log | grep -E '^#[0-9]+ +(INITED|DONE)|^(==|SUMMARY|artifact_prefix|Test unit written)|stat::number_of_executed_units' \
+			|| true; \
+		grep -q 'Test unit written' target/$$target.log && failed="$$failed $$target"; \
+		cp target/corpus/$$target/* corpus/$$target/ 2>/dev/null || true; \
+		cargo +nightly fuzz cmin $$target corpus/$$target -- -max_len=$(FUZZ_MAX_LEN) >target/$$target.cmin.log 2>&1 \
+			|| { echo "[fuzz] cmin of $$target failed: fuzz/target/$$target.cmin.log"; failed="$$failed $$target"; }; \
+		echo "[fuzz] $$target: corpus $$(ls corpus/$$target | wc -l) files, $$(du -sk corpus/$$target | cut -f1) KB"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "[fuzz] crashes in:$$failed (fuzz/artifacts/)"; exit 1; fi
