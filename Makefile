@@ -13,7 +13,7 @@ WASM_OPT_FLAGS := -Oz --converge --enable-bulk-memory --enable-reference-types -
 # .wasm + the JS (glue and snippets) bundled and minified.
 SIZE_BUDGET ?= 60000
 
-.PHONY: setup pkg devserver demo test test-native test-browser test-node test-package lint size clean bench fuzz
+.PHONY: setup pkg devserver demo test test-native test-browser test-node test-package test-e2e test-matrix lint size clean bench fuzz
 
 setup:
 	@scripts/setup.sh
@@ -30,7 +30,7 @@ devserver: setup
 demo: pkg devserver
 	PORT=$(PORT) target/release/devserver
 
-test: setup lint test-native test-browser test-node test-package size test-e2e
+test: setup lint test-native test-browser test-node test-package size test-e2e test-matrix
 
 lint:
 	cargo fmt --all -- --check
@@ -40,8 +40,9 @@ lint:
 test-native:
 	cargo test --workspace
 
+# MOCK_CORS=1: wasm-pack serves the test page from another port, so the mock must allow it.
 test-browser: devserver
-	scripts/with-devserver.sh $(TEST_PORT) -- env MOCK_URL=http://127.0.0.1:$(TEST_PORT) \
+	MOCK_CORS=1 scripts/with-devserver.sh $(TEST_PORT) -- env MOCK_URL=http://127.0.0.1:$(TEST_PORT) \
 		WASM_BINDGEN_TEST_TIMEOUT=300 wasm-pack test --headless --chrome --release
 
 test-node: pkg devserver
@@ -56,6 +57,11 @@ size: pkg
 
 test-e2e: pkg devserver
 	node --test tests/e2e/
+
+# The fault matrix: every operation × fault × upstream of tests/matrix/cells.json in headless
+# Chromium (docs/reliability.md is rendered from the same data: `node tests/matrix/render.mjs`).
+test-matrix: pkg devserver
+	node --test --test-reporter=spec tests/matrix/
 
 clean:
 	cargo clean
