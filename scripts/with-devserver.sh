@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs a command with the dev server (embedded mock) listening on 127.0.0.1:PORT, then stops it.
 # Usage: scripts/with-devserver.sh PORT -- command...
+# The server inherits the environment: MOCK_CORS=1 lets pages on other origins call the mock.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 port=$1; shift; [ "${1:-}" = "--" ] && shift

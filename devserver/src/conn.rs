@@ -110,6 +110,12 @@ impl AsyncWrite for KillableStream {
 pub(crate) struct ConnHandle(Arc<AtomicBool>, SocketAddr);
 
 impl ConnHandle {
+    /// A handle for a request served without a listener (`oneshot` tests), from `peer`.
+    #[cfg(test)]
+    pub(crate) fn detached(peer: SocketAddr) -> Self {
+        ConnHandle(Arc::default(), peer)
+    }
+
     /// The address of the connection's other end.
     pub(crate) fn peer(&self) -> SocketAddr {
         self.1

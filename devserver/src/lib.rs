@@ -70,6 +70,11 @@ pub struct Config {
     /// pages that need precise timers: `performance.now()` is coarsened to 100 µs otherwise, to
     /// 5 µs then. Off for the demo, whose output images may come from other origins.
     pub isolated: bool,
+    /// Let pages on other origins call the mock (`MOCK_CORS=1`): permissive CORS on the mock
+    /// API, its files and its control API. Off by default, as Runflow sends no CORS headers; the
+    /// browser tests turn it on, since wasm-pack serves their page from another port. No effect
+    /// on the proxy.
+    pub mock_cors: bool,
 }
 
 impl Default for Config {
@@ -80,6 +85,7 @@ impl Default for Config {
             lifecycle_ms: [800, 700, 2500],
             backend: Backend::Mock,
             isolated: false,
+            mock_cors: false,
         }
     }
 }

@@ -12,6 +12,15 @@ fn var(name: &str, default: &str) -> String {
     env::var(name).unwrap_or_else(|_| default.to_string())
 }
 
+/// A `0`/`1` variable, `0` when unset.
+fn flag(name: &str) -> Result<bool, String> {
+    match var(name, "0").as_str() {
+        "0" => Ok(false),
+        "1" => Ok(true),
+        other => Err(format!("{name} must be 0 or 1, got {other:?}")),
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let backend = if env::var_os("RUNFLOW_API_KEY").is_some() {
@@ -35,11 +44,10 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let isolated = match var("CROSS_ORIGIN_ISOLATED", "0").as_str() {
-        "0" => false,
-        "1" => true,
-        other => {
-            eprintln!("devserver: CROSS_ORIGIN_ISOLATED must be 0 or 1, got {other:?}");
+    let (isolated, mock_cors) = match (flag("CROSS_ORIGIN_ISOLATED"), flag("MOCK_CORS")) {
+        (Ok(isolated), Ok(mock_cors)) => (isolated, mock_cors),
+        (Err(message), _) | (_, Err(message)) => {
+            eprintln!("devserver: {message}");
             return ExitCode::from(2);
         }
     };
@@ -49,6 +57,7 @@ async fn main() -> ExitCode {
         lifecycle_ms,
         backend,
         isolated,
+        mock_cors,
     };
     let addr = format!("{}:{}", var("HOST", "127.0.0.1"), var("PORT", "8080"));
     let listener = match tokio::net::TcpListener::bind(&addr).await {

@@ -5,7 +5,7 @@ use std::{
     collections::BTreeMap,
     io,
     sync::Arc,
-    time::{Duration, SystemTime},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use axum::{
@@ -37,6 +37,10 @@ const UPLOAD_DRAIN_LIMIT: u64 = 64 * 1024 * 1024;
 /// A hung request is cut after this long, so forgotten ones do not pile up.
 const HANG_LIMIT: Duration = Duration::from_secs(300);
 const REQUEST_ID: &str = "x-request-id";
+/// Runflow's proxy's default body cap (32 KiB), for `"runflow_proxy": true`.
+const OFFICIAL_PROXY_MAX_BODY: usize = 32 * 1024;
+/// How long a `truncate` fault waits between the half body and the cut.
+const TRUNCATE_FLUSH: Duration = Duration::from_millis(50);
 /// Request headers worth recording in the log.
 const LOGGED_HEADERS: [&str; 4] = [
     "authorization",
@@ -164,20 +168,40 @@ async fn handle(state: Arc<AppState>, scenario_id: &str, path: String, req: Requ
     let request_id = state.next_request_id();
     let headers = LOGGED_HEADERS
         .iter()
-        .filter_map(|&name| Some((name, parts.headers.get(name)?.to_str().ok()?.to_string())))
+        .filter_map(|&name| {
+            let value = parts.headers.get(name)?.to_str().ok()?;
+            let value = if name == "authorization" {
+                redact_authorization(value)
+            } else {
+                value.to_string()
+            };
+            Some((name, value))
+        })
         .collect::<BTreeMap<_, _>>();
-    let (seq, fault) = scenario.begin(LogEntry {
-        seq: 0,
-        request_id: request_id.clone(),
-        method: parts.method.to_string(),
-        path,
-        query: parts.uri.query().map(str::to_string),
-        kind: route.kind(),
-        headers,
-        body: logged_body,
-        status: None,
-        fault: None,
-    });
+    let settings = scenario.settings.clone();
+    // Runflow's proxy, when the scenario puts it in front, refuses some calls itself: those
+    // never reach the API, so no fault fires on them.
+    let proxy_refusal = settings
+        .runflow_proxy
+        .then(|| official_proxy_refusal(&parts, &route, body.as_ref()))
+        .flatten();
+    let (seq, fault) = scenario.begin(
+        LogEntry {
+            seq: 0,
+            at_ms: unix_ms(SystemTime::now()),
+            request_id: request_id.clone(),
+            method: parts.method.to_string(),
+            path,
+            query: parts.uri.query().map(str::to_string),
+            kind: route.kind(),
+            headers,
+            body: logged_body,
+            status: None,
+            fault: None,
+        },
+        proxy_refusal.is_none(),
+    );
+    let behind_proxy = settings.runflow_proxy && !matches!(route, Route::UploadPut { .. });
     let request = Api {
         state,
         scenario_id: scenario_id.to_string(),
@@ -186,73 +210,234 @@ async fn handle(state: Arc<AppState>, scenario_id: &str, path: String, req: Requ
         body,
         route,
     };
-    let mut response = match fault {
-        Some(Action::Error {
-            status,
-            code,
-            message,
-            retry_after,
-            request_id,
-        }) => {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let mut response = if let Route::UploadPut { .. } = request.route {
-                // The PUT goes to storage, not the API: its errors are S3's.
-                let code = code.unwrap_or_else(|| s3_default_code(status).into());
-                assets::s3_error(
-                    status,
-                    &code,
-                    &message.unwrap_or_else(|| default_message(status)),
-                )
-            } else {
-                let code = code.unwrap_or_else(|| default_code(status).into());
-                let message = message.unwrap_or_else(|| default_message(status));
-                request.error(status, &code, &message, None)
-            };
-            let headers = [
-                (header::RETRY_AFTER, retry_after),
-                (header::HeaderName::from_static(REQUEST_ID), request_id),
-            ];
-            for (name, value) in headers {
-                if let Some(value) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
-                    response.headers_mut().insert(name, value);
+    let mut response = if let Some(refusal) = proxy_refusal {
+        refusal
+    } else {
+        match fault {
+            Some(Action::Drop | Action::CreateThenDrop) if behind_proxy => {
+                if matches!(fault, Some(Action::CreateThenDrop)) {
+                    drop(request.answer(None).await);
+                }
+                upstream_unavailable()
+            }
+            Some(Action::Error {
+                status,
+                code,
+                message,
+                retry_after,
+                request_id,
+            }) => {
+                let status =
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                let mut response = if let Route::UploadPut { .. } = request.route {
+                    // The PUT goes to storage, not the API: its errors are S3's.
+                    let code = code.unwrap_or_else(|| s3_default_code(status).into());
+                    assets::s3_error(
+                        status,
+                        &code,
+                        &message.unwrap_or_else(|| default_message(status)),
+                    )
+                } else {
+                    let code = code.unwrap_or_else(|| default_code(status).into());
+                    let message = message.unwrap_or_else(|| default_message(status));
+                    request.error(status, &code, &message, None)
+                };
+                let headers = [
+                    (header::RETRY_AFTER, retry_after),
+                    (header::HeaderName::from_static(REQUEST_ID), request_id),
+                ];
+                for (name, value) in headers {
+                    if let Some(value) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
+                        response.headers_mut().insert(name, value);
+                    }
+                }
+                response
+            }
+            Some(Action::Raw {
+                status,
+                content_type,
+                body,
+            }) => {
+                let mut response = Response::new(Body::from(body));
+                *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+                if let Some(value) = content_type.and_then(|v| HeaderValue::from_str(&v).ok()) {
+                    response.headers_mut().insert(header::CONTENT_TYPE, value);
+                }
+                response
+            }
+            Some(Action::Drop) => return drop_connection(conn),
+            Some(Action::Hang) => return hang(conn).await,
+            Some(Action::Huge { bytes, status }) => huge(bytes, status),
+            Some(Action::CreateThenError { status }) => {
+                drop(request.answer(None).await);
+                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+                let message = default_message(status);
+                if let Route::UploadPut { .. } = request.route {
+                    assets::s3_error(status, s3_default_code(status), &message)
+                } else {
+                    request.error(status, default_code(status), &message, None)
                 }
             }
-            response
-        }
-        Some(Action::Raw {
-            status,
-            content_type,
-            body,
-        }) => {
-            let mut response = Response::new(Body::from(body));
-            *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-            if let Some(value) = content_type.and_then(|v| HeaderValue::from_str(&v).ok()) {
-                response.headers_mut().insert(header::CONTENT_TYPE, value);
+            Some(Action::Truncate) => truncate(request.answer(None).await).await,
+            fault => {
+                let status_override = match &fault {
+                    Some(Action::Status { status_code }) => Some(status_code.as_str()),
+                    _ => None,
+                };
+                let response = request.answer(status_override).await;
+                match fault {
+                    Some(Action::CreateThenDrop) => return drop_connection(conn),
+                    Some(Action::CreateThenHang) => return hang(conn).await,
+                    Some(Action::Delay { ms }) => {
+                        tokio::time::sleep(Duration::from_millis(ms)).await
+                    }
+                    _ => {}
+                }
+                response
             }
-            response
-        }
-        Some(Action::Drop) => return drop_connection(conn),
-        Some(Action::Hang) => return hang(conn).await,
-        fault => {
-            let status_override = match &fault {
-                Some(Action::Status { status_code }) => Some(status_code.as_str()),
-                _ => None,
-            };
-            let response = request.answer(status_override).await;
-            match fault {
-                Some(Action::CreateThenDrop) => return drop_connection(conn),
-                Some(Action::CreateThenHang) => return hang(conn).await,
-                Some(Action::Delay { ms }) => tokio::time::sleep(Duration::from_millis(ms)).await,
-                _ => {}
-            }
-            response
         }
     };
     // Only reached when the response is really sent; dropped and hung requests keep `null`.
     scenario.finish(seq, response.status().as_u16());
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
+    if behind_proxy {
+        // Runflow's proxy copies back `Content-Type` only (the length is the framing's).
+        let headers = response.headers_mut();
+        let kept: Vec<_> = [header::CONTENT_TYPE, header::CONTENT_LENGTH]
+            .into_iter()
+            .filter_map(|name| Some((name.clone(), headers.get(&name)?.clone())))
+            .collect();
+        headers.clear();
+        headers.extend(kept);
+    } else if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().entry(REQUEST_ID).or_insert(value);
     }
+    response
+}
+
+/// An `Authorization` value as the log shows it: its scheme, never its credentials (the control
+/// API is readable by every local page), so a test still sees whether one was sent.
+fn redact_authorization(value: &str) -> String {
+    match value.split_once(' ') {
+        Some((scheme, _)) if scheme.eq_ignore_ascii_case("bearer") => {
+            format!("{scheme} [redacted]")
+        }
+        _ => "[redacted]".into(),
+    }
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Runflow's proxy's refusal of a call it would not forward, or `None` for one it forwards: it
+/// forwards no search and no path but the client's, takes only UUID run ids, takes only JSON
+/// POSTs and caps their bodies. The presigned PUT goes to storage, never through it.
+fn official_proxy_refusal(parts: &Parts, route: &Route, body: Option<&Bytes>) -> Option<Response> {
+    let refuse = |status: StatusCode, body: Value| Some((status, Json(body)).into_response());
+    let not_allowed = || {
+        let body = json!({"error": "Path not allowed", "code": "path_not_allowed"});
+        refuse(StatusCode::FORBIDDEN, body)
+    };
+    match route {
+        Route::UploadPut { .. } => return None,
+        Route::Search | Route::Other => return not_allowed(),
+        Route::Get { id } if !is_uuid(id) => return not_allowed(),
+        _ => {}
+    }
+    if parts.method != Method::POST {
+        return None;
+    }
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let json = content_type.is_some_and(|ct| {
+        let essence = ct.split(';').next().unwrap_or_default();
+        essence.trim().eq_ignore_ascii_case("application/json")
+    });
+    if !json {
+        let body = json!({"error": "Content-Type must be application/json"});
+        return refuse(StatusCode::UNSUPPORTED_MEDIA_TYPE, body);
+    }
+    if body.is_none_or(|b| b.len() > OFFICIAL_PROXY_MAX_BODY) {
+        return refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            json!({"error": "Payload too large"}),
+        );
+    }
+    None
+}
+
+/// A hyphenated UUID, the only run id Runflow's proxy forwards.
+fn is_uuid(id: &str) -> bool {
+    id.len() == 36
+        && id.char_indices().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
+/// What Runflow's proxy answers when the API did not (a dropped connection).
+fn upstream_unavailable() -> Response {
+    let body = json!({"error": "Upstream unavailable"});
+    (StatusCode::BAD_GATEWAY, Json(body)).into_response()
+}
+
+/// A `huge` fault's answer: `{"padding":"xxx..."}`, exactly `bytes` long, streamed from one
+/// static block of padding rather than built in memory.
+fn huge(bytes: u64, status: u16) -> Response {
+    const HEAD: &[u8] = b"{\"padding\":\"";
+    const TAIL: &[u8] = b"\"}";
+    static PADDING: [u8; 64 * 1024] = [b'x'; 64 * 1024];
+    let mut left = bytes.saturating_sub((HEAD.len() + TAIL.len()) as u64);
+    let padding = futures_util::stream::iter(std::iter::from_fn(move || {
+        let take = usize::try_from(left)
+            .unwrap_or(usize::MAX)
+            .min(PADDING.len());
+        left -= take as u64;
+        (take > 0).then(|| Bytes::from_static(PADDING.get(..take).unwrap_or_default()))
+    }));
+    let chunks = futures_util::stream::once(std::future::ready(Bytes::from_static(HEAD)))
+        .chain(padding)
+        .chain(futures_util::stream::once(std::future::ready(
+            Bytes::from_static(TAIL),
+        )))
+        .map(Ok::<_, io::Error>);
+    let mut response = Response::new(Body::from_stream(chunks));
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes));
+    response
+}
+
+/// A `truncate` fault's answer: `answer`'s status and headers with the `Content-Length` of its
+/// whole body, then half the body, then a failed body, which makes hyper close the connection.
+async fn truncate(answer: Response) -> Response {
+    let (parts, body) = answer.into_parts();
+    let body = axum::body::to_bytes(body, MAX_BODY)
+        .await
+        .unwrap_or_default();
+    let half = body.slice(..body.len() / 2);
+    let length = body.len();
+    let cut = futures_util::stream::once(std::future::ready(Ok(half))).chain(
+        futures_util::stream::once(async {
+            // A moment for hyper to flush the half before the failure closes the connection.
+            tokio::time::sleep(TRUNCATE_FLUSH).await;
+            Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "body cut short by a mock fault",
+            ))
+        }),
+    );
+    let mut response = Response::from_parts(parts, Body::from_stream(cut));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     response
 }
 
@@ -442,7 +627,16 @@ impl Api {
     }
 
     fn check_auth(&self) -> Result<(), &'static str> {
-        match self.parts.headers.get(header::AUTHORIZATION) {
+        let sent = self.parts.headers.get(header::AUTHORIZATION);
+        if let Some(key) = &self.scenario.settings.api_key {
+            let expected = format!("Bearer {key}");
+            return match sent {
+                Some(value) if value.as_bytes() == expected.as_bytes() => Ok(()),
+                Some(_) => Err("Invalid API key"),
+                None => Err("Missing API key: send Authorization: Bearer rf_..."),
+            };
+        }
+        match sent {
             None if self.scenario.settings.require_auth => {
                 Err("Missing API key: send Authorization: Bearer rf_...")
             }
@@ -556,11 +750,14 @@ impl Api {
         if !errors.is_empty() {
             return self.invalid(errors);
         }
+        // Runflow's proxy drops the header; a scenario may also ignore it as the API may.
+        let honoured = self.scenario.settings.honours_idempotency_keys();
         let key = self
             .parts
             .headers
             .get("idempotency-key")
-            .and_then(|v| v.to_str().ok());
+            .and_then(|v| v.to_str().ok())
+            .filter(|_| honoured);
         let reservation = match key {
             None => None,
             Some(key) => {
@@ -792,13 +989,10 @@ impl Api {
         let wanted = match params.q.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(q) => match q.strip_prefix("client_ref:") {
-                Some(value) => {
-                    let value = value
-                        .strip_prefix('"')
-                        .and_then(|v| v.strip_suffix('"'))
-                        .unwrap_or(value);
-                    Some(value.to_string())
-                }
+                Some(value) => match value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
+                    Some(quoted) => Some(unescape(quoted)),
+                    None => Some(value.to_string()),
+                },
                 None => return bad("The mock supports only the filter client_ref:<value>"),
             },
         };
@@ -816,6 +1010,20 @@ impl Api {
         }
         Json(json!({"items": items, "total": matching.len()})).into_response()
     }
+}
+
+/// A quoted search value's text: `\` takes the next character as it is (`\"` a quote, `\\` a
+/// backslash); a lone trailing `\` is dropped.
+fn unescape(quoted: &str) -> String {
+    let mut text = String::with_capacity(quoted.len());
+    let mut chars = quoted.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => text.extend(chars.next()),
+            c => text.push(c),
+        }
+    }
+    text
 }
 
 /// An ETag for an uploaded file: any digest of its bytes does (SipHash with fixed keys).

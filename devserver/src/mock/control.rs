@@ -4,13 +4,16 @@ use std::sync::Arc;
 
 use axum::{
     body::Bytes,
-    extract::{Path, State},
-    http::{HeaderMap, StatusCode},
+    extract::{ConnectInfo, Path, Request, State},
+    http::{header, HeaderMap, StatusCode},
+    middleware::Next,
     response::{IntoResponse, Response},
     Json,
 };
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
+
+use crate::conn::ConnHandle;
 
 use super::{
     api::host,
@@ -25,6 +28,54 @@ impl IntoResponse for ControlError {
     fn into_response(self) -> Response {
         (self.0, Json(json!({"error": self.1}))).into_response()
     }
+}
+
+/// Lets through only callers on this machine, from this origin: the peer address must be
+/// loopback, the `Host` a loopback name (so a DNS-rebound name cannot pass as same-origin), and
+/// an `Origin`, when sent, `http://<Host>`. With `mock_cors` a loopback page on another port
+/// passes too (the browser tests' page). The log shows what runs were made and how; no page of
+/// another site may read it or script the mock.
+pub(crate) async fn guard(State(mock_cors): State<bool>, req: Request, next: Next) -> Response {
+    match caller_allowed(&req, mock_cors) {
+        Ok(()) => next.run(req).await,
+        Err(message) => ControlError(StatusCode::FORBIDDEN, message.into()).into_response(),
+    }
+}
+
+fn caller_allowed(req: &Request, mock_cors: bool) -> Result<(), &'static str> {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<ConnHandle>>()
+        .map(|c| c.0.peer().ip().to_canonical());
+    if !peer.is_some_and(|ip| ip.is_loopback()) {
+        return Err("The mock's control API answers callers on this machine only");
+    }
+    let text = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let host = text(header::HOST).unwrap_or_default();
+    if !is_loopback_authority(host) {
+        return Err("The mock's control API answers only for localhost, 127.0.0.1 or [::1]");
+    }
+    let Some(origin) = req.headers().get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let origin = origin.to_str().unwrap_or_default();
+    let authority = origin.strip_prefix("http://").unwrap_or_default();
+    if authority.eq_ignore_ascii_case(host) || (mock_cors && is_loopback_authority(authority)) {
+        Ok(())
+    } else {
+        Err("The mock's control API answers pages of its own origin only (MOCK_CORS=1 adds loopback pages on other ports)")
+    }
+}
+
+/// `localhost`, `127.0.0.1` or `[::1]`, with or without a port.
+fn is_loopback_authority(authority: &str) -> bool {
+    let host = match authority.rsplit_once(':') {
+        Some((host, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => authority,
+    };
+    ["localhost", "127.0.0.1", "[::1]"]
+        .iter()
+        .any(|name| host.eq_ignore_ascii_case(name))
 }
 
 fn bad_request(message: String) -> ControlError {

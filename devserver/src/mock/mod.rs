@@ -21,6 +21,7 @@ use axum::{
         header::{ETAG, RETRY_AFTER},
         HeaderName,
     },
+    middleware,
     routing::{any, get, post, put},
     Router,
 };
@@ -45,8 +46,11 @@ impl AppState {
 }
 
 /// The mock API (default scenario at `/api/runflow`, others under `/__mock/s/{id}`), the control
-/// API and the output files, all with permissive CORS: browser tests run on another port.
+/// API (loopback, same-origin callers only: see `control::guard`) and the output files. With
+/// `mock_cors` every route answers cross-origin pages, as the browser tests need; without it
+/// none sends a CORS header, as Runflow sends none.
 pub(crate) fn router(config: Config) -> Router {
+    let mock_cors = config.mock_cors;
     let state = Arc::new(AppState {
         www_dir: config.www_dir,
         scenarios: scenario::Registry::new(config.lifecycle_ms),
@@ -54,14 +58,13 @@ pub(crate) fn router(config: Config) -> Router {
         assets: assets::AssetStore::default(),
         requests: AtomicU64::new(0),
     });
-    // Preflights are answered here, before the handlers: they are never logged nor hit faults.
-    let cors = CorsLayer::new()
-        .allow_origin(Any)
-        .allow_methods(Any)
-        .allow_headers(Any)
-        // ETag: an upload's PUT answers with it, as S3 does.
-        .expose_headers([RETRY_AFTER, ETAG, HeaderName::from_static("x-request-id")]);
-    Router::new()
+    let control = Router::new()
+        .route("/__mock/scenarios", post(control::create))
+        .route("/__mock/s/{scenario}/log", get(control::log))
+        .route("/__mock/s/{scenario}/faults", post(control::add_faults))
+        .route("/__mock/s/{scenario}/runs", get(control::runs))
+        .route_layer(middleware::from_fn_with_state(mock_cors, control::guard));
+    let router = Router::new()
         .route("/api/runflow/v1/{*rest}", any(api::default_scenario))
         .route("/__mock/s/{scenario}/v1/{*rest}", any(api::named_scenario))
         // An asset's presigned upload URL: the PUT goes through the scenario's log and faults.
@@ -69,12 +72,19 @@ pub(crate) fn router(config: Config) -> Router {
             "/__mock/s/{scenario}/uploads/{asset_id}",
             put(api::named_scenario),
         )
-        .route("/__mock/scenarios", post(control::create))
-        .route("/__mock/s/{scenario}/log", get(control::log))
-        .route("/__mock/s/{scenario}/faults", post(control::add_faults))
-        .route("/__mock/s/{scenario}/runs", get(control::runs))
         .route("/__mock/files/{run_id}/{name}", get(files::serve))
         .route("/__mock/assets/{asset_id}", get(assets::serve))
-        .layer(cors)
-        .with_state(state)
+        .merge(control)
+        .with_state(state);
+    if !mock_cors {
+        return router;
+    }
+    // Preflights are answered here, before the handlers: they are never logged nor hit faults.
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods(Any)
+        .allow_headers(Any)
+        // ETag: an upload's PUT answers with it, as S3 does.
+        .expose_headers([RETRY_AFTER, ETAG, HeaderName::from_static("x-request-id")]);
+    router.layer(cors)
 }

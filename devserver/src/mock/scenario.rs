@@ -33,7 +33,10 @@ pub(crate) struct ScenarioConfig {
     failure: Option<FailureOverride>,
     search: Option<bool>,
     require_auth: Option<bool>,
+    api_key: Option<String>,
     upload_ttl_ms: Option<u64>,
+    idempotency: Option<bool>,
+    runflow_proxy: Option<bool>,
     #[serde(default)]
     faults: Vec<FaultRule>,
 }
@@ -88,11 +91,26 @@ pub(crate) struct Settings {
     pub failure: Failure,
     pub search: bool,
     pub require_auth: bool,
+    /// The one key the API accepts (`"api_key": "rf_..."`): any other, or none, gets 401. The
+    /// log never shows keys, so this is how a test checks which key was sent.
+    pub api_key: Option<String>,
     /// How long an asset's `upload_url` accepts its PUT.
     pub upload_ttl: Duration,
+    /// Whether creates honour `Idempotency-Key` (`"idempotency": false`: the key is ignored, as
+    /// the API may do for singleton runs).
+    pub idempotency: bool,
+    /// Behave as if Runflow's official proxy sat in front (`"runflow_proxy": true`): see
+    /// `api::official_proxy_refusal` and `docs/mock.md`.
+    pub runflow_proxy: bool,
 }
 
 impl Settings {
+    /// Whether a create's `Idempotency-Key` is looked at: not when the scenario ignores keys,
+    /// nor behind Runflow's proxy, which drops the header.
+    pub(crate) fn honours_idempotency_keys(&self) -> bool {
+        self.idempotency && !self.runflow_proxy
+    }
+
     fn new(config: &ScenarioConfig, default_lifecycle: [u64; 3]) -> Self {
         let failure = config.failure.as_ref();
         let default = Failure::provider_error();
@@ -118,9 +136,12 @@ impl Settings {
             },
             search: config.search.unwrap_or(true),
             require_auth: config.require_auth.unwrap_or(false),
+            api_key: config.api_key.clone(),
             upload_ttl: Duration::from_millis(
                 config.upload_ttl_ms.unwrap_or(DEFAULT_UPLOAD_TTL_MS),
             ),
+            idempotency: config.idempotency.unwrap_or(true),
+            runflow_proxy: config.runflow_proxy.unwrap_or(false),
         }
     }
 }
@@ -173,7 +194,26 @@ fn one() -> u32 {
     1
 }
 
-/// What a fault does to the request it hits.
+/// What a fault does to the request it hits (the `action` of a rule, by its `type`).
+///
+/// | `type` | fields | what the client gets | is the work done? |
+/// |---|---|---|---|
+/// | `error` | `status`, `code`?, `message`?, `retry_after`?, `request_id`? | that status, an error body in the scenario's envelope (S3's XML on an upload's PUT), the two headers when given | no |
+/// | `raw` | `status` (200), `content_type`?, `body` ("") | exactly that status and body | no |
+/// | `status` | `status_code` (`on: "get"` only) | the run as a normal get shows it, with this `status_code` | (a get) |
+/// | `delay` | `ms` | the normal answer, `ms` later | yes |
+/// | `hang` | | nothing, ever (cut after 5 minutes) | no |
+/// | `drop` | | the connection closed, no response | no |
+/// | `truncate` | | the normal status and headers, `Content-Length` of the whole body, half of the body, then the connection closed | yes |
+/// | `huge` | `bytes`, `status` (200) | `{"padding": "xxx..."}` of exactly `bytes` bytes (14 or more), JSON but not a run, streamed | no |
+/// | `create_then_drop` | (`on` a create or an upload step) | the connection closed, no response | yes |
+/// | `create_then_hang` | (`on` a create or an upload step) | nothing, ever | yes |
+/// | `create_then_error` | `status` (400..=599; `on` a create or an upload step) | that status and an error body, after the work was done | yes |
+///
+/// "The work" is the create, or the upload step (the asset made, the bytes stored, the upload
+/// confirmed). With `"runflow_proxy": true`, the official proxy stands in front: a `drop` or
+/// `create_then_drop` becomes its `502 {"error": "Upstream unavailable"}`, and no fault answer
+/// keeps a header but `Content-Type`.
 #[derive(Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub(crate) enum Action {
@@ -207,7 +247,24 @@ pub(crate) enum Action {
     CreateThenHang,
     /// Answer a get normally but with this `status_code`.
     Status { status_code: String },
+    /// Answer normally (a create is made), but send only half of the body under a
+    /// `Content-Length` of the whole, then close the connection: a body cut short.
+    Truncate,
+    /// A JSON body of exactly `bytes` bytes that is not a run, streamed; nothing is created.
+    Huge {
+        bytes: u64,
+        #[serde(default = "ok")]
+        status: u16,
+    },
+    /// Create the run (or do the upload step), then answer `status` with an error body: the
+    /// server acted, but the client is told it failed.
+    CreateThenError { status: u16 },
 }
+
+/// The smallest `huge` body: `{"padding":""}`.
+pub(crate) const HUGE_MIN: u64 = 14;
+/// The largest `huge` body: 1 GiB, far past any client's limit.
+const HUGE_MAX: u64 = 1 << 30;
 
 fn ok() -> u16 {
     200
@@ -225,6 +282,9 @@ impl Action {
             Action::Hang => "hang",
             Action::CreateThenHang => "create_then_hang",
             Action::Status { .. } => "status",
+            Action::Truncate => "truncate",
+            Action::Huge { .. } => "huge",
+            Action::CreateThenError { .. } => "create_then_error",
         }
     }
 }
@@ -243,7 +303,16 @@ impl FaultRule {
                     "status {status} is not a final HTTP status (200..=599)"
                 ))
             }
-            Action::CreateThenDrop | Action::CreateThenHang
+            Action::Huge { status, .. } if !(200..=599).contains(status) => Err(format!(
+                "status {status} is not a final HTTP status (200..=599)"
+            )),
+            Action::Huge { bytes, .. } if !(HUGE_MIN..=HUGE_MAX).contains(bytes) => Err(format!(
+                "huge takes bytes from {HUGE_MIN} to {HUGE_MAX}, got {bytes}"
+            )),
+            Action::CreateThenError { status } if !(400..=599).contains(status) => Err(format!(
+                "create_then_error takes an error status (400..=599), got {status}"
+            )),
+            Action::CreateThenDrop | Action::CreateThenHang | Action::CreateThenError { .. }
                 if !matches!(
                     self.on,
                     FaultOn::Only(
@@ -268,6 +337,8 @@ impl FaultRule {
 #[derive(Serialize, Clone, Debug)]
 pub(crate) struct LogEntry {
     pub seq: u64,
+    /// When the request came in, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
     pub request_id: String,
     pub method: String,
     pub path: String,
@@ -422,10 +493,15 @@ impl Scenario {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Logs a request and picks the fault (if any) it runs into; returns the entry's `seq`.
-    pub(crate) fn begin(&self, mut entry: LogEntry) -> (u64, Option<Action>) {
+    /// Logs a request and, when it reaches the API (`faultable`), picks the fault (if any) it
+    /// runs into; returns the entry's `seq`.
+    pub(crate) fn begin(&self, mut entry: LogEntry, faultable: bool) -> (u64, Option<Action>) {
         let mut state = self.lock();
-        let action = pick_fault(&mut state.faults, entry.kind);
+        let action = if faultable {
+            pick_fault(&mut state.faults, entry.kind)
+        } else {
+            None
+        };
         entry.seq = state.next_seq;
         entry.fault = action.as_ref().map(Action::name);
         state.next_seq += 1;
@@ -710,6 +786,10 @@ mod tests {
             serde_json::json!({"on": "create", "action": {"type": "status", "status_code": "x"}}),
             serde_json::json!({"on": "get", "times": 0, "action": {"type": "drop"}}),
             serde_json::json!({"on": "get", "action": {"type": "error", "status": 42}}),
+            serde_json::json!({"on": "get", "action": {"type": "create_then_error", "status": 502}}),
+            serde_json::json!({"on": "create", "action": {"type": "create_then_error", "status": 200}}),
+            serde_json::json!({"on": "get", "action": {"type": "huge", "bytes": 13}}),
+            serde_json::json!({"on": "get", "action": {"type": "huge", "bytes": 100, "status": 700}}),
         ] {
             assert!(rule(bad).validate().is_err());
         }

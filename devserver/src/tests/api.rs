@@ -292,7 +292,7 @@ async fn auth_rules() {
 
 #[tokio::test]
 async fn the_log_records_every_api_request_but_not_preflights() {
-    let app = test_app();
+    let app = cors_app();
     let base = scenario(
         &app,
         json!({"faults": [{"on": "create", "action": {"type": "error", "status": 500}}]}),
@@ -353,9 +353,9 @@ async fn the_log_records_every_api_request_but_not_preflights() {
     assert_eq!(
         entries[0],
         json!({
-            "seq": 0, "request_id": entries[0]["request_id"], "method": "POST",
+            "seq": 0, "at_ms": entries[0]["at_ms"], "request_id": entries[0]["request_id"], "method": "POST",
             "path": KONTEXT_RUNS, "query": null, "kind": "create",
-            "headers": {"authorization": "Bearer rf_x", "idempotency-key": "k", "content-type": "application/json", "x-organization-id": "org"},
+            "headers": {"authorization": "Bearer [redacted]", "idempotency-key": "k", "content-type": "application/json", "x-organization-id": "org"},
             "body": {"input": {"prompt": "p"}}, "status": 500, "fault": "error",
         })
     );
@@ -386,9 +386,7 @@ async fn unknown_scenarios_and_bad_control_calls() {
         StatusCode::NOT_FOUND
     );
 
-    let empty = Request::post("/__mock/scenarios")
-        .body(Body::empty())
-        .unwrap();
+    let empty = request(Method::POST, "/__mock/scenarios", None);
     assert_eq!(
         send(&app, empty).await.status,
         StatusCode::CREATED,
@@ -446,4 +444,41 @@ async fn the_log_keeps_a_short_marker_instead_of_a_data_uri() {
     // The run itself still got the whole image: its output is made from it.
     let runs = get(&app, &format!("{base}/runs")).await.json();
     assert_eq!(runs["items"].as_array().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn a_quoted_search_value_is_unescaped() {
+    let app = test_app();
+    let base = scenario(&app, json!({})).await;
+    for client_ref in [r#"a"b\c"#, "plain"] {
+        let body = json!({"input": kontext_input(), "client_ref": client_ref});
+        assert_eq!(
+            post(&app, &format!("{base}{KONTEXT_RUNS}"), &body)
+                .await
+                .status,
+            StatusCode::CREATED
+        );
+    }
+    let search = |q: &str| {
+        let url = format!("{base}/v1/runs?q={}", urlencode(q));
+        let app = app.clone();
+        async move {
+            get(&app, &url).await.json()["items"]
+                .as_array()
+                .unwrap()
+                .len()
+        }
+    };
+    assert_eq!(search(r#"client_ref:"a\"b\\c""#).await, 1);
+    assert_eq!(
+        search(r#"client_ref:"a"b\c""#).await,
+        0,
+        "unescaped, not raw"
+    );
+    assert_eq!(search(r#"client_ref:"plain""#).await, 1);
+    assert_eq!(search("client_ref:plain").await, 1);
+}
+
+fn urlencode(text: &str) -> String {
+    text.bytes().map(|b| format!("%{b:02X}")).collect()
 }

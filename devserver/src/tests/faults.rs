@@ -293,3 +293,101 @@ async fn connection_faults_on_a_real_listener() {
         ]
     );
 }
+
+#[tokio::test]
+async fn truncate_sends_half_the_body_under_the_whole_length_then_closes() {
+    let app = test_app();
+    let base = with_faults(
+        &app,
+        json!([{"on": "create", "action": {"type": "truncate"}}]),
+    )
+    .await;
+    let addr = listen(app.clone()).await;
+    let body = json!({"input": kontext_input()}).to_string();
+    let url = format!("{base}{KONTEXT_RUNS}");
+    let wait = Duration::from_secs(5);
+    let received = raw_request(addr, "POST", &url, &body, wait).await.unwrap();
+    let text = String::from_utf8_lossy(&received);
+    let (head, sent) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 201"), "{head}");
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        !sent.is_empty() && sent.len() < length,
+        "{} of {length}",
+        sent.len()
+    );
+    assert!(serde_json::from_str::<Value>(sent).is_err(), "cut JSON");
+    assert!(sent.starts_with("{\""), "{sent}");
+    // The server acted: the run exists.
+    assert_eq!(run_count(&app, &base).await, 1);
+    assert_eq!(log(&app, &base).await[0]["fault"], "truncate");
+}
+
+#[tokio::test]
+async fn huge_streams_exactly_that_many_bytes_of_json_that_is_not_a_run() {
+    let app = test_app();
+    let bytes = 10_000_000u64;
+    let base = with_faults(
+        &app,
+        json!([{"on": "get", "action": {"type": "huge", "bytes": bytes}},
+               {"on": "health", "action": {"type": "huge", "bytes": 14, "status": 503}}]),
+    )
+    .await;
+    let addr = listen(app.clone()).await;
+    let response = reqwest::get(format!("http://{addr}{base}/v1/runs/x"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.content_length(), Some(bytes));
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let body = response.bytes().await.unwrap();
+    assert_eq!(body.len() as u64, bytes);
+    let parsed: Value = serde_json::from_slice(&body).unwrap();
+    let padding = parsed["padding"].as_str().unwrap();
+    assert!(padding.len() as u64 == bytes - 14 && padding.bytes().all(|b| b == b'x'));
+    let small = get(&app, &format!("{base}/v1/health")).await;
+    assert_eq!(small.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(small.json(), json!({"padding": ""}));
+}
+
+#[tokio::test]
+async fn create_then_error_does_the_work_then_answers_the_error() {
+    let app = test_app();
+    let base = with_faults(
+        &app,
+        json!([{"on": "create", "action": {"type": "create_then_error", "status": 502}},
+               {"on": "upload_create", "action": {"type": "create_then_error", "status": 503}}]),
+    )
+    .await;
+    let reply = post(
+        &app,
+        &format!("{base}{KONTEXT_RUNS}"),
+        &json!({"input": kontext_input()}),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(reply.json()["code"], "BAD_GATEWAY");
+    assert_eq!(
+        run_count(&app, &base).await,
+        1,
+        "the run was made all the same"
+    );
+    let upload = json!({"filename": "a.png", "mime_type": "image/png", "size_bytes": 3});
+    let reply = post(&app, &format!("{base}/v1/asset-uploads"), &upload).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.json()["code"], "MODEL_UNAVAILABLE");
+    let faults: Vec<_> = log(&app, &base)
+        .await
+        .iter()
+        .map(|e| e["fault"].clone())
+        .collect();
+    assert_eq!(
+        faults,
+        [json!("create_then_error"), json!("create_then_error")]
+    );
+}

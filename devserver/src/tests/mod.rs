@@ -3,9 +3,11 @@
 mod api;
 mod faults;
 mod images;
+mod isolation;
 mod lifecycle;
 mod proxy;
 mod uploads;
+mod upstream;
 
 use std::{io::Cursor, path::PathBuf, sync::OnceLock};
 
@@ -30,6 +32,14 @@ pub(crate) fn test_app() -> Router {
     app(test_config())
 }
 
+/// `test_app` with `MOCK_CORS=1`: pages on other origins may call the mock.
+pub(crate) fn cors_app() -> Router {
+    app(Config {
+        mock_cors: true,
+        ..test_config()
+    })
+}
+
 /// The configuration of `test_app`: the fixture directories, runs that finish at once, the mock.
 pub(crate) fn test_config() -> Config {
     // One fixture directory per test process: the files never change.
@@ -49,6 +59,7 @@ pub(crate) fn test_config() -> Config {
         lifecycle_ms: [0, 0, 0],
         backend: crate::Backend::Mock,
         isolated: false,
+        mock_cors: false,
     }
 }
 
@@ -92,10 +103,13 @@ impl Reply {
 }
 
 pub(crate) fn request(method: Method, uri: &str, body: Option<&Value>) -> Request<Body> {
+    // As from a local client: the control API answers loopback peers only.
+    let peer = crate::conn::ConnHandle::detached(([127, 0, 0, 1], 40000).into());
     let builder = Request::builder()
         .method(method)
         .uri(uri)
-        .header("host", HOST);
+        .header("host", HOST)
+        .extension(axum::extract::ConnectInfo(peer));
     match body {
         Some(body) => builder
             .header("content-type", "application/json")

@@ -73,7 +73,7 @@ fn xml_code(reply: &Reply) -> String {
 
 #[tokio::test]
 async fn upload_confirm_fetch_and_edit() {
-    let app = test_app();
+    let app = cors_app();
     let base = "/api/runflow";
     let image = png(64, 48);
     let created = new_upload(&app, base, image.len()).await;
@@ -169,7 +169,7 @@ async fn the_three_steps_are_logged_in_the_scenario() {
     );
     assert_eq!(entries[0]["path"], "/v1/asset-uploads");
     let refused = &entries[1];
-    assert_eq!(refused["headers"]["authorization"], "Bearer rf_x");
+    assert_eq!(refused["headers"]["authorization"], "Bearer [redacted]");
     let stored = &entries[2];
     assert_eq!(stored["path"], format!("/uploads/{id}"));
     assert_eq!(stored["body"], json!({"bytes": 3}));
@@ -713,7 +713,7 @@ async fn connection_faults_on_each_step() {
 
 #[tokio::test]
 async fn the_upload_url_answers_preflights() {
-    let app = test_app();
+    let app = cors_app();
     let created = new_upload(&app, "/api/runflow", 1).await;
     let url = created["upload_url"].as_str().unwrap();
     let preflight = Request::options(path_of(url))
