@@ -93,6 +93,38 @@ async fn upload_image(
     url.as_string().expect("a string")
 }
 
+/// The `image_url` a create sends for `image`, read off the request itself (the mock's log
+/// shortens `data:` URIs): what the local-image pipeline makes of it, seen from the wire.
+async fn sent_image_url(mock: &Scenario, options: Value, image: JsValue) -> String {
+    let capture = js_fn(
+        "",
+        "const seen = {}; seen.fetch = (url, init) => { \
+           if (init.method === 'POST' && url.endsWith('/runs')) seen.url = JSON.parse(init.body).input.image_url; \
+           return fetch(url, init); }; return seen;",
+    )
+    .call0(&JsValue::NULL)
+    .expect("capture");
+    let mut merged = json!({"baseUrl": mock.base_url});
+    if let (Value::Object(merged), Value::Object(options)) = (&mut merged, options) {
+        merged.extend(options);
+    }
+    let merged = to_js(&merged);
+    set(
+        merged.unchecked_ref(),
+        "fetch",
+        &Reflect::get(&capture, &"fetch".into()).expect("fetch"),
+    );
+    let client = runflow_kontext::KontextClient::new(merged).expect("client");
+    let input = Object::new();
+    set(&input, "prompt", &"p".into());
+    set(&input, "image", &image);
+    resolve(client.create_run(input.into(), JsValue::UNDEFINED)).await;
+    Reflect::get(&capture, &"url".into())
+        .ok()
+        .and_then(|url| url.as_string())
+        .expect("a create was sent")
+}
+
 fn kinds(log: &[Value]) -> Vec<String> {
     log.iter()
         .map(|entry| entry["kind"].as_str().unwrap_or("").to_owned())
@@ -157,7 +189,7 @@ async fn the_magic_number_decides_not_the_name() {
     for (magic, mime) in cases {
         // Declared as something else entirely: the bytes win.
         let file = blob(&padded(magic, 64), "text/plain", Some("notes.txt"));
-        let url = upload_image(&client, file, Object::new()).await;
+        let url = sent_image_url(&mock, json!({}), file).await;
         assert!(
             url.starts_with(&format!("data:{mime};base64,")),
             "{mime}: {url}"
@@ -183,6 +215,7 @@ async fn the_magic_number_decides_not_the_name() {
             "50 MiB",
         ),
     ];
+    let sent = mock.log().await.len();
     for (image, says) in refusals {
         let error = reject(
             client.upload_image(image.clone(), JsValue::UNDEFINED),
@@ -207,23 +240,25 @@ async fn the_magic_number_decides_not_the_name() {
     }
     assert_eq!(
         mock.log().await.len(),
-        0,
+        sent,
         "no request for what is not an image"
     );
 }
 
 #[wasm_bindgen_test]
 async fn the_threshold_both_sides() {
-    let mock = Scenario::new(json!({})).await;
-    let client = mock.client(json!({"uploadThreshold": 1000}));
-    let under = upload_image(
-        &client,
+    let inline = Scenario::new(json!({})).await;
+    let under = sent_image_url(
+        &inline,
+        json!({"uploadThreshold": 1000}),
         blob(&padded(b"GIF89a", 999), "", None),
-        Object::new(),
     )
     .await;
     assert!(under.starts_with("data:image/gif;base64,"));
-    assert_eq!(mock.log().await.len(), 0);
+    assert_eq!(kinds(&inline.log().await), ["create"]);
+
+    let mock = Scenario::new(json!({})).await;
+    let client = mock.client(json!({"uploadThreshold": 1000}));
 
     let at = upload_image(
         &client,
@@ -252,11 +287,10 @@ async fn the_threshold_both_sides() {
     );
 
     // The default threshold is 1 MiB.
-    let client = mock.client(json!({}));
-    let just_under = upload_image(
-        &client,
+    let just_under = sent_image_url(
+        &inline,
+        json!({}),
         blob(&padded(b"GIF89a", MIB - 1), "", None),
-        Object::new(),
     )
     .await;
     assert!(just_under.starts_with("data:image/gif;base64,"));
@@ -582,9 +616,14 @@ async fn a_fetch_option_is_for_the_api_not_for_the_storage() {
     let nulls = to_js(
         &json!({"baseUrl": mock.base_url, "prepareImage": {"maxMegapixels": null, "quality": null, "type": null}}),
     );
-    let client = runflow_kontext::KontextClient::new(nulls).expect("nulls are absent");
+    runflow_kontext::KontextClient::new(nulls).expect("nulls are absent");
     assert_eq!(
-        upload_image(&client, blob(&png(), "image/png", None), Object::new()).await,
+        sent_image_url(
+            &mock,
+            json!({"prepareImage": {"maxMegapixels": null, "quality": null, "type": null}}),
+            blob(&png(), "image/png", None)
+        )
+        .await,
         PIXEL_PNG
     );
 }
@@ -653,10 +692,10 @@ async fn prepare_image_downscales_upright_by_exif() {
     let mock = Scenario::new(json!({})).await;
     let client =
         mock.client(json!({"prepareImage": {"maxMegapixels": 0.0002, "type": "image/png"}}));
-    let url = upload_image(
-        &client,
+    let url = sent_image_url(
+        &mock,
+        json!({"prepareImage": {"maxMegapixels": 0.0002, "type": "image/png"}}),
         blob(&rotated, "image/jpeg", Some("phone.jpg")),
-        Object::new(),
     )
     .await;
     assert!(
@@ -702,8 +741,12 @@ async fn prepare_image_downscales_upright_by_exif() {
     assert!(now() - started < 80.0, "aborted in {} ms", now() - started);
 
     // Small pictures are left exactly as they are.
-    let client = mock.client(json!({"prepareImage": true}));
-    let url = upload_image(&client, blob(&png(), "image/png", None), Object::new()).await;
+    let url = sent_image_url(
+        &mock,
+        json!({"prepareImage": true}),
+        blob(&png(), "image/png", None),
+    )
+    .await;
     assert_eq!(url, PIXEL_PNG);
 
     let bad =
@@ -745,13 +788,20 @@ async fn a_data_uri_too_big_to_send_inline_is_uploaded() {
     let put = log.iter().find(|e| e["kind"] == "upload_put").unwrap();
     assert_eq!(put["body"]["bytes"], 1000);
 
-    // uploadImage reads any data: URI as bytes: checked by its magic number, re-sent inline.
+    // uploadImage reads any data: URI as bytes, checked by its magic number, and uploads them.
     let declared_png = format!(
         "data:image/png;base64,{}",
         STANDARD.encode(padded(b"GIF89a", 10))
     );
     let url = upload_image(&client, declared_png.into(), Object::new()).await;
-    assert!(url.starts_with("data:image/gif;base64,"), "{url}");
+    assert!(url.contains("/__mock/assets/"), "{url}");
+    let slot = mock
+        .log()
+        .await
+        .into_iter()
+        .rfind(|e| e["kind"] == "upload_create")
+        .expect("uploaded");
+    assert_eq!(slot["body"]["mime_type"], "image/gif");
     reject(
         client.upload_image("data:image/png;base64,@@@".into(), JsValue::UNDEFINED),
         "validation_error",
