@@ -181,7 +181,9 @@ async function runCellSteps(cell, failures) {
     await session.context.setOffline(true);
     await sleep(OFFLINE_MS);
     await session.context.setOffline(false);
+    const onlineAt = Date.now();
     result = await pending;
+    if (result.settledAt < onlineAt) failures.push(`settled ${onlineAt - result.settledAt} ms before the browser was back online`);
   } else {
     result = await session.page.evaluate(pageRun, args);
   }
@@ -199,7 +201,10 @@ async function runCellSteps(cell, failures) {
   compareOutcome(cell.expect, result, runId, failures);
   if (runs.length !== cell.expect.runs) failures.push(`runs held by the mock: expected ${cell.expect.runs}, got ${runs.length}`);
   if (creates.length !== cell.expect.creates) failures.push(`create POSTs: expected ${cell.expect.creates}, got ${creates.length}`);
-  failures.push(...lookupBeforeRepost(log));
+  failures.push(...lookupBeforeRepost(log), ...oneLogicalCreate(log, result));
+  if (cell.expect.minMs !== undefined && result.ms < cell.expect.minMs) {
+    failures.push(`took ${Math.round(result.ms)} ms: Retry-After asked for at least ${cell.expect.minMs} ms`);
+  }
   if (cell.expect.offlineAttempts !== undefined) {
     const offline = result.offlineFetches;
     if (offline > cell.expect.offlineAttempts) failures.push(`requests started while offline: expected at most ${cell.expect.offlineAttempts}, got ${offline}`);
@@ -241,6 +246,29 @@ function compareOutcome(expect, result, runId, failures) {
   if (want.clientRef === true && !(typeof error.clientRef === "string" && error.clientRef)) failures.push("clientRef: expected it set, got none");
   if (want.clientRef === false && error.clientRef != null) failures.push(`clientRef: expected none, got ${JSON.stringify(error.clientRef)}`);
   if (want.runId && error.runId !== runId) failures.push(`runId: expected ${runId}, got ${JSON.stringify(error.runId)}`);
+}
+
+/**
+ * One logical create: every POST carries the same client_ref and (where the mock sees one) the
+ * same Idempotency-Key, every look-up searches that client_ref, and an error's clientRef is it.
+ */
+function oneLogicalCreate(log, result) {
+  const problems = [];
+  const creates = log.filter((e) => e.kind === "create");
+  const refs = new Set(creates.map((e) => e.body?.client_ref));
+  const keys = new Set(creates.map((e) => e.headers?.["idempotency-key"]).filter(Boolean));
+  if (refs.size > 1) problems.push(`the create POSTs carried ${refs.size} client_refs: ${[...refs].join(", ")}`);
+  if (keys.size > 1) problems.push(`the create POSTs carried ${keys.size} Idempotency-Keys`);
+  const [ref] = refs;
+  if (typeof ref === "string") {
+    for (const search of log.filter((e) => e.kind === "search")) {
+      const q = new URLSearchParams(search.query ?? "").get("q") ?? "";
+      if (!q.includes(ref)) problems.push(`look-up #${search.seq} searched ${JSON.stringify(q)}, not client_ref ${ref}`);
+    }
+    const clientRef = result.resolved ? null : result.error?.clientRef;
+    if (clientRef != null && clientRef !== ref) problems.push(`error.clientRef ${clientRef} is not the client_ref sent (${ref})`);
+  }
+  return problems;
 }
 
 /** After a create attempt whose outcome was unknown, the run must be looked up before any new POST. */
@@ -314,11 +342,11 @@ async function pageSetup(retryOptions) {
     try {
       const value = await promise;
       const shown = typeof value === "string" ? value : { id: value?.id, status: value?.status, status_code: value?.status_code };
-      return { resolved: true, value: shown, ms: performance.now() - started };
+      return { resolved: true, value: shown, ms: performance.now() - started, settledAt: Date.now() };
     } catch (e) {
       const error = { isRunflowError: e instanceof mod.RunflowError, name: e?.name, message: String(e?.message ?? e) };
       for (const k of ["code", "status", "runId", "clientRef", "retryable", "retryAfterMs", "step"]) error[k] = e?.[k] ?? null;
-      return { resolved: false, error, ms: performance.now() - started };
+      return { resolved: false, error, ms: performance.now() - started, settledAt: Date.now() };
     }
   };
   return { fast: state.fast, fastError: state.fastError };

@@ -45,6 +45,7 @@ export function describeExpect(op, expect) {
     parts.push(`${expect.runs} run${expect.runs === 1 ? "" : "s"}`);
     parts.push(`${expect.creates} POST${expect.creates === 1 ? "" : "s"}`);
   }
+  if (expect.minMs !== undefined) parts.push(`≥ ${expect.minMs} ms`);
   if (expect.offlineAttempts !== undefined) parts.push(`≤ ${expect.offlineAttempts} request offline`);
   return parts.join(" · ");
 }
@@ -96,8 +97,11 @@ export function render(data) {
   line("- The cell passes when the call resolves or rejects as expected (code, `status`, `retryable`,");
   line("  `clientRef`, `runId`, `step`, `retryAfterMs` where listed), the mock holds exactly the expected");
   line("  runs and received exactly the expected create POSTs, no create was POSTed again after an unknown");
-  line("  outcome without a look-up in between, the page saw no unhandled rejection and no wasm trap, and");
-  line("  one clean call of the same kind with the same client (same scenario) then succeeds.");
+  line("  outcome without a look-up in between, all POSTs of the create carried one `client_ref` and one");
+  line("  Idempotency-Key (the look-ups search that `client_ref`, and `error.clientRef` is it), a");
+  line("  Retry-After the client can see was waited out (\"≥ N ms\"), the page saw no unhandled rejection");
+  line("  and no wasm trap, and one clean call of the same kind with the same client (same scenario) then");
+  line("  succeeds (a `getRun` after a wait: a never-ending status may still be scripted).");
   line("- The page reaches the dev server through a small pass-through that answers every request with");
   line("  `Connection: close`. Chromium silently resends a request once when a *reused* keep-alive");
   line("  connection closes without an answer, which would hide `drop` faults from the client (or send a");
