@@ -1,4 +1,7 @@
-//! A token bucket per client, so one visitor cannot spend the key's rate limit (or credit) alone.
+//! Token buckets per client. The proxy keeps two: one over every call, so one visitor polling
+//! hard cannot use up the key's own request rate at Runflow (whose 429s would hit every
+//! visitor), and one over creates only, the calls that spend credit. The first alone bounds
+//! spend at nothing useful: at 10 calls a second a visitor could start 36,000 runs an hour.
 
 use std::{
     collections::HashMap,
@@ -15,7 +18,8 @@ const MAX_CLIENTS: usize = 10_000;
 /// that picks them runs once per that many new clients, not on every one.
 const EVICT: usize = MAX_CLIENTS / 10;
 
-/// How fast each client may call through the proxy (`PROXY_RATE_PER_SEC`, `PROXY_BURST`).
+/// How fast each client may call through the proxy: every call (`PROXY_RATE_PER_SEC`,
+/// `PROXY_BURST`), or creates (`PROXY_CREATES_PER_MINUTE`, `PROXY_CREATE_BURST`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RateLimit {
     /// Tokens added per second: the sustained rate.
@@ -25,10 +29,18 @@ pub struct RateLimit {
 }
 
 impl RateLimit {
-    /// The defaults: 10 calls per second with bursts of 40, ample for one page polling a few runs.
+    /// The defaults for every call: 10 per second with bursts of 40, ample for one page polling
+    /// a few runs. It protects the key's request rate, not its credit.
     pub const DEFAULT: RateLimit = RateLimit {
         per_second: 10.0,
         burst: 40,
+    };
+
+    /// The defaults for creates: 5 a minute with bursts of 10, one person's pace (at 4 images a
+    /// run, at most $0.80 a minute per visitor after the burst).
+    pub const CREATES: RateLimit = RateLimit {
+        per_second: 5.0 / 60.0,
+        burst: 10,
     };
 }
 

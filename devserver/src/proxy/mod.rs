@@ -33,7 +33,7 @@ pub use runflow_proxy_rules::ModelAllowlist;
 use crate::{conn::ConnHandle, MOUNT};
 use body::{CallLog, Capped, Logged};
 use limit::RateLimiter;
-use runflow_proxy_rules::{Allowed, Refused};
+use runflow_proxy_rules::{check_create_body, Allowed, BodyRefused, Refused, API_MAX_IMAGES};
 
 /// Runflow's API.
 pub const DEFAULT_UPSTREAM: &str = "https://api.runflow.io";
@@ -72,6 +72,11 @@ const RESPONSE_HEADERS: [HeaderName; 5] = [
     HeaderName::from_static("runflow-request-id"),
 ];
 const RATE_LIMIT_PREFIX: &str = "x-ratelimit-";
+/// Upstream error bodies are read whole (to take the key out) up to this; a longer one is not
+/// passed on. Runflow's are a few hundred bytes; a 422 may echo some input.
+const ERROR_BODY_LIMIT: usize = 256 * 1024;
+/// What stands for the key wherever an upstream error body echoes it.
+const REDACTED: &[u8] = b"[redacted]";
 
 /// The server-side Runflow API key; it goes into one `Authorization` header and nowhere else
 /// (its `Debug` is redacted).
@@ -99,6 +104,14 @@ impl ApiKey {
         // Keeps it out of HTTP/2 header compression tables and of hyper's debug output.
         value.set_sensitive(true);
         Ok(ApiKey(value))
+    }
+}
+
+impl ApiKey {
+    /// The key itself, without the `Bearer ` scheme.
+    fn secret(&self) -> &[u8] {
+        let value = self.0.as_bytes();
+        value.strip_prefix(b"Bearer ".as_slice()).unwrap_or(value)
     }
 }
 
@@ -167,8 +180,12 @@ pub struct ProxyConfig {
     pub max_body_bytes: u64,
     /// Longest an upstream call may take; past it the answer is 504.
     pub timeout: Duration,
-    /// Per-client limit; `None` for none.
+    /// Per-client limit on every call (polling included); `None` for none.
     pub rate_limit: Option<RateLimit>,
+    /// Per-client budget of creates, the calls that spend credit; `None` for none.
+    pub create_limit: Option<RateLimit>,
+    /// Largest `input.num_images` a create may ask for (1..=4, the API's own maximum).
+    pub max_images_per_run: u64,
     /// A header holding the client's address, set by a reverse proxy in front of this one
     /// (e.g. `x-forwarded-for`, whose last entry is used); `None` to use the peer address.
     pub client_ip_header: Option<HeaderName>,
@@ -188,6 +205,8 @@ impl std::fmt::Debug for ProxyConfig {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("timeout", &self.timeout)
             .field("rate_limit", &self.rate_limit)
+            .field("create_limit", &self.create_limit)
+            .field("max_images_per_run", &self.max_images_per_run)
             .field("client_ip_header", &self.client_ip_header)
             .field("authenticators", &hooks)
             .finish_non_exhaustive()
@@ -226,6 +245,8 @@ impl ProxyConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             timeout: DEFAULT_TIMEOUT,
             rate_limit: Some(RateLimit::DEFAULT),
+            create_limit: Some(RateLimit::CREATES),
+            max_images_per_run: API_MAX_IMAGES,
             client_ip_header: None,
             authenticators: vec![Arc::new(SameOrigin::default())],
             client,
@@ -280,6 +301,29 @@ impl ProxyConfig {
                 burst: burst.unwrap_or(RateLimit::DEFAULT.burst),
             }),
         };
+        let per_minute = number::<f64>(&var, "PROXY_CREATES_PER_MINUTE")?;
+        let burst = number::<u32>(&var, "PROXY_CREATE_BURST")?;
+        config.create_limit = match (per_minute, burst) {
+            (Some(0.0), _) => None,
+            (Some(rate), _) if !rate.is_finite() || rate < 0.0 => {
+                return Err(format!(
+                    "PROXY_CREATES_PER_MINUTE must be a positive number (0 for no budget), got {rate}"
+                ));
+            }
+            (_, Some(0)) => return Err("PROXY_CREATE_BURST must be at least 1".into()),
+            (rate, burst) => Some(RateLimit {
+                per_second: rate.map_or(RateLimit::CREATES.per_second, |r| r / 60.0),
+                burst: burst.unwrap_or(RateLimit::CREATES.burst),
+            }),
+        };
+        if let Some(max) = number::<u64>(&var, "PROXY_MAX_IMAGES_PER_RUN")? {
+            if !(1..=API_MAX_IMAGES).contains(&max) {
+                return Err(format!(
+                    "PROXY_MAX_IMAGES_PER_RUN must be from 1 to {API_MAX_IMAGES} (the API's maximum), got {max}"
+                ));
+            }
+            config.max_images_per_run = max;
+        }
         if let Some(name) = var("PROXY_CLIENT_IP_HEADER").filter(|n| !n.trim().is_empty()) {
             let header = HeaderName::try_from(name.trim())
                 .map_err(|_| format!("PROXY_CLIENT_IP_HEADER {name:?} is not a header name"))?;
@@ -318,6 +362,15 @@ impl ProxyConfig {
             }
             None => "no rate limit".into(),
         };
+        let creates = match self.create_limit {
+            Some(RateLimit { per_second, burst }) => {
+                format!(
+                    "creates {}/min per client, burst {burst}",
+                    per_second * 60.0
+                )
+            }
+            None => "no create budget".into(),
+        };
         let hooks: Vec<&str> = self.authenticators.iter().map(|a| a.name()).collect();
         let hooks = if hooks.is_empty() {
             "none".into()
@@ -325,8 +378,9 @@ impl ProxyConfig {
             hooks.join(" + ")
         };
         format!(
-            "proxy to {}: models {models}; bodies up to {} bytes; timeout {:?}; {rate}; checks: {hooks}",
+            "proxy to {}: models {models}, up to {} images a run; bodies up to {} bytes; timeout {:?}; {rate}; {creates}; checks: {hooks}",
             self.upstream.origin(),
+            self.max_images_per_run,
             self.max_body_bytes,
             self.timeout,
         )
@@ -350,12 +404,18 @@ fn number<T: std::str::FromStr>(
 struct Proxy {
     config: ProxyConfig,
     limiter: Option<RateLimiter>,
+    creates: Option<RateLimiter>,
 }
 
 /// `/api/runflow/{*rest}` forwarded upstream.
 pub(crate) fn router(config: ProxyConfig) -> Router {
     let limiter = config.rate_limit.map(RateLimiter::new);
-    let proxy = Arc::new(Proxy { config, limiter });
+    let creates = config.create_limit.map(RateLimiter::new);
+    let proxy = Arc::new(Proxy {
+        config,
+        limiter,
+        creates,
+    });
     // The bare mount too, so that nothing under it reaches the static files.
     Router::new()
         .route(MOUNT, any(forward))
@@ -489,13 +549,9 @@ impl Proxy {
             }
         }
         let query = parts.uri.query();
-        runflow_proxy_rules::check(
-            parts.method.as_str(),
-            path,
-            query,
-            &self.config.allowed_models,
-        )
-        .map_err(|refused| {
+        let models = &self.config.allowed_models;
+        let allowed = runflow_proxy_rules::check(parts.method.as_str(), path, query, models);
+        let allowed = allowed.map_err(|refused| {
             let (error, code) = match refused {
                 Refused::Path => (
                     format!("{} {path} is not forwarded by this proxy", parts.method),
@@ -515,7 +571,24 @@ impl Proxy {
                 body: json!({"error": error, "code": code}),
                 retry_after: None,
             }
-        })
+        })?;
+        // Creates spend credit: they have a budget of their own, far below the polling rate.
+        if allowed.creates_run {
+            if let Some(Err(wait)) = self.creates.as_ref().map(|l| l.take(client, now)) {
+                let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                let error = format!(
+                    "This proxy's budget of runs per visitor is spent (PROXY_CREATES_PER_MINUTE); retry in {seconds} s"
+                );
+                let code = "create_budget_exceeded";
+                return Err(Rejection {
+                    status: StatusCode::TOO_MANY_REQUESTS,
+                    code: code.into(),
+                    body: json!({"error": error, "code": code}),
+                    retry_after: Some(seconds),
+                });
+            }
+        }
+        Ok(allowed)
     }
 
     async fn send(&self, parts: Parts, body: Body, allowed: Allowed, log: CallLog) -> Response {
@@ -553,7 +626,32 @@ impl Proxy {
             request = request.header("x-organization-id", org);
         }
         let exceeded = Arc::new(AtomicBool::new(false));
-        if parts.method == axum::http::Method::POST {
+        if allowed.creates_run {
+            // A create is read whole (it is under the cap) so that its input can be checked.
+            // Any failure to read it within the cap (the client gone included) is answered 413.
+            let limit = usize::try_from(config.max_body_bytes).unwrap_or(usize::MAX);
+            let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
+                log.finish(413, "refused", Some("PAYLOAD_TOO_LARGE"));
+                return too_large();
+            };
+            if let Err(refused) = check_create_body(&bytes, config.max_images_per_run) {
+                let (status, code, error) = match refused {
+                    BodyRefused::TooManyImages(max) => (
+                        StatusCode::FORBIDDEN,
+                        "too_many_images",
+                        format!("input.num_images must be an integer from 1 to {max} through this proxy (PROXY_MAX_IMAGES_PER_RUN)"),
+                    ),
+                    BodyRefused::Unreadable => (
+                        StatusCode::BAD_REQUEST,
+                        "invalid_create_body",
+                        "A create's body must be a JSON object whose input is an object with each field once".into(),
+                    ),
+                };
+                log.finish(status.as_u16(), "refused", Some(code));
+                return (status, Json(json!({"error": error, "code": code}))).into_response();
+            }
+            request = request.body(bytes);
+        } else if parts.method == axum::http::Method::POST {
             let capped = Capped::new(
                 body.into_data_stream(),
                 config.max_body_bytes,
@@ -605,7 +703,11 @@ impl Proxy {
                 headers.append(name, value.clone());
             }
         }
-        let capture = (allowed.creates_run && status.is_success())
+        if !status.is_success() {
+            return scrubbed_error(upstream, status, headers, config.api_key.secret(), log).await;
+        }
+        let capture = allowed
+            .creates_run
             .then(|| usize::try_from(config.max_body_bytes + CAPTURE_MARGIN).unwrap_or(usize::MAX));
         let stream = Logged::new(
             Box::pin(upstream.bytes_stream()),
@@ -618,6 +720,67 @@ impl Proxy {
         *response.headers_mut() = headers;
         response
     }
+}
+
+/// An upstream answer other than a success, read whole (up to `ERROR_BODY_LIMIT`) so that the
+/// key can be taken out wherever the body echoes it: an upstream (or a misconfigured gateway in
+/// front of it) may quote the request's `Authorization` back. Successes stay streamed.
+async fn scrubbed_error(
+    mut upstream: reqwest::Response,
+    status: StatusCode,
+    mut headers: HeaderMap,
+    secret: &[u8],
+    log: CallLog,
+) -> Response {
+    let mut body = Vec::new();
+    loop {
+        match upstream.chunk().await {
+            Ok(Some(chunk)) if body.len() + chunk.len() <= ERROR_BODY_LIMIT => {
+                body.extend_from_slice(&chunk);
+            }
+            Ok(Some(_)) => {
+                log.finish(status.as_u16(), "failed", Some("error body over the limit"));
+                let message = "Runflow's error answer was too long to pass on";
+                return envelope(status, "UPSTREAM_ERROR_TOO_LARGE", message);
+            }
+            Ok(None) => break,
+            Err(e) => {
+                log.finish(
+                    502,
+                    "failed",
+                    Some(&format!("response body: {}", error_chain(&e.without_url()))),
+                );
+                let message =
+                    "The connection to Runflow failed; a create may still have gone through";
+                return envelope(StatusCode::BAD_GATEWAY, "BAD_GATEWAY", message);
+            }
+        }
+    }
+    let body = redact(&body, secret);
+    // The length changed with the key taken out; hyper sets the new one.
+    headers.remove(header::CONTENT_LENGTH);
+    log.finish(status.as_u16(), "forwarded", None);
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
+}
+
+/// `body` with every occurrence of `secret` replaced by `[redacted]`.
+fn redact(body: &[u8], secret: &[u8]) -> Vec<u8> {
+    if secret.is_empty() {
+        return body.to_vec();
+    }
+    let mut out = Vec::with_capacity(body.len());
+    let mut rest = body;
+    while let Some(at) = rest.windows(secret.len()).position(|w| w == secret) {
+        let (before, after) = rest.split_at(at);
+        out.extend_from_slice(before);
+        out.extend_from_slice(REDACTED);
+        rest = after.get(secret.len()..).unwrap_or_default();
+    }
+    out.extend_from_slice(rest);
+    out
 }
 
 /// The error and its causes on one line (reqwest's own message is only the outermost).

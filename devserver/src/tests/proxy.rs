@@ -383,12 +383,26 @@ async fn bodies_over_the_cap_get_413_and_a_1_mib_image_fits() {
             .contains("PROXY_MAX_BODY_BYTES"));
         assert_eq!(body["errors"], Value::Null);
     }
-    let log = upstream_log(&base).await;
-    assert_eq!(
-        log.len(),
-        2,
-        "the declared one never left; the streamed one was cut"
+    // A create is read whole before it is forwarded (its input is checked), so neither
+    // over-cap one left; only the image that fits did.
+    assert_eq!(upstream_log(&base).await.len(), 1);
+
+    // Other POSTs stream upstream and are cut as they pass the cap.
+    let chunks = futures_util::stream::iter(
+        vec![b' '; crate::DEFAULT_MAX_BODY_BYTES as usize + 1]
+            .chunks(64 * 1024)
+            .map(|chunk| Ok::<_, std::io::Error>(chunk.to_vec()))
+            .collect::<Vec<_>>(),
     );
+    let streamed = call(
+        c.post(format!("{api}/v1/asset-uploads"))
+            .header("content-type", "application/json")
+            .body(reqwest::Body::wrap_stream(chunks)),
+    )
+    .await;
+    assert_eq!(streamed.status, StatusCode::PAYLOAD_TOO_LARGE);
+    let log = upstream_log(&base).await;
+    assert_eq!(log.len(), 2, "the streamed one was cut on its way");
     assert_eq!(log[1]["body"], Value::Null, "the cut body never parsed");
 }
 
@@ -611,6 +625,8 @@ fn the_environment_configures_the_proxy() {
         ("PROXY_MAX_BODY_BYTES", "1000"),
         ("PROXY_TIMEOUT_MS", "250"),
         ("PROXY_RATE_PER_SEC", "2.5"),
+        ("PROXY_CREATES_PER_MINUTE", "3"),
+        ("PROXY_MAX_IMAGES_PER_RUN", "1"),
         ("PROXY_CLIENT_IP_HEADER", "X-Real-IP"),
         ("PROXY_SHARED_SECRET", "s3cret"),
         ("PROXY_SAME_ORIGIN", "0"),
@@ -631,6 +647,14 @@ fn the_environment_configures_the_proxy() {
         })
     );
     assert_eq!(
+        config.create_limit,
+        Some(RateLimit {
+            per_second: 3.0 / 60.0,
+            burst: RateLimit::CREATES.burst
+        })
+    );
+    assert_eq!(config.max_images_per_run, 1);
+    assert_eq!(
         config.client_ip_header.as_ref().map(|h| h.as_str()),
         Some("x-real-ip")
     );
@@ -642,6 +666,8 @@ fn the_environment_configures_the_proxy() {
     let defaults = ProxyConfig::from_env(vars(&[("RUNFLOW_API_KEY", KEY)])).unwrap();
     assert_eq!(defaults.max_body_bytes, 1536 * 1024);
     assert_eq!(defaults.rate_limit, Some(RateLimit::DEFAULT));
+    assert_eq!(defaults.create_limit, Some(RateLimit::CREATES));
+    assert_eq!(defaults.max_images_per_run, 4);
     let hooks: Vec<&str> = defaults.authenticators.iter().map(|a| a.name()).collect();
     assert_eq!(hooks, ["same origin"]);
     let listed = ProxyConfig::from_env(vars(&[
@@ -654,6 +680,11 @@ fn the_environment_configures_the_proxy() {
         ("PROXY_RATE_PER_SEC", "0"),
     ]));
     assert_eq!(off.unwrap().rate_limit, None);
+    let no_budget = ProxyConfig::from_env(vars(&[
+        ("RUNFLOW_API_KEY", KEY),
+        ("PROXY_CREATES_PER_MINUTE", "0"),
+    ]));
+    assert_eq!(no_budget.unwrap().create_limit, None);
 
     for bad in [
         &[("RUNFLOW_API_KEY", " ")][..],
@@ -664,6 +695,10 @@ fn the_environment_configures_the_proxy() {
         ],
         &[("RUNFLOW_API_KEY", KEY), ("RUNFLOW_ALLOWED_MODELS", ",")],
         &[("RUNFLOW_API_KEY", KEY), ("PROXY_BURST", "0")],
+        &[("RUNFLOW_API_KEY", KEY), ("PROXY_CREATE_BURST", "0")],
+        &[("RUNFLOW_API_KEY", KEY), ("PROXY_CREATES_PER_MINUTE", "-2")],
+        &[("RUNFLOW_API_KEY", KEY), ("PROXY_MAX_IMAGES_PER_RUN", "5")],
+        &[("RUNFLOW_API_KEY", KEY), ("PROXY_MAX_IMAGES_PER_RUN", "0")],
         &[("RUNFLOW_API_KEY", KEY), ("PROXY_RATE_PER_SEC", "-1")],
         &[("RUNFLOW_API_KEY", KEY), ("PROXY_MAX_BODY_BYTES", "big")],
         &[("RUNFLOW_API_KEY", KEY), ("PROXY_SAME_ORIGIN", "maybe")],
@@ -675,4 +710,104 @@ fn the_environment_configures_the_proxy() {
         let error = ProxyConfig::from_env(vars(bad)).unwrap_err();
         assert!(!error.contains(KEY), "{error}");
     }
+}
+
+/// An upstream that refuses every call with `status`, quoting the Authorization it got (as a
+/// careless gateway might), padded with `padding` bytes.
+async fn quoting_upstream(status: u16, padding: usize) -> String {
+    let quote = any(move |req: AxumRequest| async move {
+        let auth = req.headers()["authorization"].to_str().unwrap().to_string();
+        let body = json!({"code": "UNAUTHORIZED", "message": format!("Bad credentials: {auth}"), "echo": [auth], "padding": "p".repeat(padding)});
+        let status = StatusCode::from_u16(status).unwrap();
+        (status, [("x-request-id", "req_q")], Json(body)).into_response()
+    });
+    let app = Router::new().route("/{*rest}", quote);
+    format!("http://{}", listen(app).await)
+}
+
+#[tokio::test]
+async fn an_upstream_error_body_never_carries_the_key_back() {
+    for status in [401u16, 502, 302] {
+        let api = proxy(&quoting_upstream(status, 0).await, |_| {}).await;
+        let answer = call(client().get(format!("{api}/v1/health"))).await;
+        assert_eq!(answer.status.as_u16(), status);
+        answer.assert_no_key();
+        let body = answer.json();
+        assert_eq!(body["message"], json!("Bad credentials: Bearer [redacted]"));
+        assert_eq!(body["echo"], json!(["Bearer [redacted]"]));
+        assert_eq!(answer.header("x-request-id"), Some("req_q"));
+        assert_eq!(
+            answer.header("content-length"),
+            Some(answer.body.len().to_string().as_str())
+        );
+    }
+    // An error body too long to read whole is not passed on at all.
+    let api = proxy(&quoting_upstream(500, 300 * 1024).await, |_| {}).await;
+    let answer = call(client().get(format!("{api}/v1/health"))).await;
+    assert_eq!(answer.status, StatusCode::INTERNAL_SERVER_ERROR);
+    answer.assert_no_key();
+    assert_eq!(answer.json()["code"], json!("UPSTREAM_ERROR_TOO_LARGE"));
+}
+
+#[tokio::test]
+async fn creates_have_a_budget_of_their_own() {
+    let (_, base) = mock_upstream(json!({})).await;
+    let budget = RateLimit {
+        per_second: 1.0 / 60.0,
+        burst: 2,
+    };
+    let api = proxy(&base, |config| config.create_limit = Some(budget)).await;
+    let c = client();
+    let create = || call(c.post(format!("{api}{KONTEXT_RUNS}")).json(&create_body()));
+    for _ in 0..2 {
+        assert_eq!(create().await.status, StatusCode::CREATED);
+    }
+    let spent = create().await;
+    assert_eq!(spent.status, StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = spent.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    assert_eq!(spent.json()["code"], json!("create_budget_exceeded"));
+    assert!(spent.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("PROXY_CREATES_PER_MINUTE"));
+    // Polling is not held to it.
+    assert_eq!(
+        call(c.get(format!("{api}/v1/health"))).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(upstream_log(&base).await.len(), 3);
+}
+
+#[tokio::test]
+async fn a_create_asking_for_more_images_than_allowed_is_refused_here() {
+    let (_, base) = mock_upstream(json!({})).await;
+    let api = proxy(&base, |config| config.max_images_per_run = 2).await;
+    let url = format!("{api}{KONTEXT_RUNS}");
+    let c = client();
+    let with_images = |n: Value| {
+        let mut input = kontext_input();
+        input["num_images"] = n;
+        json!({"input": input})
+    };
+    let over = call(c.post(&url).json(&with_images(json!(3)))).await;
+    assert_eq!(over.status, StatusCode::FORBIDDEN);
+    assert_eq!(over.json()["code"], json!("too_many_images"));
+    assert!(over.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("PROXY_MAX_IMAGES_PER_RUN"));
+    let twice = r#"{"input": {"prompt": "p", "image_url": "https://x/y.png", "num_images": 1, "num_images": 4}}"#;
+    let ambiguous = call(
+        c.post(&url)
+            .header("content-type", "application/json")
+            .body(twice),
+    )
+    .await;
+    assert_eq!(ambiguous.status, StatusCode::BAD_REQUEST);
+    assert_eq!(ambiguous.json()["code"], json!("invalid_create_body"));
+    assert_eq!(upstream_log(&base).await.len(), 0, "neither was forwarded");
+    let fine = call(c.post(&url).json(&with_images(json!(2)))).await;
+    assert_eq!(fine.status, StatusCode::CREATED, "{}", fine.body);
+    assert_eq!(fine.json()["input"]["num_images"], json!(2));
 }
