@@ -6,6 +6,9 @@ PORT ?= 8080
 # The browser tests' mock server; any free port.
 TEST_PORT ?= 18181
 WASM := pkg/runflow_kontext_bg.wasm
+# The server build (feature `server`), which the Node entry loads: the browser's client plus
+# what only servers need (verifyCallbackSignature).
+SERVER_WASM := pkg/server/runflow_kontext_server_bg.wasm
 # Debian's binaryen is too old for the reference-types code rustc emits; npm's is current.
 WASM_OPT_FLAGS := -Oz --converge --enable-bulk-memory --enable-reference-types --enable-nontrapping-float-to-int \
 	--enable-sign-ext --enable-mutable-globals --enable-multivalue --strip-debug --strip-producers
@@ -24,6 +27,8 @@ pkg: setup
 	rm -rf pkg
 	wasm-pack build --release --target web --out-dir pkg --no-pack
 	wasm-opt $(WASM_OPT_FLAGS) $(WASM) -o $(WASM)
+	wasm-pack build --release --target web --out-dir pkg/server --out-name runflow_kontext_server --no-pack -- --features server
+	wasm-opt $(WASM_OPT_FLAGS) $(SERVER_WASM) -o $(SERVER_WASM)
 	node scripts/package.mjs
 
 devserver: setup
@@ -38,6 +43,7 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy -p runflow-kontext --target wasm32-unknown-unknown --all-targets -- -D warnings
+	cargo clippy -p runflow-kontext --target wasm32-unknown-unknown --features server --all-targets -- -D warnings
 
 test-native:
 	cargo test --workspace

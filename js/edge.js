@@ -89,19 +89,27 @@ export function exchange(fetchFn, url, init, signal, ms) {
   });
 }
 
-/** Resolves after `ms`, or rejects with "aborted" as soon as `signal` fires. */
-export function sleep(ms, signal) {
+/**
+ * Resolves false after `ms`, or rejects with "aborted" as soon as `signal` fires. With
+ * `untilOnline`, resolves true at once when online, else at the `online` event.
+ */
+export function sleep(ms, signal, untilOnline) {
   return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject("aborted");
-    const onAbort = () => {
+    const end = (settle, value) => {
       clearTimeout(timer);
-      reject("aborted");
-    };
-    const timer = setTimeout(() => {
+      if (untilOnline) globalThis.removeEventListener?.("online", onOnline);
       signal?.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener("abort", onAbort, { once: true });
+      settle(value);
+    };
+    const onOnline = () => end(resolve, true);
+    const onAbort = () => end(reject, "aborted");
+    const timer = setTimeout(() => end(resolve, false), ms);
+    if (signal?.aborted) return onAbort();
+    signal?.addEventListener("abort", onAbort);
+    if (untilOnline) {
+      globalThis.addEventListener?.("online", onOnline);
+      if (!isOffline()) onOnline();
+    }
   });
 }
 
@@ -111,30 +119,9 @@ export function isOffline() {
 }
 
 /**
- * Resolves true at the `online` event (or at once if online), false after `ms`; rejects with
- * "aborted" as soon as `signal` fires.
- */
-export function whenOnline(ms, signal) {
-  return new Promise((resolve, reject) => {
-    const end = (settle, value) => {
-      clearTimeout(timer);
-      globalThis.removeEventListener?.("online", onOnline);
-      signal?.removeEventListener("abort", onAbort);
-      settle(value);
-    };
-    const onOnline = () => end(resolve, true);
-    const onAbort = () => end(reject, "aborted");
-    const timer = setTimeout(() => end(resolve, false), ms);
-    if (signal?.aborted) return onAbort();
-    globalThis.addEventListener?.("online", onOnline);
-    signal?.addEventListener("abort", onAbort);
-    if (!isOffline()) onOnline();
-  });
-}
-
-/**
  * `value` with every secret replaced by "[redacted]" in every string it holds, however deep
- * (an error's message, fields and run), so no key a server echoed reaches the caller.
+ * (a response body, an error's message, fields and run), so no key a server echoed reaches
+ * the caller.
  */
 export function redact(value, secrets) {
   if (typeof value === "string") return secrets.reduce((text, secret) => text.split(secret).join("[redacted]"), value);
@@ -143,20 +130,29 @@ export function redact(value, secrets) {
 }
 
 /**
- * A callback wrapped so that one that throws is reported on the console and does not stop the
- * call; the last error it threw is kept in `.thrown`, for the call's error's `cause`.
+ * The RunflowError of a failed call: its strings redacted of `secrets`, and with what a
+ * callback of the caller threw meanwhile (`reports.thrown`) as its `cause`.
  */
-export function guard(callback, what) {
+export function failure(message, props, secrets, reports) {
+  props = redact(props, secrets);
+  if (reports?.thrown !== undefined) props.cause = reports.thrown;
+  return new RunflowError(redact(message, secrets), props);
+}
+
+/**
+ * The caller's callback wrapped so that one that throws is reported on the console and does
+ * not stop the call (nor leave a paid run behind); what it threw is kept in `reports.thrown`.
+ */
+export function guard(callback, what, reports) {
   if (typeof callback !== "function") return undefined;
-  const guarded = (value) => {
+  return (value) => {
     try {
       callback(value);
     } catch (error) {
-      guarded.thrown = error;
+      reports.thrown = error;
       console.error(`runflow-kontext: ${what} threw; the call goes on.`, error);
     }
   };
-  return guarded;
 }
 
 const asciiDecoder = new TextDecoder();

@@ -1,9 +1,10 @@
-// The Node entry: the same module as the browser's, instantiated from the file next to it, so
-// Node users import and go. Calling the default export again is harmless (it is already done).
+// The Node entry: the server build of the module (the browser's client, plus what only servers
+// need, such as verifyCallbackSignature), instantiated from the file next to it, so Node users
+// import and go. Calling the default export again is harmless (it is already done).
 import { readFile } from "node:fs/promises";
-import init from "./runflow_kontext.js";
+import init from "./server/runflow_kontext_server.js";
 
-await init({ module_or_path: await readFile(new URL("./runflow_kontext_bg.wasm", import.meta.url)) });
+await init({ module_or_path: await readFile(new URL("./server/runflow_kontext_server_bg.wasm", import.meta.url)) });
 
-export * from "./runflow_kontext.js";
-export { default, initSync } from "./runflow_kontext.js";
+export * from "./server/runflow_kontext_server.js";
+export { default, initSync } from "./server/runflow_kontext_server.js";

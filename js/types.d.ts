@@ -78,10 +78,17 @@ export interface KontextClientOptions {
   timeoutMs?: number;
   /** Retries of a failed request after the first attempt, 0 to 10 (default 4: Runflow's five attempts). */
   maxRetries?: number;
+  /** The first backoff ceiling in ms (default 1000); it doubles each retry, with full jitter. */
+  retryBaseMs?: number;
+  /** The largest backoff ceiling in ms (default 32000). */
+  retryMaxMs?: number;
   /** The first polling interval in ms (default 500); it grows to 0.8 s for the first 30 s of a run, then to 5 s. */
   pollIntervalMs?: number;
-  /** Extra headers sent with every request. */
-  headers?: Record<string, string>;
+  /**
+   * Extra headers sent with every request (undefined values are left out). An Authorization
+   * header is a key: refused in a browser like `apiKey`, and redacted from errors.
+   */
+  headers?: Record<string, string | undefined>;
   /**
    * A fetch to use for API calls instead of the global one (same signature). Not used for the PUT
    * to a presigned storage URL, which goes by XMLHttpRequest (for progress) or the global fetch.
@@ -104,7 +111,11 @@ export interface CreateRunOptions {
   callbackUrl?: string;
   /** Your own key-values, echoed in the run and the callback. */
   metadata?: Record<string, unknown>;
-  /** Your correlation id (at most 255 characters); generated when absent. Searchable. */
+  /**
+   * Your correlation id (1 to 255 characters, without `"` or `\`); generated when absent. It
+   * must be unique to one logical create: when a create's outcome is unknown, the client looks
+   * the run up by it (and accepts only a run with this input, created after the call began).
+   */
   clientRef?: string;
   /** The Idempotency-Key for this create; generated when absent and reused on every retry. */
   idempotencyKey?: string;
@@ -265,10 +276,10 @@ export class KontextClient<Input extends object = KontextInput> {
   /** Creates a run and waits for it; rejects with `run_failed` if it fails or is canceled. */
   run(input: Input, options?: RunOptions): Promise<Run>;
   /**
-   * Turns a local image (or a base64 `data:` URI, checked like one) into an `image_url` to pass
-   * in input: a `data:` URI when under
-   * `uploadThreshold`, else the signed URL of an asset uploaded to Runflow. Upload once, edit
-   * many times.
+   * Uploads a local image (or a base64 `data:` URI, checked like one) to Runflow and resolves the
+   * signed URL of the asset, to pass as `image_url`: upload once, edit many times. Always an
+   * upload, whatever its size: a proxy with a small body cap (Runflow's own takes 32 KiB) would
+   * refuse creates carrying it inline.
    */
   uploadImage(image: LocalImage | string, options?: UploadImageOptions): Promise<string>;
   /** The model this client creates runs for. */
@@ -276,9 +287,3 @@ export class KontextClient<Input extends object = KontextInput> {
   /** The API root requests go to. */
   readonly baseUrl: string;
 }
-
-/**
- * Checks a callback's `Runflow-Signature` header: HMAC-SHA256 of the raw body under any of the
- * secrets (two during rotation), compared in constant time. Pass the body exactly as received.
- */
-export function verifyCallbackSignature(rawBody: string | Uint8Array | ArrayBuffer, signatureHeader: string | null | undefined, secretOrSecrets: string | readonly string[]): boolean;

@@ -18,3 +18,4 @@ for (const file of ["README.md", "CHANGELOG.md", "LICENSE-MIT", "LICENSE-APACHE"
 }
 // wasm-pack writes a catch-all .gitignore that would also hide files from `npm pack`.
 await rm(new URL(".gitignore", pkg), { force: true });
+await rm(new URL("server/.gitignore", pkg), { force: true });

@@ -82,9 +82,6 @@ pub struct Error {
     /// The step of a local image's upload that failed: `upload_create`, `upload_put` or
     /// `upload_confirm`.
     pub step: Option<&'static str>,
-    /// What a callback of the caller (`onStatus`, `onUploadProgress`) threw during the call, when
-    /// the call then failed; it was reported on the console too.
-    pub cause: Option<Value>,
 }
 
 impl Error {
@@ -109,7 +106,6 @@ impl Error {
             retry_after_ms: None,
             run: None,
             step: None,
-            cause: None,
         }
     }
 
@@ -164,31 +160,6 @@ impl Error {
             self.run_id = Some(id.to_owned());
         }
         self
-    }
-
-    /// `from_response` for a body and request id that may echo a secret (a key a server or proxy
-    /// repeats back): each secret is replaced by `[redacted]` before anything is read or cut, so
-    /// no prefix of one survives the cut of server text to 300 characters.
-    ///
-    /// ```
-    /// use runflow_kontext::error::Error;
-    /// let secrets = ["rf_live_k3y".to_owned()];
-    /// let error = Error::from_response_redacted(401, r#"{"message":"bad key rf_live_k3y"}"#, None, None, &secrets);
-    /// assert!(error.message.contains("bad key [redacted]"));
-    /// ```
-    pub fn from_response_redacted(
-        status: u16,
-        body: &str,
-        request_id: Option<String>,
-        retry_after_ms: Option<u64>,
-        secrets: &[String],
-    ) -> Self {
-        Error::from_response(
-            status,
-            &redact_text(body, secrets),
-            request_id.map(|id| redact_text(&id, secrets)),
-            retry_after_ms,
-        )
     }
 
     /// Maps an HTTP error response to an error. `body` is the raw text, which may be any of the
@@ -387,47 +358,6 @@ impl Envelope {
     }
 }
 
-/// `text` with every occurrence of each secret replaced by `[redacted]`.
-pub fn redact_text(text: &str, secrets: &[String]) -> String {
-    let mut text = text.to_owned();
-    for secret in secrets {
-        if let Some(redacted) = replace_all(&text, secret, "[redacted]") {
-            text = redacted;
-        }
-    }
-    text
-}
-
-/// `text` with every occurrence of `from` (non-empty) replaced by `to`, left to right like
-/// `str::replace`; `None` when there is none. Compares bytes rather than use `str`'s two-way
-/// searcher, which costs the wasm a few KB: a match of whole UTF-8 text always starts and ends
-/// on character boundaries, so the pieces between matches are whole text too.
-fn replace_all(text: &str, from: &str, to: &str) -> Option<String> {
-    let (bytes, needle) = (text.as_bytes(), from.as_bytes());
-    if needle.is_empty() {
-        return None;
-    }
-    let mut out = String::new();
-    let (mut kept, mut at) = (0, 0);
-    while let Some(rest) = bytes.get(at..) {
-        if rest.starts_with(needle) {
-            out.push_str(text.get(kept..at).unwrap_or_default());
-            out.push_str(to);
-            at += needle.len();
-            kept = at;
-        } else if rest.is_empty() {
-            break;
-        } else {
-            at += 1;
-        }
-    }
-    if kept == 0 {
-        return None;
-    }
-    out.push_str(text.get(kept..).unwrap_or_default());
-    Some(out)
-}
-
 /// Server text goes into messages shown to people: keep it short and on one line.
 fn clean_server_text(text: &str) -> String {
     const LIMIT: usize = 300;
@@ -550,7 +480,7 @@ mod tests {
     }
 
     #[test]
-    fn server_text_is_one_short_line_and_secrets_are_redacted() {
+    fn server_text_is_one_short_line() {
         let long = "x".repeat(1000);
         let error = Error::from_response(
             400,
@@ -560,39 +490,6 @@ mod tests {
         );
         assert!(!error.message.contains('\n'));
         assert!(error.message.len() < 700);
-        let secrets = ["rf_live_secret".to_owned()];
-        let leaky = Error::from_response_redacted(
-            401,
-            r#"{"message":"key rf_live_secret is wrong"}"#,
-            Some("req_rf_live_secret".into()),
-            None,
-            &secrets,
-        );
-        assert!(!leaky.message.contains("rf_live_secret"));
-        assert_eq!(leaky.request_id.as_deref(), Some("req_[redacted]"));
-        // A key straddling the 300-character cut leaves no prefix behind.
-        let straddling = format!(r#"{{"message":"{}rf_live_secret"}}"#, "x".repeat(290));
-        let cut = Error::from_response_redacted(401, &straddling, None, None, &secrets);
-        assert!(!cut.message.contains("rf_live"), "{}", cut.message);
-    }
-
-    #[test]
-    fn replace_all_is_str_replace() {
-        for (text, from) in [
-            ("key k1 and k1k1 again", "k1"),
-            ("ééé clé é", "é"),
-            ("aaaa", "aa"),
-            ("nothing here", "zz"),
-            ("", "x"),
-            ("x", "x"),
-            ("ab", "abc"),
-        ] {
-            let expected = text
-                .contains(from)
-                .then(|| text.replace(from, "[redacted]"));
-            assert_eq!(replace_all(text, from, "[redacted]"), expected, "{text}");
-        }
-        assert_eq!(replace_all("abc", "", "[redacted]"), None);
     }
 
     #[test]

@@ -3,13 +3,12 @@
 
 use std::rc::Rc;
 
-use js_sys::{Array, Function, JsString, Object, Promise, Reflect, Uint8Array};
+use js_sys::{Array, Function, JsString, Object, Promise, Reflect};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 use web_sys::AbortSignal;
 
-use crate::callback::verify_signature;
 use crate::client::{Client, CreateRequest, random_words};
 use crate::error::{Error, ErrorCode};
 use crate::http::{Call, LocalBoxFuture, Transport};
@@ -32,14 +31,14 @@ const TS_TYPES: &str = include_str!("../js/types.d.ts");
 const TS_CODES: &str = crate::error::TS_ERROR_CODE;
 #[wasm_bindgen(typescript_custom_section)]
 const TS_STATUSES: &str = crate::run::TS_RUN_STATUS;
+#[cfg(feature = "server")]
+#[wasm_bindgen(typescript_custom_section)]
+const TS_SERVER: &str = include_str!("../js/server-types.d.ts");
 
 #[wasm_bindgen(module = "/js/edge.js")]
 extern "C" {
     #[wasm_bindgen(extends = js_sys::Error)]
     type RunflowError;
-
-    #[wasm_bindgen(constructor)]
-    fn new(message: &str, props: &JsValue) -> RunflowError;
 
     // Re-exports the class itself; `reexport` on the type would type it `unknown` in the .d.ts.
     #[wasm_bindgen(js_name = RunflowError, reexport, skip_typescript)]
@@ -48,11 +47,11 @@ extern "C" {
     #[wasm_bindgen(js_name = toJson)]
     fn to_json(value: &JsValue) -> Option<String>;
 
-    /// `value` with each secret replaced by "[redacted]" in every string it holds.
-    fn redact(value: &JsValue, secrets: &Array) -> JsValue;
+    /// The `RunflowError` for a failure: redacted of `secrets`, with `reports.thrown` as its cause.
+    fn failure(message: &str, props: &JsValue, secrets: &Array, reports: &JsValue) -> JsValue;
 
-    /// The caller's callback wrapped: what it throws is reported and kept in `.thrown`.
-    fn guard(callback: Option<Function>, what: &str) -> JsValue;
+    /// The caller's callback wrapped: what it throws is reported and kept in `reports.thrown`.
+    fn guard(callback: Option<Function>, what: &str, reports: &JsValue) -> JsValue;
 }
 
 const DEFAULT_BASE_URL: &str = "https://api.runflow.io";
@@ -108,28 +107,24 @@ impl KontextClient {
     /// Creates a run; resolves once Runflow accepted it.
     #[wasm_bindgen(js_name = createRun)]
     pub fn create_run(&self, input: JsValue, options: JsValue) -> Promise {
-        let client = self.client.clone();
-        respond(self.client.clone(), async move {
+        respond(&self.client, |client, reports| async move {
             let options = Options::read(&options, "options", CREATE_OPTIONS)?;
             let (input, request, local) = prepare_create(&client, &input, &options)?;
             let call = options.call(None)?;
-            let progress = options.guarded("onUploadProgress")?;
+            let progress = options.guarded("onUploadProgress", &reports)?;
             create_with_image(&client, input, request, local, &progress, &call)
                 .await
                 .map(|run| run.to_json())
-                .map_err(|error| caused_by(error, &[&progress]))
         })
     }
 
     /// Fetches a run by id.
     #[wasm_bindgen(js_name = getRun)]
     pub fn get_run(&self, id: JsValue, options: JsValue) -> Promise {
-        let client = self.client.clone();
-        respond(self.client.clone(), async move {
+        respond(&self.client, |client, _reports| async move {
+            let options = Options::read(&options, "options", &["signal", "timeoutMs"])?;
             let id = run_id(&id)?;
-            let options = Options::read(&options, "options", &["signal", "timeoutMs"])
-                .map_err(|e| e.with_run_id(&id))?;
-            let call = options.call(None).map_err(|e| e.with_run_id(&id))?;
+            let call = options.call(None)?;
             client.get_run(&id, &call).await.map(|run| run.to_json())
         })
     }
@@ -137,63 +132,51 @@ impl KontextClient {
     /// Polls a run until it is terminal.
     #[wasm_bindgen(js_name = waitForRun)]
     pub fn wait_for_run(&self, id: JsValue, options: JsValue) -> Promise {
-        let client = self.client.clone();
-        respond(self.client.clone(), async move {
-            let id = run_id(&id)?;
-            let about_run = |e: Error| e.with_run_id(&id);
+        respond(&self.client, |client, reports| async move {
             let options = Options::read(
                 &options,
                 "options",
                 &["signal", "timeoutMs", "onStatus", "pollIntervalMs"],
-            )
-            .map_err(about_run)?;
-            let call = options
-                .call(Some(DEFAULT_WAIT_TIMEOUT_MS))
-                .map_err(about_run)?;
-            let status_guard = options.guarded("onStatus").map_err(about_run)?;
+            )?;
+            let id = run_id(&id)?;
+            let call = options.call(Some(DEFAULT_WAIT_TIMEOUT_MS))?;
+            let status_guard = options.guarded("onStatus", &reports)?;
             let mut on_status = status_callback(&status_guard);
-            let schedule = poll_schedule(&client, &options).map_err(about_run)?;
+            let schedule = poll_schedule(&client, &options)?;
             client
                 .wait_for_run(&id, None, schedule, &mut on_status, &call)
                 .await
                 .map(|run| run.to_json())
-                .map_err(|error| caused_by(error, &[&status_guard]))
         })
     }
 
     /// Creates a run and waits for it; rejects with `run_failed` if it fails.
     pub fn run(&self, input: JsValue, options: JsValue) -> Promise {
-        let client = self.client.clone();
-        respond(self.client.clone(), async move {
+        respond(&self.client, |client, reports| async move {
             let options = Options::read(&options, "options", RUN_OPTIONS)?;
             let (input, request, local) = prepare_create(&client, &input, &options)?;
             let call = options.call(Some(DEFAULT_WAIT_TIMEOUT_MS))?;
-            let status_guard = options.guarded("onStatus")?;
-            let progress = options.guarded("onUploadProgress")?;
+            let status_guard = options.guarded("onStatus", &reports)?;
+            let progress = options.guarded("onUploadProgress", &reports)?;
             let mut on_status = status_callback(&status_guard);
             let schedule = poll_schedule(&client, &options)?;
-            let waited = async {
-                let created =
-                    create_with_image(&client, input, request, local, &progress, &call).await?;
-                on_status(&created);
-                let id = created.id.clone();
-                let done = client
-                    .wait_for_run(
-                        &id,
-                        Some(created.status_code),
-                        schedule,
-                        &mut on_status,
-                        &call,
-                    )
-                    .await?;
-                if done.status.is_failure() {
-                    return Err(run_failed(done));
-                }
-                Ok(done.to_json())
-            };
-            waited
-                .await
-                .map_err(|error| caused_by(error, &[&status_guard, &progress]))
+            let created =
+                create_with_image(&client, input, request, local, &progress, &call).await?;
+            on_status(&created);
+            let id = created.id.clone();
+            let done = client
+                .wait_for_run(
+                    &id,
+                    Some(created.status_code),
+                    schedule,
+                    &mut on_status,
+                    &call,
+                )
+                .await?;
+            if done.status.is_failure() {
+                return Err(run_failed(done));
+            }
+            Ok(done.to_json())
         })
     }
 
@@ -201,8 +184,7 @@ impl KontextClient {
     /// for `image_url`: upload once, edit many times.
     #[wasm_bindgen(js_name = uploadImage)]
     pub fn upload_image(&self, image: JsValue, options: JsValue) -> Promise {
-        let client = self.client.clone();
-        respond(self.client.clone(), async move {
+        respond(&self.client, |client, reports| async move {
             let options = Options::read(
                 &options,
                 "options",
@@ -216,17 +198,14 @@ impl KontextClient {
                 ));
             };
             let call = options.call(None)?;
-            let progress = options.guarded("onUploadProgress")?;
+            let progress = options.guarded("onUploadProgress", &reports)?;
             // Always an asset URL, never an inline data: URI: a proxy with a small body cap
             // (Runflow's own takes 32 KiB) would refuse every create that sent one.
             let settings = ImageOptions {
                 inline_limit: 0.0,
                 ..image_options(&client, &progress)
             };
-            client
-                .image_url("image", local, &settings, &call)
-                .await
-                .map_err(|error| caused_by(error, &[&progress]))
+            client.image_url("image", local, &settings, &call).await
         })
     }
 }
@@ -308,7 +287,11 @@ impl KontextClient {
             secrets.push(key.clone());
         }
         // Too short to be a credential, and replacing it would garble every message.
-        secrets.retain(|secret| secret.trim().len() >= 8);
+        let secrets: Array = secrets
+            .iter()
+            .filter(|secret| secret.trim().len() >= 8)
+            .map(|secret| JsValue::from_str(secret))
+            .collect();
         let base_ms = options
             .number("retryBaseMs", 1.0, 600_000.0, false)?
             .map_or(DEFAULT_RETRY.base_ms, |ms| ms as u64);
@@ -536,19 +519,6 @@ fn status_callback(guarded: &JsValue) -> impl FnMut(&Run) + '_ {
     }
 }
 
-/// The call failed: what a callback of the caller threw meanwhile becomes the error's `cause`,
-/// besides having been reported on the console.
-fn caused_by(error: Error, guards: &[&JsValue]) -> Error {
-    let thrown = guards
-        .iter()
-        .map(|guard| Reflect::get(guard, &js_key("thrown")).unwrap_or_default())
-        .find(|thrown| !thrown.is_undefined());
-    Error {
-        cause: thrown.or(error.cause),
-        ..error
-    }
-}
-
 fn run_id(id: &JsValue) -> Result<String, Error> {
     id.as_string()
         .filter(|id| !id.trim().is_empty())
@@ -560,43 +530,43 @@ fn run_id(id: &JsValue) -> Result<String, Error> {
         })
 }
 
-/// Runs a call as a promise: its JS value, or a `RunflowError` with the client's secrets redacted.
-fn respond(
-    client: Rc<Client>,
-    call: impl std::future::Future<Output = Result<JsValue, Error>> + 'static,
-) -> Promise {
-    settle(client, Box::pin(call))
+/// Runs a call as a promise: its JS value, or a `RunflowError`. The call gets the client and
+/// a fresh `reports` object, where its guarded callbacks keep what they threw.
+fn respond<Call, Done>(client: &Rc<Client>, call: Call) -> Promise
+where
+    Call: FnOnce(Rc<Client>, JsValue) -> Done,
+    Done: std::future::Future<Output = Result<JsValue, Error>> + 'static,
+{
+    let reports: JsValue = Object::new().into();
+    let future = call(client.clone(), reports.clone());
+    settle(client.clone(), reports, Box::pin(future))
 }
 
 /// One promise adapter for every method (not one per future type): smaller wasm.
 fn settle(
     client: Rc<Client>,
+    reports: JsValue,
     call: std::pin::Pin<Box<dyn std::future::Future<Output = Result<JsValue, Error>>>>,
 ) -> Promise {
     future_to_promise(async move {
-        call.await
-            .map_err(|error| redacted(error, &client.transport.secrets))
+        call.await.map_err(|error| {
+            failure(
+                &error.message,
+                &error.to_json(),
+                &client.transport.secrets,
+                &reports,
+            )
+        })
     })
 }
 
-/// The `RunflowError` for `error`: every string it carries (message, fields, the run) is
-/// redacted of `secrets` first; the cause, the caller's own value, is left as it is.
-fn redacted(error: Error, secrets: &[String]) -> JsValue {
-    let mut props = error.to_json();
-    let mut message = error.message;
-    if !secrets.is_empty() {
-        let list: Array = secrets.iter().map(|s| JsValue::from_str(s)).collect();
-        props = redact(&props, &list);
-        message = crate::error::redact_text(&message, secrets);
-    }
-    if let Some(cause) = &error.cause {
-        let _ = Reflect::set(&props, &js_key("cause"), cause);
-    }
-    RunflowError::new(&message, &props).into()
-}
-
 fn to_js(error: Error) -> JsValue {
-    redacted(error, &[])
+    failure(
+        &error.message,
+        &error.to_json(),
+        &Array::new(),
+        &JsValue::UNDEFINED,
+    )
 }
 
 /// Whether this is a page or a worker, where any code on the page can read a key.
@@ -702,9 +672,9 @@ impl Options {
     }
 
     /// The callback option `name` wrapped by `guard` (undefined when not given): one that
-    /// throws is reported and does not stop the call, nor leave a paid run behind.
-    fn guarded(&self, name: &'static str) -> Result<JsValue, Error> {
-        Ok(guard(self.function(name)?, name))
+    /// throws is reported, kept in `reports` and does not stop the call.
+    fn guarded(&self, name: &'static str, reports: &JsValue) -> Result<JsValue, Error> {
+        Ok(guard(self.function(name)?, name, reports))
     }
 
     fn function(&self, name: &'static str) -> Result<Option<Function>, Error> {
@@ -769,13 +739,15 @@ impl Options {
         let timeout = self
             .number("timeoutMs", 1.0, 1e12, false)?
             .or(default_timeout_ms);
-        let call = Call::new(self.signal()?, timeout);
-        call.check()?;
-        Ok(call)
+        // An aborted signal is caught by the call's first step, which knows the run it is about.
+        Ok(Call::new(self.signal()?, timeout))
     }
 }
 
-/// Checks a callback's `Runflow-Signature`; see the `.d.ts` for the contract.
+/// Checks a callback's `Runflow-Signature`; see the `.d.ts` for the contract. Only in the
+/// server build (the Node entry): browsers never receive callbacks, and HMAC-SHA256 would cost
+/// a page about 2.5 KB gzip.
+#[cfg(feature = "server")]
 #[wasm_bindgen(js_name = verifyCallbackSignature, skip_typescript)]
 pub fn verify_callback_signature(
     raw_body: JsValue,
@@ -784,10 +756,10 @@ pub fn verify_callback_signature(
 ) -> bool {
     let body = if let Some(text) = raw_body.as_string() {
         text.into_bytes()
-    } else if raw_body.is_instance_of::<Uint8Array>()
+    } else if raw_body.is_instance_of::<js_sys::Uint8Array>()
         || raw_body.is_instance_of::<js_sys::ArrayBuffer>()
     {
-        Uint8Array::new(&raw_body).to_vec()
+        js_sys::Uint8Array::new(&raw_body).to_vec()
     } else {
         return false;
     };
@@ -802,5 +774,5 @@ pub fn verify_callback_signature(
             .unwrap_or_default(),
     };
     let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
-    verify_signature(&body, &signature, &secrets)
+    crate::callback::verify_signature(&body, &signature, &secrets)
 }

@@ -28,13 +28,13 @@ extern "C" {
         ms: f64,
     ) -> Promise;
 
-    /// Resolves after `ms`, or rejects with "aborted" when `signal` fires first.
+    /// Resolves false after `ms` (true earlier at the `online` event, with `until_online`), or
+    /// rejects with "aborted" when `signal` fires first.
     #[wasm_bindgen(js_name = sleep)]
-    fn js_sleep(ms: f64, signal: Option<&AbortSignal>) -> Promise;
+    fn js_sleep(ms: f64, signal: Option<&AbortSignal>, until_online: bool) -> Promise;
 
-    /// Resolves true at the `online` event, false after `ms`; rejects "aborted" on `signal`.
-    #[wasm_bindgen(js_name = whenOnline)]
-    fn js_when_online(ms: f64, signal: Option<&AbortSignal>) -> Promise;
+    /// `value` with each secret replaced by "[redacted]" in every string it holds.
+    pub fn redact(value: &JsValue, secrets: &js_sys::Array) -> JsValue;
 
     /// Whether the host says it has no network (`navigator.onLine === false`).
     #[wasm_bindgen(js_name = isOffline)]
@@ -100,28 +100,29 @@ impl Call {
     }
 
     /// Waits `ms`, or less if the signal fires (`aborted`) or the deadline comes first (`timeout`).
-    pub async fn sleep(&self, ms: u64) -> Result<(), Error> {
-        self.check()?;
-        let wait = self
-            .remaining_ms()
-            .map_or(ms as f64, |left| left.min(ms as f64));
-        match JsFuture::from(js_sleep(clamp_ms(wait), self.signal.as_ref())).await {
-            Ok(_) if wait < ms as f64 => Err(self.deadline_passed()),
-            Ok(_) => Ok(()),
-            Err(_) => Err(aborted()),
-        }
+    pub fn sleep(&self, ms: u64) -> impl std::future::Future<Output = Result<(), Error>> + '_ {
+        self.pause(ms as f64, false)
     }
 
     /// Returns at once when the host is online; else waits for the `online` event (not a
     /// re-check loop), under the signal and the deadline: offline, a request can only fail.
     pub async fn until_online(&self) -> Result<(), Error> {
-        if !is_offline() {
-            return Ok(());
+        if is_offline() {
+            self.pause(f64::INFINITY, true).await
+        } else {
+            Ok(())
         }
-        let wait = self.remaining_ms().unwrap_or(f64::INFINITY);
-        match JsFuture::from(js_when_online(clamp_ms(wait), self.signal.as_ref())).await {
+    }
+
+    /// One wait for both: `ms` at most, cut short by the signal, the deadline or (with
+    /// `until_online`) the `online` event.
+    async fn pause(&self, ms: f64, until_online: bool) -> Result<(), Error> {
+        self.check()?;
+        let wait = self.remaining_ms().map_or(ms, |left| left.min(ms));
+        match JsFuture::from(js_sleep(clamp_ms(wait), self.signal.as_ref(), until_online)).await {
             Ok(online) if online.is_truthy() => Ok(()),
-            Ok(_) => Err(self.deadline_passed()),
+            Ok(_) if wait < ms => Err(self.deadline_passed()),
+            Ok(_) => Ok(()),
             Err(_) => Err(aborted()),
         }
     }
@@ -164,20 +165,23 @@ pub struct HttpResponse {
 impl HttpResponse {
     /// The response itself when it is a success, else the error it stands for, with the
     /// request id (`x-request-id` or `runflow-request-id`) and `Retry-After` when visible.
-    /// Any of `secrets` the server echoed is redacted before the body is read.
-    pub fn success(self, secrets: &[String]) -> Result<HttpResponse, Error> {
+    /// Any of `secrets` the server echoed is redacted before the body is read, so no part of
+    /// one survives the cut of server text to 300 characters.
+    pub fn success(self, secrets: &js_sys::Array) -> Result<HttpResponse, Error> {
         if (200..300).contains(&self.status) {
             return Ok(self);
         }
         let headers = self.response.headers();
-        let header = |name: &str| headers.get(name).ok().flatten();
-        Err(Error::from_response_redacted(
+        let header = |name: &str| {
+            let value = headers.get(name).ok().flatten()?;
+            redact(&value.into(), secrets).as_string()
+        };
+        Err(Error::from_response(
             self.status,
-            &self.text(),
+            &redact(&self.body, secrets).as_string().unwrap_or_default(),
             header("x-request-id").or_else(|| header("runflow-request-id")),
             header("retry-after")
                 .and_then(|value| parse_retry_after(&value, now_ms().max(0.0) as u64, parse_date)),
-            secrets,
         ))
     }
 
@@ -218,7 +222,7 @@ pub struct Transport {
     pub request_timeout_ms: f64,
     /// What must never appear in an error: the API key, and the credential of an Authorization
     /// header given in `headers`.
-    pub secrets: Vec<String>,
+    pub secrets: js_sys::Array,
 }
 
 impl Transport {

@@ -45,4 +45,6 @@ mod wait;
 static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
 
 #[cfg(target_arch = "wasm32")]
-pub use exports::{KontextClient, verify_callback_signature};
+pub use exports::KontextClient;
+#[cfg(all(target_arch = "wasm32", feature = "server"))]
+pub use exports::verify_callback_signature;

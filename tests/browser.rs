@@ -5,7 +5,7 @@
 
 use gloo_net::http::Request;
 use js_sys::{Array, Function, Object, Reflect};
-use runflow_kontext::{KontextClient, verify_callback_signature};
+use runflow_kontext::KontextClient;
 use serde_json::{Value, json};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_test::*;
@@ -533,11 +533,10 @@ async fn error_statuses_and_envelopes_map_to_codes() {
     ];
     for (status, envelope, code) in cases {
         let mock = Scenario::new(json!({"error_envelope": envelope, "faults": [{"on": "create", "action": {"type": "error", "status": status, "request_id": "req_test"}}]})).await;
-        let error = reject(
-            mock.client(json!({})).run(input(), JsValue::UNDEFINED),
-            code,
-        )
-        .await;
+        // An https image: a 413 with a data: URI inline is retried with the image uploaded.
+        let by_url =
+            to_js(&json!({"prompt": "make it snow", "image_url": "https://example.com/a.png"}));
+        let error = reject(mock.client(json!({})).run(by_url, JsValue::UNDEFINED), code).await;
         assert_eq!(field(&error, "status").as_f64(), Some(f64::from(status)));
         assert_eq!(
             text(&error, "requestId").as_deref(),
@@ -657,33 +656,4 @@ async fn a_throwing_on_status_does_not_stop_the_wait() {
     .expect("set");
     let run = resolve(mock.client(json!({})).run(input(), options.into())).await;
     assert_eq!(run["status"], "succeeded");
-}
-
-#[wasm_bindgen_test]
-fn callback_signatures_from_js_values() {
-    // RFC 4231, test case 2.
-    let body = "what do ya want for nothing?";
-    let signature = "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843";
-    assert!(verify_callback_signature(
-        body.into(),
-        signature.into(),
-        "Jefe".into()
-    ));
-    let bytes = js_sys::Uint8Array::from(body.as_bytes());
-    let secrets = Array::of2(&"whsec_new".into(), &"Jefe".into());
-    assert!(verify_callback_signature(
-        bytes.into(),
-        signature.into(),
-        secrets.into()
-    ));
-    assert!(!verify_callback_signature(
-        body.into(),
-        JsValue::NULL,
-        "Jefe".into()
-    ));
-    assert!(!verify_callback_signature(
-        "tampered".into(),
-        signature.into(),
-        "Jefe".into()
-    ));
 }
