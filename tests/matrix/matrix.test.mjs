@@ -6,13 +6,17 @@ import assert from "node:assert/strict";
 import http from "node:http";
 import net from "node:net";
 import { readFileSync } from "node:fs";
+import { readFile } from "node:fs/promises";
+import { join, normalize } from "node:path";
 import { after, before, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { encodePng, launchBrowser, startServer } from "../e2e/harness.mjs";
 import { DOC_PATH, cellName, describeExpect, loadCells, render, skipReason } from "./render.mjs";
 
-// MATRIX_VERBOSE=1 prints every cell's outcome; MATRIX_ONLY=<substring> runs the matching cells only.
+// MATRIX_VERBOSE=1 prints every cell's outcome; MATRIX_ONLY=<substring> runs the matching cells
+// only; MATRIX_PKG_DIR=<dir> serves /pkg/ from another build of the package (an older client).
 const CONCURRENCY = Number(process.env.MATRIX_CONCURRENCY ?? 4);
+const PKG_DIR = process.env.MATRIX_PKG_DIR;
 /** A cell still unsettled after this long is reported as hung. */
 const CELL_LIMIT_MS = 45_000;
 /** Offline cells: how long the context stays offline once the wait has polled. */
@@ -159,6 +163,8 @@ async function runCellSteps(cell, failures) {
   const key = `${cellName(cell)}#${Math.random().toString(36).slice(2)}`;
   const mock = await createScenario({ ...operation.scenario, ...upstream.scenario, ...cell.scenario });
   const runId = operation.needsRun ? await mock.createRun() : undefined;
+  // An older run with the client_ref the call is about to reuse (and another input).
+  const staleRunId = cell.setup === "stale_run" ? await mock.createRun({ client_ref: cell.call.clientRef, input: { prompt: "an earlier edit that used the same client_ref", image_url: IMAGE_URL } }) : undefined;
   const baseline = (await mock.log()).length;
   if (cell.rules) await mock.addFaults(fill(cell.rules));
   const refused = cell.fault === "refused" && !cell.rules?.length;
@@ -171,6 +177,7 @@ async function runCellSteps(cell, failures) {
     call: { ...operation.call, ...cell.call },
     image: IMAGE,
     imageUrl: IMAGE_URL,
+    prompt: PROMPT,
   };
 
   let result;
@@ -204,6 +211,16 @@ async function runCellSteps(cell, failures) {
   failures.push(...lookupBeforeRepost(log), ...oneLogicalCreate(log, result));
   if (cell.expect.minMs !== undefined && result.ms < cell.expect.minMs) {
     failures.push(`took ${Math.round(result.ms)} ms: Retry-After asked for at least ${cell.expect.minMs} ms`);
+  }
+  if (cell.expect.maxMs !== undefined && result.ms > cell.expect.maxMs) {
+    failures.push(`took ${Math.round(result.ms)} ms: expected to settle within ${cell.expect.maxMs} ms`);
+  }
+  const searches = log.filter((e) => e.kind === "search").length;
+  if (cell.expect.searches !== undefined && searches !== cell.expect.searches) {
+    failures.push(`look-ups: expected ${cell.expect.searches}, got ${searches}`);
+  }
+  if (cell.expect.newRun && result.resolved && result.value?.id === staleRunId) {
+    failures.push(`resolved with the older run ${staleRunId} that reused the client_ref, not a run of this call`);
   }
   if (cell.expect.offlineAttempts !== undefined) {
     const offline = result.offlineFetches;
@@ -319,8 +336,8 @@ async function pageSetup(retryOptions) {
   } catch (error) {
     state.fastError = `${error.code}: ${error.message}`;
   }
-  state.invoke = (client, { op, runId, call, image, imageUrl }) => {
-    const input = { prompt: "a matrix cell", image_url: imageUrl };
+  state.invoke = (client, { op, runId, call, image, imageUrl, prompt }) => {
+    const input = { prompt, image_url: imageUrl };
     switch (op) {
       case "create":
       case "lookup":
@@ -386,6 +403,7 @@ async function pageNext(args) {
 
 const PNG = encodePng(4, 4, (x, y) => [x * 60, y * 60, 120]);
 const IMAGE = [...PNG];
+const PROMPT = "a matrix cell";
 /** Runs are made from an inline picture: the mock renders its output from it (no network). */
 const IMAGE_URL = `data:image/png;base64,${PNG.toString("base64")}`;
 
@@ -406,8 +424,8 @@ async function createScenario(config) {
     log: async () => (await control(`${base}/log`)).requests,
     runs: async () => (await control(`${base}/runs`)).items,
     addFaults: (rules) => control(`${base}/faults`, { method: "POST", body: JSON.stringify(rules) }),
-    async createRun() {
-      const body = { input: { prompt: "made before the cell", image_url: IMAGE_URL }, client_ref: "matrix-before" };
+    async createRun(fields = {}) {
+      const body = { input: { prompt: "made before the cell", image_url: IMAGE_URL }, client_ref: "matrix-before", ...fields };
       const run = await control(`${base}${MODEL_PATH}`, { method: "POST", body: JSON.stringify(body) });
       return run.id;
     },
@@ -450,6 +468,21 @@ function startPassThrough(target) {
     if (req.url === "/__matrix/") {
       res.writeHead(200, { "content-type": "text/html; charset=utf-8", connection: "close" });
       res.end("<!doctype html><meta charset=utf-8><title>fault matrix</title>");
+      return;
+    }
+    if (PKG_DIR && req.url.startsWith("/pkg/")) {
+      const file = join(PKG_DIR, normalize(decodeURIComponent(req.url.slice(5).split("?")[0])).replace(/^(\.\.[/\\])+/, ""));
+      const type = file.endsWith(".wasm") ? "application/wasm" : "text/javascript";
+      readFile(file).then(
+        (bytes) => {
+          res.writeHead(200, { "content-type": type, connection: "close" });
+          res.end(bytes);
+        },
+        () => {
+          res.writeHead(404, { connection: "close" });
+          res.end();
+        },
+      );
       return;
     }
     const headers = { ...req.headers, connection: "close" };

@@ -41,11 +41,14 @@ export function describeExpect(op, expect) {
     if (r.retryAfterMs !== undefined) details.push(`\`retryAfterMs\` ${r.retryAfterMs}`);
     parts.push(`rejects \`${r.code}\`${details.length ? ` (${details.join(", ")})` : ""}`);
   }
+  if (expect.newRun) parts[0] += " (a new run, not the older one)";
   if (op === "create" || op === "lookup") {
     parts.push(`${expect.runs} run${expect.runs === 1 ? "" : "s"}`);
     parts.push(`${expect.creates} POST${expect.creates === 1 ? "" : "s"}`);
   }
+  if (expect.searches !== undefined) parts.push(`${expect.searches} look-up${expect.searches === 1 ? "" : "s"}`);
   if (expect.minMs !== undefined) parts.push(`≥ ${expect.minMs} ms`);
+  if (expect.maxMs !== undefined) parts.push(`≤ ${expect.maxMs} ms`);
   if (expect.offlineAttempts !== undefined) parts.push(`≤ ${expect.offlineAttempts} request offline`);
   return parts.join(" · ");
 }
@@ -82,9 +85,10 @@ export function render(data) {
   line("<!-- Generated from tests/matrix/cells.json by `node tests/matrix/render.mjs`: edit the data, not this file. -->");
   line();
   line("What the client does when the network or the server misbehaves, operation by operation. Every");
-  line("cell below is an expectation written down from the contract (docs in `/work/shared/design.md`,");
-  line("README \"How it behaves\" and \"Errors\"), and `make test-matrix` runs every applicable cell in");
-  line("headless Chromium against the dev server's mock, each on a fresh scenario.");
+  line("cell below is an expectation written down from the behaviour contract (the design's \"How it");
+  line("behaves\", README \"How it behaves\" and \"Errors\"), not from what the code happens to do, and");
+  line("`make test-matrix` runs every applicable cell in headless Chromium against the dev server's mock,");
+  line("each on a fresh scenario.");
   line();
   line(`**${cells.length} cells**: ${counts.run} run, ${counts.na} not applicable, ${counts.pending} pending (waiting for a mock feature)` +
     (counts.known ? `, ${counts.known} of the run ones known to fail (a client fix in progress)` : "") + ".");
@@ -93,7 +97,7 @@ export function render(data) {
   line();
   const client = Object.entries(data.client).map(([k, v]) => `\`${k}: ${v}\``).join(", ");
   line(`- A fresh mock scenario; the fault rules are injected, then the operation runs with a fresh client`);
-  line(`  (${client}, so backoffs take milliseconds; \`maxRetries\` is the default).`);
+  line(`  (${client}: the default number of retries, with backoffs of milliseconds).`);
   line("- The cell passes when the call resolves or rejects as expected (code, `status`, `retryable`,");
   line("  `clientRef`, `runId`, `step`, `retryAfterMs` where listed), the mock holds exactly the expected");
   line("  runs and received exactly the expected create POSTs, no create was POSTed again after an unknown");
@@ -158,7 +162,9 @@ export function render(data) {
   line("| fault | what the mock does | rules (on the operation's request) |");
   line("|---|---|---|");
   for (const [fault, info] of Object.entries(data.faults)) {
-    const sample = cells.find((c) => c.fault === fault && !c.na && c.op !== "lookup" && c.rules?.length);
+    // Connection refused and offline are not mock rules (see their description).
+    const special = fault === "refused" || fault === "offline";
+    const sample = !special && cells.find((c) => c.fault === fault && !c.na && c.op !== "lookup" && c.rules?.length);
     const rules = sample ? describeRules(sample.rules.filter((r) => r.on !== "create" || sample.op === "create")).map((r) => `\`${escape(r)}\``).join("<br>") : "—";
     line(`| ${escape(info.title)} | ${escape(info.describe)}${info.pending ? ` *(pending: ${escape(info.pending)})*` : ""} | ${rules} |`);
   }
