@@ -58,6 +58,11 @@ mod tests {
     #[test]
     fn known_vector() {
         assert!(verify_signature(BODY, SIG, &["Jefe"]));
+        // Found by fuzzing: a pair's leading 0 written `+` was read as the digit alone.
+        let mut plus = SIG.to_owned();
+        assert_eq!(plus.get(18..20), Some("04"));
+        plus.replace_range(18..19, "+");
+        assert!(!verify_signature(BODY, &plus, &["Jefe"]));
         assert!(verify_signature(BODY, &SIG.to_uppercase(), &["Jefe"]));
         assert!(verify_signature(BODY, &format!("sha256={SIG}"), &["Jefe"]));
     }

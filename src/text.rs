@@ -21,15 +21,14 @@ pub fn hex(n: u64, width: usize) -> String {
     digits(n, 16, width)
 }
 
-/// An unsigned number in `radix`, read as `u64::from_str_radix` reads it (an optional `+`,
-/// then at least one digit; `None` on anything else or on overflow), without core's
-/// per-type integer parsers.
+/// An unsigned number in `radix`: digits only, at least one (`None` on anything else or on
+/// overflow). Unlike `u64::from_str_radix` no `+` is taken: no wire format here writes one, and
+/// taking it made the signature `+5` pass for `05`. Without core's per-type integer parsers.
 pub fn parse_unsigned(text: &str, radix: u32) -> Option<u64> {
-    let digits = text.strip_prefix('+').unwrap_or(text);
-    if digits.is_empty() {
+    if text.is_empty() {
         return None;
     }
-    digits.bytes().try_fold(0u64, |n, byte| {
+    text.bytes().try_fold(0u64, |n, byte| {
         let digit = match byte {
             b'0'..=b'9' => byte - b'0',
             b'a'..=b'z' => byte - b'a' + 10,
@@ -95,6 +94,10 @@ mod tests {
         ];
         for text in cases {
             for radix in [10, 16] {
+                if text.starts_with('+') {
+                    assert_eq!(parse_unsigned(text, radix), None, "no sign is read");
+                    continue;
+                }
                 assert_eq!(
                     parse_unsigned(text, radix),
                     u64::from_str_radix(text, radix).ok(),
