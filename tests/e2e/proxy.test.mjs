@@ -33,7 +33,9 @@ async function startProxy(scenario, env = {}) {
 
 before(async () => {
   fixtures = writeFixtures();
-  [upstream, browser] = await Promise.all([startServer(), launchBrowser()]);
+  // MOCK_CORS=1: the page is on the proxy's origin, and the upload's PUT and the output files go
+  // straight to the upstream mock's (standing in for Runflow's storage), another origin.
+  [upstream, browser] = await Promise.all([startServer({ MOCK_CORS: "1" }), launchBrowser()]);
 });
 
 after(async () => {
