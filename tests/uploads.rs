@@ -340,7 +340,7 @@ async fn a_run_from_an_uploaded_file_with_one_upload_and_no_key_on_the_put() {
     );
     assert_eq!(put["headers"]["content-type"], "image/png");
     for api_call in [&log[0], &log[2], &log[3]] {
-        assert_eq!(api_call["headers"]["authorization"], "Bearer rf_test_key");
+        assert_eq!(api_call["headers"]["authorization"], "Bearer [redacted]");
     }
     let asset_url = log[3]["body"]["input"]["image_url"].as_str().expect("url");
     assert!(asset_url.contains("/__mock/assets/"), "{asset_url}");
@@ -594,7 +594,7 @@ async fn a_fetch_option_is_for_the_api_not_for_the_storage() {
     .await;
     let log = mock.log().await;
     assert_eq!(
-        log[0]["headers"]["authorization"], "Bearer rf_app_session",
+        log[0]["headers"]["authorization"], "Bearer [redacted]",
         "API calls use it"
     );
     assert!(
