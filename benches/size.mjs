@@ -2,7 +2,7 @@
 // peers, all bundled the same way (esbuild --bundle --minify, ESM, browser); and a twiggy
 // breakdown of our .wasm by crate and by function, from an un-stripped copy of the same build.
 import { execFileSync } from "node:child_process";
-import { mkdtemp, readFile, writeFile, rm, stat } from "node:fs/promises";
+import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
 import { tmpdir, homedir } from "node:os";
 import { join } from "node:path";
 import { gzipSync, brotliCompressSync, constants } from "node:zlib";
@@ -147,19 +147,9 @@ async function breakdown(shippedWasmBytes) {
       .filter((i) => i.name.startsWith('export "') && !/memory|__wbindgen|__externref/.test(i.name))
       .map((i) => ({ name: i.name, retainedBytes: i.retained_size }));
 
-    // A measured what-if: the same module without the verifyCallbackSignature export (a
-    // server-side job) after the same -Oz: what dead-code elimination then removes.
-    const wat = run(join(root, "node_modules/.bin/wasm-dis"), [...FEATURES, named]);
-    const noVerify = wat.replace(/^\s*\(export "verifyCallbackSignature".*\n/m, "");
-    const watFile = join(dir, "noverify.wat");
-    await writeFile(watFile, noVerify);
-    const noVerifyWasm = join(dir, "noverify.wasm");
-    run(join(root, "node_modules/.bin/wasm-as"), [...FEATURES, watFile, "-o", join(dir, "noverify-in.wasm")]);
-    run(WASM_OPT, ["-Oz", "--converge", ...FEATURES, "--strip-debug", "--strip-producers", join(dir, "noverify-in.wasm"), "-o", noVerifyWasm]);
     const stripped = join(dir, "stripped.wasm");
     run(WASM_OPT, ["-Oz", "--converge", ...FEATURES, "--strip-debug", "--strip-producers", named, "-o", stripped]);
     const base = measure(await readFile(stripped));
-    const withoutVerify = measure(await readFile(noVerifyWasm));
 
     return {
       method: "cargo build --release --target wasm32-unknown-unknown --lib; wasm-bindgen --keep-debug --target web; wasm-opt -Oz --converge -g (the make pkg flags, names kept); twiggy top",
@@ -171,10 +161,7 @@ async function breakdown(shippedWasmBytes) {
       groups,
       top,
       exports,
-      whatIf: {
-        rebuiltStripped: base,
-        withoutVerifyCallbackSignature: withoutVerify,
-      },
+      rebuiltStripped: base,
     };
   } finally {
     await rm(dir, { recursive: true, force: true });
