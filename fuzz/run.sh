@@ -25,7 +25,7 @@ for target in $targets; do
   # Nonzero on a crash; that is reported below, after the corpus is kept.
   cargo +nightly fuzz run "$target" "$work" "corpus/$target" "seeds/$target" -- \
     -max_total_time="$seconds" -max_len="$max_len" -print_final_stats=1 >"target/$target.log" 2>&1 || true
-  grep -E '^#[0-9]+ +(INITED|DONE)|^SUMMARY|Test unit written|stat::number_of_executed_units|stat::peak_rss' \
+  grep -E '^#[0-9]+[[:space:]]+(INITED|DONE)|^SUMMARY|Test unit written|stat::number_of_executed_units|stat::peak_rss' \
     "target/$target.log" || true
   if grep -q 'Test unit written' "target/$target.log"; then failed+=("$target"); fi
 
@@ -37,7 +37,7 @@ for target in $targets; do
   # The control file lists the inputs, then per input the coverage it added (COV <index> ...).
   rm -f corpus/"$target"/*
   awk 'NR == 1 { n = $1 } NR > 2 && NR <= n + 2 { path[NR - 3] = $0 } /^COV/ { print NF - 2, path[$2] }' "$merge" |
-    sort -k1,1nr | head -n "$keep" | while read -r _ path; do
+    sort -k1,1nr | awk -v keep="$keep" 'NR <= keep' | while read -r _ path; do
       name=$(basename "$path")
       if [ -f "$work/$name" ]; then cp "$work/$name" "corpus/$target/"; fi
     done
