@@ -13,9 +13,14 @@ import { ROOT, launchBrowser, startServer, writeFixtures } from "../e2e/harness.
 const run = promisify(execFile);
 const npm = (cwd, ...args) => run("npm", [...args, "--no-audit", "--no-fund", "--loglevel=error"], { cwd, maxBuffer: 1 << 24 });
 
+// The browser build at the top, the server build (the Node entry's, with what only servers need)
+// under server/; each has its own copy of the JS edge snippet.
 const EXPECTED_FILES = [
   "CHANGELOG.md", "LICENSE-APACHE", "LICENSE-MIT", "README.md", "node.js", "package.json",
   "runflow_kontext.d.ts", "runflow_kontext.js", "runflow_kontext_bg.wasm",
+  "server/runflow_kontext_server.d.ts", "server/runflow_kontext_server.js",
+  "server/runflow_kontext_server_bg.wasm", "server/runflow_kontext_server_bg.wasm.d.ts",
+  "server/snippets/runflow-kontext-8de8267591aa868e/js/edge.js",
   "snippets/runflow-kontext-8de8267591aa868e/js/edge.js",
 ];
 
@@ -29,7 +34,9 @@ before(async () => {
   tarball = join(work, packed.filename);
   const files = packed.files.map((f) => f.path).sort();
   const snippet = files.find((f) => f.startsWith("snippets/"));
-  assert.deepEqual(files, EXPECTED_FILES.map((f) => (f.startsWith("snippets/") ? snippet : f)).sort());
+  const serverSnippet = files.find((f) => f.startsWith("server/snippets/"));
+  const actual = (f) => (f.startsWith("snippets/") ? snippet : f.startsWith("server/snippets/") ? serverSnippet : f);
+  assert.deepEqual(files, EXPECTED_FILES.map(actual).sort());
   assert.match(snippet, /^snippets\/runflow-kontext-[0-9a-f]+\/js\/edge\.js$/);
   console.log(`# tarball ${packed.filename}: ${packed.size} bytes packed, ${packed.unpackedSize} unpacked, ${files.length} files`);
 });
