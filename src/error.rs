@@ -334,7 +334,10 @@ impl Envelope {
         let error = body.member("error");
         // Flat {code, message}; nested {"error": {code, message}}; the proxy's {"error": "...", code?}.
         let mut envelope = Envelope {
-            code: text(&body, "code").or_else(|| text(&error, "code")),
+            // The code goes into the message too: kept to one short line like the server's text.
+            code: text(&body, "code")
+                .or_else(|| text(&error, "code"))
+                .map(|code| clean_server_text(&code)),
             message: text(&body, "message")
                 .or_else(|| text(&error, "message"))
                 .or_else(|| Json::as_str(&error)),

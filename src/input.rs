@@ -136,18 +136,20 @@ pub fn validate_untyped(input: &Value) -> Result<Value, Error> {
 /// Checks the create options the API bounds.
 ///
 /// # Errors
-/// `validation_error` on a `client_ref` that is empty, over 255 characters or holds `"` or `\`
-/// (the search that finds a run by its ref cannot carry them: Runflow documents no escapes, and
-/// proxies refuse them), or a `callback_url` that is not an http(s) URL.
+/// `validation_error` on a `client_ref` that is empty, over 255 characters or holds `"`, `\` or
+/// a control character (the search that finds a run by its ref cannot carry them: Runflow
+/// documents no escapes, and proxies refuse them), or a `callback_url` that is not an http(s) URL.
 pub fn validate_create(client_ref: Option<&str>, callback_url: Option<&str>) -> Result<(), Error> {
     if let Some(client_ref) = client_ref {
         if client_ref.is_empty()
             || char_count(client_ref) > 255
-            || client_ref.bytes().any(|b| b == b'"' || b == b'\\')
+            || client_ref
+                .chars()
+                .any(|c| c == '"' || c == '\\' || c.is_control())
         {
             return Err(Error::invalid(
                 "clientRef",
-                "`clientRef` must be 1 to 255 characters, without `\"` or `\\`, and unique to one logical create: the client finds a run by it when a create's outcome is unknown.",
+                "`clientRef` must be 1 to 255 characters, without `\"`, `\\` or control characters, and unique to one logical create: the client finds a run by it when a create's outcome is unknown.",
             ));
         }
     }
@@ -537,7 +539,7 @@ mod tests {
                 .as_deref(),
             Some("clientRef")
         );
-        for unsearchable in ["a\"b", "a\\b"] {
+        for unsearchable in ["a\"b", "a\\b", "tab\there"] {
             assert_eq!(
                 validate_create(Some(unsearchable), None)
                     .unwrap_err()

@@ -52,7 +52,14 @@ pub fn search_by_client_ref(client_ref: &str) -> String {
 
 /// Whether a model id is well formed: non-empty segments separated by single slashes.
 pub fn is_valid_model(model: &str) -> bool {
-    !model.is_empty() && model.split('/').all(|segment| !segment.trim().is_empty())
+    // `.` and `..` would be resolved away by fetch, making the request for another model.
+    !model.is_empty()
+        && model.split('/').all(|segment| {
+            !segment.trim().is_empty()
+                && segment != "."
+                && segment != ".."
+                && !segment.chars().any(|c| c == '\\' || c.is_control())
+        })
 }
 
 /// Percent-encodes like JS `encodeURIComponent`.
@@ -100,6 +107,9 @@ mod tests {
         assert!(is_valid_model("black-forest-labs/flux-pro/kontext"));
         assert!(!is_valid_model(""));
         assert!(!is_valid_model("a//b"));
+        for odd in ["a/../b", "a/./b", "a\\b/c", "a/b\nc"] {
+            assert!(!is_valid_model(odd), "{odd}");
+        }
         assert!(!is_valid_model("/a"));
     }
 }

@@ -137,8 +137,9 @@ pub fn parse_retry_after(
     parse_date: impl Fn(&str) -> Option<u64>,
 ) -> Option<u64> {
     let value = value.trim();
-    if let Some(seconds) = parse_unsigned(value, 10) {
-        return Some(seconds.saturating_mul(1000));
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // Past u64 seconds it is only more absurd: the longest wait, which ends the retries.
+        return Some(parse_unsigned(value, 10).map_or(u64::MAX, |s| s.saturating_mul(1000)));
     }
     parse_date(value)?.checked_sub(now_ms)
 }
@@ -265,6 +266,12 @@ mod tests {
         assert_eq!(parse_retry_after("1.5", 0, http_date), None);
         assert_eq!(parse_retry_after("-3", 0, http_date), None);
         assert_eq!(parse_retry_after("soon", 0, http_date), None);
+        assert_eq!(
+            parse_retry_after("18446744073709551616", 0, http_date),
+            Some(u64::MAX),
+            "absurd, not unreadable"
+        );
+        assert_eq!(parse_retry_after("+7", 0, http_date), None);
         let date = "Wed, 21 Oct 2015 07:28:00 GMT";
         let at = 1_445_412_480_000;
         assert_eq!(parse_retry_after(date, at - 5_000, http_date), Some(5_000));

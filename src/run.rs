@@ -196,14 +196,21 @@ pub fn run_from_json(status: u16, wire: &Value) -> Result<Run, Error> {
         );
     };
     let run_status = Status::parse(&status_code);
-    // Older payloads put the failure in `error`, as an object or a bare message.
+    // Older payloads put the failure in `error`, as an object or a bare message; a run this
+    // client normalised already has it in `failure`.
     let error = wire.member("error");
+    let normal = wire.member("failure");
     let failure = Failure {
-        code: text(wire, "failure_code").or_else(|| text(&error, "code")),
-        stage: text(wire, "failure_stage_code").or_else(|| text(wire, "failure_stage")),
+        code: text(wire, "failure_code")
+            .or_else(|| text(&error, "code"))
+            .or_else(|| text(&normal, "code")),
+        stage: text(wire, "failure_stage_code")
+            .or_else(|| text(wire, "failure_stage"))
+            .or_else(|| text(&normal, "stage")),
         message: text(wire, "failure_message")
             .or_else(|| text(&error, "message"))
-            .or_else(|| Json::as_str(&error)),
+            .or_else(|| Json::as_str(&error))
+            .or_else(|| text(&normal, "message")),
     };
     let has_failure =
         failure.code.is_some() || failure.message.is_some() || failure.stage.is_some();

@@ -832,10 +832,9 @@ fn a_plus_sign_is_not_a_hex_digit() {
     assert!(!verify_signature(body, &tampered, &["Jefe"]), "{tampered}");
 }
 
-/// The server's own code goes into the message as it came, unlike the server's message: a code
-/// with a line break (or thousands of characters) makes the message many lines long.
+/// The server's own code goes into the message: it is kept to one short line like the server's
+/// text (a code with a line break, or thousands of characters, once made the message long).
 #[test]
-#[ignore = "bug: the server code is not cleaned like server text (see the report)"]
 fn a_server_code_is_kept_to_one_short_line() {
     let body = json!({"code": format!("E\n{}", "x".repeat(5000)), "message": "m"}).to_string();
     let error = Error::from_response(400, &body, None, None);
@@ -844,10 +843,9 @@ fn a_server_code_is_kept_to_one_short_line() {
 }
 
 /// `run_from_json` reads a failure from `failure_code`, `failure_stage_code`/`failure_stage`,
-/// `failure_message` and the older `error`, but not from `failure`, the shape `to_json` writes:
-/// normalising a run's normal form again loses its failure.
+/// `failure_message`, the older `error`, and `failure`, the shape `to_json` writes: normalising
+/// a run's normal form again keeps its failure (found by the stability property).
 #[test]
-#[ignore = "bug: the normal form's `failure` is not read back (see the report)"]
 fn normalising_the_normal_form_keeps_the_failure() {
     let wire = json!({"id": "r", "status_code": "failed", "failure_code": "PROVIDER_ERROR",
         "failure_stage_code": "inference", "failure_message": "boom"});
