@@ -24,7 +24,11 @@ test("a run succeeds from Node with an API key, sent as a Bearer header", async 
   const run = await client.run({ prompt: "make it snow", image_url: PNG, num_images: 2 }, { onStatus: (r) => statuses.push(r.status) });
   assert.equal(run.status, "succeeded");
   assert.equal(run.output.outputs.length, 2);
-  assert.deepEqual(statuses, ["queued", "dispatching", "running", "succeeded"]);
+  // Each change once, in lifecycle order (a loaded machine may poll past a short phase).
+  const order = ["queued", "dispatching", "running", "succeeded"];
+  assert.deepEqual(statuses, order.filter((status) => statuses.includes(status)));
+  assert.equal(statuses[0], "queued");
+  assert.equal(statuses.at(-1), "succeeded");
   assert.equal((await mock.log())[0].headers.authorization, "Bearer [redacted]"); // the log hides the key itself
   assert.equal(client.model, "black-forest-labs/flux-pro/kontext");
 });
