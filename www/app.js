@@ -130,7 +130,10 @@ async function clientFor(baseUrl) {
 /** A signed asset URL is good for a while: an edit of the same file within this reuses it. */
 const UPLOAD_REUSE_MS = 30 * 60 * 1000;
 
-/** The picked file as an image_url: inline or uploaded by the client, once per file and API root. */
+/**
+ * The picked file as an image_url: uploaded by the client once per file and API root (never
+ * inline, so a proxy's small body cap, such as Runflow's own 32 KiB, refuses nothing).
+ */
 async function imageUrlFor(entry, image, signal) {
   const kept = image.uploads.get(entry.baseUrl);
   if (kept && Date.now() - kept.at < UPLOAD_REUSE_MS) return kept.url;
