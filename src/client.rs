@@ -180,7 +180,13 @@ impl Client {
                 return Err(error);
             }
             if may_wait && !offline {
-                call.sleep(delay).await.map_err(with_ref)?;
+                // Before a last look-up, a short pause gives the server time to record the run.
+                let pause = if retry {
+                    delay
+                } else {
+                    delay.min(self.retry.base_ms)
+                };
+                call.sleep(pause).await.map_err(with_ref)?;
             }
             if outcome == CreateOutcome::Unknown {
                 call.until_online().await.map_err(with_ref)?;
