@@ -3,6 +3,7 @@
 
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import http from "node:http";
 import { randomBytes } from "node:crypto";
 import { once } from "node:events";
 import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
@@ -235,4 +236,54 @@ export async function waitForResult(page, timeout = 20_000) {
 /** Text content of an element, trimmed. */
 export async function text(page, selector) {
   return (await page.textContent(selector))?.trim() ?? "";
+}
+
+/**
+ * A pass-through to `target` that answers every request with `Connection: close`. Chromium
+ * silently resends a request once when a reused keep-alive connection closes with no answer,
+ * which would hide `drop` faults from the client (or send a create twice): with no reuse, each
+ * fault reaches the client exactly as scripted. `local(req, res)` may answer a request itself
+ * (returning true) or return another path to forward it to.
+ */
+export function startPassThrough(target, local = () => undefined) {
+  const upstream = new URL(target);
+  const sockets = new Set();
+  const server = http.createServer((req, res) => {
+    const answered = local(req, res);
+    if (answered === true) return;
+    const path = typeof answered === "string" ? answered : req.url;
+    const headers = { ...req.headers, connection: "close" };
+    delete headers["keep-alive"];
+    const forward = http.request({ host: upstream.hostname, port: upstream.port, method: req.method, path, headers, agent: false }, (answer) => {
+      const out = { ...answer.headers };
+      for (const name of ["connection", "keep-alive", "transfer-encoding"]) delete out[name];
+      res.writeHead(answer.statusCode, answer.statusMessage, { ...out, connection: "close" });
+      answer.pipe(res);
+      answer.on("error", () => res.destroy());
+      answer.on("close", () => {
+        if (!answer.complete) res.destroy();
+      });
+    });
+    forward.on("error", () => res.destroy());
+    req.pipe(forward);
+    res.on("close", () => {
+      if (!res.writableFinished) forward.destroy();
+    });
+  });
+  server.on("connection", (socket) => {
+    sockets.add(socket);
+    socket.on("close", () => sockets.delete(socket));
+  });
+  return new Promise((resolve) => {
+    server.listen(0, "127.0.0.1", () => {
+      resolve({
+        url: `http://127.0.0.1:${server.address().port}`,
+        stop: () =>
+          new Promise((done) => {
+            for (const socket of sockets) socket.destroy();
+            server.close(() => done());
+          }),
+      });
+    });
+  });
 }

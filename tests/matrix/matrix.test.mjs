@@ -3,14 +3,13 @@
 // this file only runs them and compares. See docs/reliability.md (rendered from the same data).
 
 import assert from "node:assert/strict";
-import http from "node:http";
 import net from "node:net";
 import { readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { join, normalize } from "node:path";
 import { after, before, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
-import { encodePng, launchBrowser, startServer } from "../e2e/harness.mjs";
+import { encodePng, launchBrowser, startPassThrough as startSharedPassThrough, startServer } from "../e2e/harness.mjs";
 import { DOC_PATH, cellName, describeExpect, loadCells, render, skipReason } from "./render.mjs";
 
 // MATRIX_VERBOSE=1 prints every cell's outcome; MATRIX_ONLY=<substring> runs the matching cells
@@ -454,21 +453,13 @@ function closedPort() {
   });
 }
 
-/**
- * Serves the blank page the matrix runs in and passes every other request through to the dev
- * server, answering each with `Connection: close`: Chromium resends a request by itself when a
- * reused keep-alive connection closes without an answer, which would hide a `drop` from the
- * client (or repeat a create); with no reuse, every fault reaches the client as scripted. A
- * dropped or cut upstream answer is passed on as a dropped or cut connection.
- */
+/** The matrix's page and, with MATRIX_PKG_DIR, another build at /pkg/; all else goes to `target`. */
 function startPassThrough(target) {
-  const upstream = new URL(target);
-  const sockets = new Set();
-  const server = http.createServer((req, res) => {
+  return startSharedPassThrough(target, (req, res) => {
     if (req.url === "/__matrix/") {
       res.writeHead(200, { "content-type": "text/html; charset=utf-8", connection: "close" });
       res.end("<!doctype html><meta charset=utf-8><title>fault matrix</title>");
-      return;
+      return true;
     }
     if (PKG_DIR && req.url.startsWith("/pkg/")) {
       const file = join(PKG_DIR, normalize(decodeURIComponent(req.url.slice(5).split("?")[0])).replace(/^(\.\.[/\\])+/, ""));
@@ -483,44 +474,9 @@ function startPassThrough(target) {
           res.end();
         },
       );
-      return;
+      return true;
     }
-    const headers = { ...req.headers, connection: "close" };
-    delete headers["keep-alive"];
-    const forward = http.request(
-      { host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers, agent: false },
-      (answer) => {
-        const out = { ...answer.headers };
-        for (const name of ["connection", "keep-alive", "transfer-encoding"]) delete out[name];
-        res.writeHead(answer.statusCode, answer.statusMessage, { ...out, connection: "close" });
-        answer.pipe(res);
-        answer.on("error", () => res.destroy());
-        answer.on("close", () => {
-          if (!answer.complete) res.destroy();
-        });
-      },
-    );
-    forward.on("error", () => res.destroy());
-    req.pipe(forward);
-    res.on("close", () => {
-      if (!res.writableFinished) forward.destroy();
-    });
-  });
-  server.on("connection", (socket) => {
-    sockets.add(socket);
-    socket.on("close", () => sockets.delete(socket));
-  });
-  return new Promise((resolve) => {
-    server.listen(0, "127.0.0.1", () => {
-      resolve({
-        url: `http://127.0.0.1:${server.address().port}`,
-        stop: () =>
-          new Promise((done) => {
-            for (const socket of sockets) socket.destroy();
-            server.close(() => done());
-          }),
-      });
-    });
+    return undefined;
   });
 }
 

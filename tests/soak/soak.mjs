@@ -39,11 +39,10 @@
 // Knobs: SOAK_SEED (default 11, issue 11), SOAK_RUNS, SOAK_CONCURRENCY, SOAK_BATCH,
 // SOAK_FAULT_RATE (default 0.05), SOAK_UPSTREAMS, SOAK_VERBOSE=1 (every faulted run's outcome).
 
-import http from "node:http";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
-import { ROOT, encodePng, startServer } from "../e2e/harness.mjs";
+import { ROOT, encodePng, startPassThrough as startSharedPassThrough, startServer } from "../e2e/harness.mjs";
 
 const SEED = intEnv("SOAK_SEED", 11);
 const RUNS = intEnv("SOAK_RUNS", 1000);
@@ -529,68 +528,31 @@ async function control(serverUrl, path, init = {}) {
   return text ? JSON.parse(text) : null;
 }
 
-/**
- * The page's origin: serves the blank page the soak runs in, maps `/soak/...` (the client's
- * baseUrl) to the current scenario, and passes every other request through unchanged, each
- * answer with `Connection: close` (see tests/matrix/matrix.test.mjs: with no connection reuse,
- * Chromium never resends a request by itself, so every fault reaches the client as scripted).
- */
-function startPassThrough(target) {
-  const upstream = new URL(target);
-  const sockets = new Set();
+/** The soak's page; `/soak/...` goes to the scenario `route` names last; all else to `target`. */
+async function startPassThrough(target) {
   let base = null;
-  const server = http.createServer((req, res) => {
+  const pass = await startSharedPassThrough(target, (req, res) => {
     if (req.url === "/__soak/") {
       res.writeHead(200, { "content-type": "text/html; charset=utf-8", connection: "close" });
       res.end("<!doctype html><meta charset=utf-8><title>soak</title>");
-      return;
+      return true;
     }
-    let path = req.url;
-    if (path === "/soak" || path.startsWith("/soak/")) {
+    if (req.url === "/soak" || req.url.startsWith("/soak/")) {
       if (!base) {
         res.writeHead(503, { connection: "close" });
         res.end();
-        return;
+        return true;
       }
-      path = base + path.slice("/soak".length);
+      return base + req.url.slice("/soak".length);
     }
-    const headers = { ...req.headers, connection: "close" };
-    delete headers["keep-alive"];
-    const forward = http.request({ host: upstream.hostname, port: upstream.port, method: req.method, path, headers, agent: false }, (answer) => {
-      const out = { ...answer.headers };
-      for (const name of ["connection", "keep-alive", "transfer-encoding"]) delete out[name];
-      res.writeHead(answer.statusCode, answer.statusMessage, { ...out, connection: "close" });
-      answer.pipe(res);
-      answer.on("error", () => res.destroy());
-      answer.on("close", () => {
-        if (!answer.complete) res.destroy();
-      });
-    });
-    forward.on("error", () => res.destroy());
-    req.pipe(forward);
-    res.on("close", () => {
-      if (!res.writableFinished) forward.destroy();
-    });
+    return undefined;
   });
-  server.on("connection", (socket) => {
-    sockets.add(socket);
-    socket.on("close", () => sockets.delete(socket));
-  });
-  return new Promise((resolve) => {
-    server.listen(0, "127.0.0.1", () => {
-      resolve({
-        url: `http://127.0.0.1:${server.address().port}`,
-        route: (scenarioBase) => {
-          base = scenarioBase;
-        },
-        stop: () =>
-          new Promise((done) => {
-            for (const socket of sockets) socket.destroy();
-            server.close(() => done());
-          }),
-      });
-    });
-  });
+  return {
+    ...pass,
+    route: (scenarioBase) => {
+      base = scenarioBase;
+    },
+  };
 }
 
 /** The codes of README "Errors" (the documented ones). */
