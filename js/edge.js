@@ -144,7 +144,6 @@ export function failure(message, props, secrets, reports) {
  * not stop the call (nor leave a paid run behind); what it threw is kept in `reports.thrown`.
  */
 export function guard(callback, what, reports) {
-  if (typeof callback !== "function") return undefined;
   return (value) => {
     try {
       callback(value);

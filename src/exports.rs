@@ -51,7 +51,7 @@ extern "C" {
     fn failure(message: &str, props: &JsValue, secrets: &Array, reports: &JsValue) -> JsValue;
 
     /// The caller's callback wrapped: what it throws is reported and kept in `reports.thrown`.
-    fn guard(callback: Option<Function>, what: &str, reports: &JsValue) -> JsValue;
+    fn guard(callback: &Function, what: &str, reports: &JsValue) -> JsValue;
 }
 
 const DEFAULT_BASE_URL: &str = "https://api.runflow.io";
@@ -674,7 +674,9 @@ impl Options {
     /// The callback option `name` wrapped by `guard` (undefined when not given): one that
     /// throws is reported, kept in `reports` and does not stop the call.
     fn guarded(&self, name: &'static str, reports: &JsValue) -> Result<JsValue, Error> {
-        Ok(guard(self.function(name)?, name, reports))
+        Ok(self.function(name)?.map_or(JsValue::UNDEFINED, |callback| {
+            guard(&callback, name, reports)
+        }))
     }
 
     fn function(&self, name: &'static str) -> Result<Option<Function>, Error> {
