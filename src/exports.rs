@@ -3,23 +3,24 @@
 
 use std::rc::Rc;
 
-use js_sys::{Array, Function, JsString, Object, Promise, Reflect};
+use js_sys::{Array, Function, Object, Promise, Reflect};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 use web_sys::AbortSignal;
 
-use crate::client::{Client, CreateRequest, random_words};
+use crate::client::{Client, CreateRequest};
+use crate::create::{LocalField, create_with_image, image_options};
 use crate::error::{Error, ErrorCode};
-use crate::http::{Call, LocalBoxFuture, Transport};
-use crate::image_source::{ImageOptions, Local, local_image};
+use crate::http::{Call, Transport};
+use crate::image_source::{ImageOptions, local_image};
 use crate::input::{
     KONTEXT_MODEL, validate_create, validate_kontext, validate_kontext_without_image,
     validate_untyped,
 };
 use crate::json::{Json, js_key};
 use crate::paths::is_valid_model;
-use crate::policy::{DEFAULT_POLL, DEFAULT_RETRY, PollSchedule, RetryPolicy, new_ref};
+use crate::policy::{DEFAULT_POLL, DEFAULT_RETRY, PollSchedule, RetryPolicy};
 use crate::run::Run;
 use crate::text::signed;
 use crate::upload::{DEFAULT_INLINE_LIMIT, MAX_UPLOAD_BYTES};
@@ -368,10 +369,6 @@ impl KontextClient {
     }
 }
 
-/// A local image taken out of the input: the field it was given as, and the wire field its
-/// `image_url` goes in.
-type LocalField = (&'static str, &'static str, Local);
-
 fn prepare_create(
     client: &Client,
     input: &JsValue,
@@ -415,92 +412,6 @@ fn prepare_create(
         request.callback_url.as_deref(),
     )?;
     Ok((wire, request, local))
-}
-
-/// Creates the run, first turning a local image taken out of the input into its `image_url`.
-/// A create refused as too large (413: a proxy with a small body cap, such as Runflow's own at
-/// 32 KiB) while an image went inline, whether the client inlined it or it was given as a
-/// `data:` URI, is made once more with the image uploaded, and the client learns to upload
-/// such images at once.
-///
-/// Boxed: `createRun` and `run` share one copy of it.
-fn create_with_image<'a>(
-    client: &'a Client,
-    wire: JsValue,
-    request: CreateRequest,
-    mut local: Option<LocalField>,
-    progress: &'a JsValue,
-    call: &'a Call,
-) -> LocalBoxFuture<'a, Result<Run, Error>> {
-    Box::pin(async move {
-        let mut settings = image_options(client, progress);
-        // One client_ref for both attempts: it names the one logical create.
-        let mut request = CreateRequest {
-            client_ref: request
-                .client_ref
-                .or_else(|| Some(new_ref("rk_", random_words()))),
-            ..request
-        };
-        let mut refused_once = false;
-        loop {
-            let (wire_name, url) = match &local {
-                Some((given, wire_name, image)) => {
-                    let url = client
-                        .image_url(given, image.clone(), &settings, call)
-                        .await?;
-                    set_field(&wire, wire_name, &url)?;
-                    (*wire_name, url)
-                }
-                None => ["image_url", "image"]
-                    .into_iter()
-                    .map(|name| (name, Reflect::get(&wire, &js_key(name)).unwrap_or_default()))
-                    .find(|(_, url)| is_data_uri(url))
-                    .unwrap_or(("image_url", JsValue::UNDEFINED)),
-            };
-            match client.create_run(wire.clone(), request.clone(), call).await {
-                Err(error)
-                    if error.code == ErrorCode::PayloadTooLarge
-                        && !refused_once
-                        && is_data_uri(&url) =>
-                {
-                    refused_once = true;
-                    let length = url.dyn_ref::<JsString>().map_or(0, JsString::length);
-                    client.learn_inline_refusal(f64::from(length) * 0.75);
-                    settings.inline_limit = 0.0;
-                    if local.is_none() {
-                        let Some(image) = local_image(&url, 0.0) else {
-                            return Err(error);
-                        };
-                        local = Some((wire_name, wire_name, image));
-                    }
-                    // The same key with another body would be refused as a conflict.
-                    request.idempotency_key = request
-                        .idempotency_key
-                        .map(|key| [key.as_str(), "-upload"].concat());
-                }
-                created => return created,
-            }
-        }
-    })
-}
-
-fn is_data_uri(url: &JsValue) -> bool {
-    url.dyn_ref::<JsString>()
-        .is_some_and(|url| url.starts_with("data:", 0))
-}
-
-fn set_field(wire: &JsValue, name: &str, value: &JsValue) -> Result<(), Error> {
-    Reflect::set(wire, &name.into(), value)
-        .map(drop)
-        .map_err(|_| Error::invalid("input", "The input object cannot be extended."))
-}
-
-fn image_options(client: &Client, progress: &JsValue) -> ImageOptions {
-    ImageOptions {
-        inline_limit: client.inline_limit(),
-        prepare: client.prepare.clone(),
-        on_progress: progress.clone(),
-    }
 }
 
 /// The call's poll schedule: its own `pollIntervalMs`, or the client's.
