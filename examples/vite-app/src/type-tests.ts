@@ -11,6 +11,9 @@ const fromBytes: KontextInput = { prompt: "p", image_url: new Uint8Array(8) };
 void local.run(fromFile, { onUploadProgress: ({ loaded, total }) => loaded / total });
 const uploaded: Promise<string> = local.uploadImage(new Blob([]), { signal: new AbortController().signal });
 void local.createRun(fromBytes).catch((e: RunflowError) => e.step === "upload_put");
+// Backoff options; headers whose values may be undefined (left out, as JSON.stringify does).
+const tuned = new KontextClient({ retryBaseMs: 5, retryMaxMs: 50, headers: { "x-trace": undefined } });
+void tuned.run({ prompt: "p", image_url: "https://x/a.png", seed: undefined, aspect_ratio: undefined });
 
 // @ts-expect-error: not an aspect ratio
 const badRatio: KontextInput = { prompt: "p", image_url: "u", aspect_ratio: "5:4" };
@@ -44,5 +47,9 @@ new KontextClient({ prepareImage: { type: "image/gif" } });
 new KontextClient({ uploadThreshold: "1MB" });
 // @ts-expect-error: not an upload step
 const step: RunflowError["step"] = "upload";
+// @ts-expect-error: a backoff is a number of milliseconds
+new KontextClient({ retryBaseMs: "1s" });
+// @ts-expect-error: browsers never receive callbacks: the browser entry has no verifyCallbackSignature
+import("runflow-kontext").then((m) => m.verifyCallbackSignature);
 
 export { badRatio, badFormat, badTolerance, badCount, noPrompt, noImage, twoImages, camel, code, status, step, uploaded };
