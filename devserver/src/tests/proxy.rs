@@ -20,7 +20,7 @@ use crate::{
     SharedSecret, Upstream,
 };
 
-const KEY: &str = "rf_test_key_123";
+pub(super) const KEY: &str = "rf_test_key_123";
 
 /// Serves `app` on a fresh loopback port for the rest of the test.
 async fn listen(app: Router) -> SocketAddr {
@@ -45,8 +45,27 @@ async fn proxy(upstream: &str, tweak: impl FnOnce(&mut ProxyConfig)) -> String {
     format!("http://{}/api/runflow", listen(app).await)
 }
 
+/// A proxy to `upstream` configured as the binary is, from environment `settings` (the key and
+/// the upstream are filled in): its `host:port`.
+pub(super) async fn listen_proxy(upstream: &str, settings: &[(String, String)]) -> String {
+    let var = |name: &str| match name {
+        "RUNFLOW_API_KEY" => Some(KEY.to_owned()),
+        "RUNFLOW_UPSTREAM" => Some(upstream.to_owned()),
+        _ => settings
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone()),
+    };
+    let config = ProxyConfig::from_env(var).unwrap();
+    let app = crate::app(Config {
+        backend: Backend::Proxy(Box::new(config)),
+        ..test_config()
+    });
+    listen(app).await.to_string()
+}
+
 /// The mock on a real port, with a fresh scenario: `(mock origin, scenario base URL)`.
-async fn mock_upstream(config: Value) -> (String, String) {
+pub(super) async fn mock_upstream(config: Value) -> (String, String) {
     let origin = format!("http://{}", listen(test_app()).await);
     let client = reqwest::Client::new();
     let created: Value = client
@@ -62,7 +81,7 @@ async fn mock_upstream(config: Value) -> (String, String) {
     (origin, base)
 }
 
-async fn upstream_log(base: &str) -> Vec<Value> {
+pub(super) async fn upstream_log(base: &str) -> Vec<Value> {
     let log: Value = reqwest::get(format!("{base}/log"))
         .await
         .unwrap()
