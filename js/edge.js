@@ -1,7 +1,7 @@
-// The JS side of the wasm edge: the error class; JSON conversion that keeps the values
-// JSON.stringify would silently change (NaN, Infinity) visible to validation; each request and
-// sleep raced against its timer and the caller's signal; and, for local images, reading and
-// downscaling them and the progress-reporting PUT to a presigned URL.
+// The JS side of the wasm edge: the error class, built redacted with the cause a callback
+// threw; each request and sleep raced against its timer, the caller's signal and (for waits)
+// the network's return; and, for local images, reading and downscaling them and the
+// progress-reporting PUT to a presigned URL.
 
 /**
  * Every failure of the client rejects with a RunflowError. Fields are always present
@@ -161,14 +161,6 @@ export function appendAscii(text, bytes) {
   return text + asciiDecoder.decode(bytes);
 }
 
-/** JSON text of a value, or undefined when it has none (a BigInt, a cycle). */
-export function toJson(value) {
-  try {
-    return JSON.stringify(value, (_key, v) => (typeof v === "number" && !Number.isFinite(v) ? String(v) : v));
-  } catch {
-    return undefined;
-  }
-}
 
 /**
  * A fetch for presigned-URL PUTs, over XMLHttpRequest: the one browser API that reports upload

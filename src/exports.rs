@@ -45,9 +45,6 @@ extern "C" {
     #[wasm_bindgen(js_name = RunflowError, reexport, skip_typescript)]
     fn export_runflow_error();
 
-    #[wasm_bindgen(js_name = toJson)]
-    fn to_json(value: &JsValue) -> Option<String>;
-
     /// The `RunflowError` for a failure: redacted of `secrets`, with `reports.thrown` as its cause.
     fn failure(message: &str, props: &JsValue, secrets: &Array, reports: &JsValue) -> JsValue;
 
