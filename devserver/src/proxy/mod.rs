@@ -286,36 +286,20 @@ impl ProxyConfig {
         if let Some(ms) = number::<u64>(&var, "PROXY_TIMEOUT_MS")?.filter(|ms| *ms > 0) {
             config.timeout = Duration::from_millis(ms);
         }
-        let per_second = number::<f64>(&var, "PROXY_RATE_PER_SEC")?;
-        let burst = number::<u32>(&var, "PROXY_BURST")?;
-        config.rate_limit = match (per_second, burst) {
-            (Some(0.0), _) => None,
-            (Some(rate), _) if !rate.is_finite() || rate < 0.0 => {
-                return Err(format!(
-                    "PROXY_RATE_PER_SEC must be a positive number (0 for no limit), got {rate}"
-                ));
-            }
-            (_, Some(0)) => return Err("PROXY_BURST must be at least 1".into()),
-            (rate, burst) => Some(RateLimit {
-                per_second: rate.unwrap_or(RateLimit::DEFAULT.per_second),
-                burst: burst.unwrap_or(RateLimit::DEFAULT.burst),
-            }),
-        };
-        let per_minute = number::<f64>(&var, "PROXY_CREATES_PER_MINUTE")?;
-        let burst = number::<u32>(&var, "PROXY_CREATE_BURST")?;
-        config.create_limit = match (per_minute, burst) {
-            (Some(0.0), _) => None,
-            (Some(rate), _) if !rate.is_finite() || rate < 0.0 => {
-                return Err(format!(
-                    "PROXY_CREATES_PER_MINUTE must be a positive number (0 for no budget), got {rate}"
-                ));
-            }
-            (_, Some(0)) => return Err("PROXY_CREATE_BURST must be at least 1".into()),
-            (rate, burst) => Some(RateLimit {
-                per_second: rate.map_or(RateLimit::CREATES.per_second, |r| r / 60.0),
-                burst: burst.unwrap_or(RateLimit::CREATES.burst),
-            }),
-        };
+        config.rate_limit = bucket(
+            &var,
+            "PROXY_RATE_PER_SEC",
+            "PROXY_BURST",
+            1.0,
+            RateLimit::DEFAULT,
+        )?;
+        config.create_limit = bucket(
+            &var,
+            "PROXY_CREATES_PER_MINUTE",
+            "PROXY_CREATE_BURST",
+            60.0,
+            RateLimit::CREATES,
+        )?;
         if let Some(max) = number::<u64>(&var, "PROXY_MAX_IMAGES_PER_RUN")? {
             if !(1..=API_MAX_IMAGES).contains(&max) {
                 return Err(format!(
@@ -397,6 +381,31 @@ fn number<T: std::str::FromStr>(
             .parse()
             .map(Some)
             .map_err(|_| format!("{name} must be a number, got {text:?}")),
+    }
+}
+
+/// A token bucket from its two settings: `rate_name` (tokens per `seconds`; 0 turns the bucket
+/// off) and `burst_name`, each `default`'s where not set.
+fn bucket(
+    var: &impl Fn(&str) -> Option<String>,
+    rate_name: &str,
+    burst_name: &str,
+    seconds: f64,
+    default: RateLimit,
+) -> Result<Option<RateLimit>, String> {
+    match (
+        number::<f64>(var, rate_name)?,
+        number::<u32>(var, burst_name)?,
+    ) {
+        (Some(0.0), _) => Ok(None),
+        (Some(rate), _) if !rate.is_finite() || rate < 0.0 => Err(format!(
+            "{rate_name} must be a positive number (0 turns it off), got {rate}"
+        )),
+        (_, Some(0)) => Err(format!("{burst_name} must be at least 1")),
+        (rate, burst) => Ok(Some(RateLimit {
+            per_second: rate.map_or(default.per_second, |r| r / seconds),
+            burst: burst.unwrap_or(default.burst),
+        })),
     }
 }
 
