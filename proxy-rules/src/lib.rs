@@ -1,9 +1,11 @@
-//! Which calls a same-origin proxy to Runflow's runs API forwards: only the few the client needs,
-//! checked part by part and rebuilt from the checked parts, so that what reaches Runflow is
-//! exactly what was allowed.
+//! The policy of a same-origin proxy to Runflow's runs API: which calls it forwards (only the
+//! few the client needs, checked part by part and rebuilt from the checked parts, so that what
+//! reaches Runflow is exactly what was allowed), which headers cross it, who may use it, its
+//! per-client budgets, and what it answers when it says no.
 //!
-//! Pure functions over strings and bytes (no I/O, no HTTP types), so that the dev server and a
-//! wasm server entry share one set of rules.
+//! Pure functions and values over strings and bytes (no I/O, no HTTP types, no clock of its
+//! own), so that the dev server and the wasm server entry answer alike: each does only the I/O
+//! and asks a `Policy`.
 //!
 //! ```
 //! use runflow_proxy_rules::{check, ModelAllowlist, Refused};
@@ -23,8 +25,38 @@
     )
 )]
 
+pub mod headers;
+pub mod limit;
+pub mod origin;
+mod policy;
+mod refusal;
+mod upstream;
+
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::Deserialize;
+
+pub use policy::Policy;
+pub use refusal::{Names, Refusal};
+pub use upstream::Upstream;
+
+/// Runflow's API.
+pub const DEFAULT_UPSTREAM: &str = "https://api.runflow.io";
+/// The one model the client is for.
+pub const DEFAULT_MODEL: &str = "black-forest-labs/flux-pro/kontext";
+/// Where the proxy is mounted, as with Runflow's own proxy package (the client's `baseUrl`).
+pub const DEFAULT_MOUNT: &str = "/api/runflow";
+/// 1.5 MiB: a 1 MiB image as a base64 `data:` URI (4/3 of it) plus the rest of a create body.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 3 * 512 * 1024;
+/// How long one upstream call (connection, request and response body) may take, in ms.
+pub const DEFAULT_TIMEOUT_MS: u64 = 60_000;
+/// Upstream error bodies are read whole (to take the key out) up to this; a longer one is not
+/// passed on. Runflow's are a few hundred bytes; a 422 may echo some input.
+pub const ERROR_BODY_LIMIT: usize = 256 * 1024;
+/// Room for a create's response (which echoes its input) beyond the request cap when reading
+/// the new run's id for the log.
+pub const CAPTURE_MARGIN: u64 = 64 * 1024;
+/// What stands for the key wherever an upstream error body echoes it.
+const REDACTED: &[u8] = b"[redacted]";
 
 /// What JS `encodeURIComponent` leaves alone, as the client encodes.
 const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
@@ -70,21 +102,8 @@ impl ModelAllowlist {
     /// assert_eq!(ModelAllowlist::parse("*"), Ok(ModelAllowlist::Any));
     /// ```
     pub fn parse(text: &str) -> Result<ModelAllowlist, String> {
-        let models: Vec<String> = text
-            .split(',')
-            .map(str::trim)
-            .filter(|m| !m.is_empty())
-            .map(str::to_string)
-            .collect();
-        if models.iter().any(|m| m == "*") {
-            Ok(ModelAllowlist::Any)
-        } else if models.is_empty() {
-            Err(format!(
-                "RUNFLOW_ALLOWED_MODELS must name at least one model id (or *), got {text:?}"
-            ))
-        } else {
-            Ok(ModelAllowlist::Only(models))
-        }
+        ModelAllowlist::from_entries(text.split(','), "RUNFLOW_ALLOWED_MODELS")
+            .map_err(|e| format!("{e}, got {text:?}"))
     }
 
     /// Whether runs of `model` (a decoded, slash-joined id) may be created.
@@ -101,6 +120,110 @@ impl ModelAllowlist {
             ModelAllowlist::Only(models) => models.iter().any(|m| m == model),
         }
     }
+}
+
+impl ModelAllowlist {
+    /// The list from separate model ids (blank ones skipped; `*` allows every model), for a
+    /// setting that is an array; `setting` names it in the message.
+    ///
+    /// # Errors
+    /// A message when the entries name no model at all.
+    ///
+    /// # Example
+    /// ```
+    /// use runflow_proxy_rules::ModelAllowlist;
+    /// let list = ModelAllowlist::from_entries(["acme/a", " "], "allowedModels");
+    /// assert_eq!(list, Ok(ModelAllowlist::Only(vec!["acme/a".into()])));
+    /// assert!(ModelAllowlist::from_entries([], "allowedModels").is_err());
+    /// ```
+    pub fn from_entries<'a>(
+        entries: impl IntoIterator<Item = &'a str>,
+        setting: &str,
+    ) -> Result<ModelAllowlist, String> {
+        let models: Vec<String> = entries
+            .into_iter()
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+            .map(str::to_string)
+            .collect();
+        if models.iter().any(|m| m == "*") {
+            Ok(ModelAllowlist::Any)
+        } else if models.is_empty() {
+            Err(format!("{setting} must name at least one model id (or *)"))
+        } else {
+            Ok(ModelAllowlist::Only(models))
+        }
+    }
+}
+
+/// The path under the mount (`/v1/...`, still percent-encoded; `""` for the mount itself), or
+/// `None` when `path` is not `mount`, `mount/` or under `mount/`. A trailing `/` on `mount` is
+/// ignored.
+///
+/// # Example
+/// ```
+/// use runflow_proxy_rules::strip_mount;
+/// assert_eq!(strip_mount("/api/runflow/v1/health", "/api/runflow"), Some("/v1/health"));
+/// assert_eq!(strip_mount("/api/runflow", "/api/runflow/"), Some(""));
+/// assert_eq!(strip_mount("/api/runflowx/v1", "/api/runflow"), None);
+/// ```
+pub fn strip_mount<'a>(path: &'a str, mount: &str) -> Option<&'a str> {
+    let rest = path.strip_prefix(mount.trim_end_matches('/'))?;
+    (rest.is_empty() || rest.starts_with('/')).then_some(rest)
+}
+
+/// `body` with every occurrence of `secret` replaced by `[redacted]`: an upstream (or a
+/// misconfigured gateway in front of it) may quote the request's `Authorization` back.
+///
+/// # Example
+/// ```
+/// let body = runflow_proxy_rules::redact(b"bad key rf_1, rf_1!", b"rf_1");
+/// assert_eq!(body, b"bad key [redacted], [redacted]!");
+/// ```
+pub fn redact(body: &[u8], secret: &[u8]) -> Vec<u8> {
+    if secret.is_empty() {
+        return body.to_vec();
+    }
+    let mut out = Vec::with_capacity(body.len());
+    let mut rest = body;
+    while let Some(at) = rest.windows(secret.len()).position(|w| w == secret) {
+        let (before, after) = rest.split_at(at);
+        out.extend_from_slice(before);
+        out.extend_from_slice(REDACTED);
+        rest = after.get(secret.len()..).unwrap_or_default();
+    }
+    out.extend_from_slice(rest);
+    out
+}
+
+/// Compares without stopping at the first difference, so timing does not reveal a secret (only
+/// its length).
+///
+/// # Example
+/// ```
+/// use runflow_proxy_rules::constant_time_eq;
+/// assert!(constant_time_eq(b"s3cret", b"s3cret"));
+/// assert!(!constant_time_eq(b"s3cret", b"s3cre"));
+/// ```
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The new run's id from a create's response body (its JSON `id`), for the log; `None` when the
+/// body is not such an object.
+///
+/// # Example
+/// ```
+/// use runflow_proxy_rules::created_run_id;
+/// assert_eq!(created_run_id(br#"{"id": "run_1", "status": "queued"}"#), Some("run_1".into()));
+/// assert_eq!(created_run_id(b"<html>"), None);
+/// ```
+pub fn created_run_id(body: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Created {
+        id: Option<String>,
+    }
+    serde_json::from_slice::<Created>(body).ok()?.id
 }
 
 /// A call the proxy forwards.
@@ -532,6 +655,42 @@ mod tests {
     }
 
     #[test]
+    fn the_mount_is_a_whole_prefix() {
+        let mount = DEFAULT_MOUNT;
+        assert_eq!(
+            strip_mount("/api/runflow/v1/health", mount),
+            Some("/v1/health")
+        );
+        assert_eq!(strip_mount("/api/runflow", mount), Some(""));
+        assert_eq!(strip_mount("/api/runflow/", mount), Some("/"));
+        assert_eq!(strip_mount("/api/runflow//v1", mount), Some("//v1"));
+        assert_eq!(strip_mount("/api/runflow/v1", "/api/runflow/"), Some("/v1"));
+        assert_eq!(strip_mount("/v1/health", "/"), Some("/v1/health"));
+        assert_eq!(strip_mount("/v1/health", ""), Some("/v1/health"));
+        for outside in [
+            "/api/runflowx/v1",
+            "/api/run",
+            "/api",
+            "",
+            "/API/runflow/v1",
+        ] {
+            assert_eq!(strip_mount(outside, mount), None, "{outside}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_scrubbed_and_compared_whole() {
+        assert_eq!(redact(b"kk k", b"k"), b"[redacted][redacted] [redacted]");
+        assert_eq!(redact(b"abc", b""), b"abc");
+        assert_eq!(redact(b"ab", b"abc"), b"ab");
+        assert!(constant_time_eq(b"", b""));
+        assert!(!constant_time_eq(b"a", b"b"));
+        assert!(!constant_time_eq(b"s3cret ", b"s3cret"));
+        assert_eq!(created_run_id(br#"{"id": 7}"#), None);
+        assert_eq!(created_run_id(br#"{"status": "queued"}"#), None);
+    }
+
+    #[test]
     fn allowlists_parse() {
         assert_eq!(
             ModelAllowlist::parse("a/b,*"),
@@ -539,5 +698,13 @@ mod tests {
             "a star allows all"
         );
         assert!(ModelAllowlist::parse(" , ").is_err());
+        assert_eq!(
+            ModelAllowlist::from_entries(["a/b", "*"], "allowedModels"),
+            Ok(ModelAllowlist::Any)
+        );
+        assert_eq!(
+            ModelAllowlist::from_entries([" "], "allowedModels"),
+            Err("allowedModels must name at least one model id (or *)".into())
+        );
     }
 }
