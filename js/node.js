@@ -1,10 +1,7 @@
-// The Node entry: the server build of the module (the browser's client, plus what only servers
-// need, such as verifyCallbackSignature), instantiated from the file next to it, so Node users
-// import and go. Calling the default export again is harmless (it is already done).
-import { readFile } from "node:fs/promises";
-import init from "./server/runflow_kontext_server.js";
-
-await init({ module_or_path: await readFile(new URL("./server/runflow_kontext_server_bg.wasm", import.meta.url)) });
-
+// The Node entry: the server build of the module (the browser's client, plus the server half:
+// createProxy, toNodeHandler, receiveCallback, parseCallback, verifyCallbackSignature), which
+// ./server/index.js instantiates from the file next to it, so Node users import and go. Calling
+// the default export again is harmless (it is already done).
 export * from "./server/runflow_kontext_server.js";
+export { createProxy, toNodeHandler, receiveCallback, parseCallback, verifyCallbackSignature } from "./server/index.js";
 export { default, initSync } from "./server/runflow_kontext_server.js";

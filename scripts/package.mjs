@@ -1,5 +1,5 @@
 // Turns wasm-pack's output in pkg/ into the npm package: our package.json (version from
-// Cargo.toml), the Node entry, README, changelog and licences. wasm-pack's own package.json
+// Cargo.toml), the Node and server entries, README, changelog and licences. wasm-pack's own package.json
 // cannot express conditional exports, so it is not used (the build runs with --no-pack).
 import { readFile, writeFile, copyFile, rm } from "node:fs/promises";
 
@@ -13,6 +13,12 @@ const manifest = JSON.parse(await readFile(new URL("js/package.json", root), "ut
 manifest.version = version;
 await writeFile(new URL("package.json", pkg), JSON.stringify(manifest, null, 2) + "\n");
 await copyFile(new URL("js/node.js", root), new URL("node.js", pkg));
+await copyFile(new URL("js/node.d.ts", root), new URL("node.d.ts", pkg));
+// The server entry's loaders (node:fs for Node, Deno and Bun; an imported module for Workers),
+// its handlers and its types, next to the server build they load.
+for (const file of ["index.js", "workerd.js", "handlers.js", "index.d.ts"]) {
+  await copyFile(new URL(`js/server/${file}`, root), new URL(`server/${file}`, pkg));
+}
 for (const file of ["README.md", "CHANGELOG.md", "LICENSE-MIT", "LICENSE-APACHE"]) {
   await copyFile(new URL(file, root), new URL(file, pkg));
 }

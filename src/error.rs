@@ -36,8 +36,11 @@ string_enum! {
         Aborted => "aborted",
         /// The run reached a failed or canceled state.
         RunFailed => "run_failed",
-        /// The server answered something the API does not promise (HTML, broken JSON, no id).
+        /// The server answered something the API does not promise (HTML, broken JSON, no id), or
+        /// a callback's body is not a callback.
         InvalidResponse => "invalid_response",
+        /// A callback's `Runflow-Signature` matches none of the secrets (the server entry).
+        InvalidSignature => "invalid_signature",
     }
 }
 
@@ -520,6 +523,6 @@ mod tests {
         for code in ErrorCode::ALL {
             assert!(TS_ERROR_CODE.contains(&format!("\"{code}\"")));
         }
-        assert_eq!(ErrorCode::ALL.len(), 15);
+        assert_eq!(ErrorCode::ALL.len(), 16);
     }
 }

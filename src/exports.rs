@@ -32,9 +32,6 @@ const TS_TYPES: &str = include_str!("../js/types.d.ts");
 const TS_CODES: &str = crate::error::TS_ERROR_CODE;
 #[wasm_bindgen(typescript_custom_section)]
 const TS_STATUSES: &str = crate::run::TS_RUN_STATUS;
-#[cfg(feature = "server")]
-#[wasm_bindgen(typescript_custom_section)]
-const TS_SERVER: &str = include_str!("../js/server-types.d.ts");
 
 #[wasm_bindgen(module = "/js/edge.js")]
 extern "C" {
@@ -86,8 +83,8 @@ impl KontextClient {
                 "retryMaxMs",
             ],
         )
-        .map_err(to_js)?;
-        Self::build(&options).map_err(to_js)
+        .map_err(error_to_js)?;
+        Self::build(&options).map_err(error_to_js)
     }
 
     /// The model runs are created for.
@@ -468,7 +465,8 @@ fn settle(
     })
 }
 
-fn to_js(error: Error) -> JsValue {
+/// The `RunflowError` for `error`, for calls with no key to redact.
+pub(crate) fn error_to_js(error: Error) -> JsValue {
     failure(
         &error.message,
         &error.to_json(),
@@ -652,37 +650,4 @@ impl Options {
         // An aborted signal is caught by the call's first step, which knows the run it is about.
         Ok(Call::new(self.signal()?, timeout))
     }
-}
-
-/// Checks a callback's `Runflow-Signature`; see the `.d.ts` for the contract. Only in the
-/// server build (the Node entry): browsers never receive callbacks, and HMAC-SHA256 would cost
-/// a page about 2.5 KB gzip.
-#[cfg(feature = "server")]
-#[wasm_bindgen(js_name = verifyCallbackSignature, skip_typescript)]
-pub fn verify_callback_signature(
-    raw_body: JsValue,
-    signature_header: JsValue,
-    secret_or_secrets: JsValue,
-) -> bool {
-    let body = if let Some(text) = raw_body.as_string() {
-        text.into_bytes()
-    } else if raw_body.is_instance_of::<js_sys::Uint8Array>()
-        || raw_body.is_instance_of::<js_sys::ArrayBuffer>()
-    {
-        js_sys::Uint8Array::new(&raw_body).to_vec()
-    } else {
-        return false;
-    };
-    let Some(signature) = signature_header.as_string() else {
-        return false;
-    };
-    let secrets: Vec<String> = match secret_or_secrets.as_string() {
-        Some(secret) => vec![secret],
-        None => secret_or_secrets
-            .dyn_ref::<Array>()
-            .map(|list| list.iter().filter_map(|s| s.as_string()).collect())
-            .unwrap_or_default(),
-    };
-    let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
-    crate::callback::verify_signature(&body, &signature, &secrets)
 }

@@ -39,6 +39,8 @@ mod exports;
 mod http;
 #[cfg(target_arch = "wasm32")]
 mod image_source;
+#[cfg(all(target_arch = "wasm32", feature = "server"))]
+mod server;
 #[cfg(target_arch = "wasm32")]
 mod wait;
 
@@ -49,4 +51,4 @@ static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_all
 #[cfg(target_arch = "wasm32")]
 pub use exports::KontextClient;
 #[cfg(all(target_arch = "wasm32", feature = "server"))]
-pub use exports::verify_callback_signature;
+pub use server::{KontextProxy, parse_callback, receive_callback, verify_callback_signature};

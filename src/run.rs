@@ -289,44 +289,50 @@ fn image_from_json(value: &Value) -> Option<OutputImage> {
     })
 }
 
+impl Output {
+    /// The output as a JSON object, in the shape the JS API promises (`Run.output`).
+    pub fn to_json(&self) -> Value {
+        let images = self
+            .outputs
+            .iter()
+            .map(|image| {
+                let mut fields = vec![
+                    ("type", Value::string("image")),
+                    ("url", Value::string(&image.url)),
+                ];
+                fields.extend(image.width.map(|w| ("width", Value::number(w))));
+                fields.extend(image.height.map(|h| ("height", Value::number(h))));
+                fields.extend(
+                    image
+                        .content_type
+                        .as_deref()
+                        .map(|c| ("content_type", Value::string(c))),
+                );
+                Value::object(fields)
+            })
+            .collect();
+        Value::object(vec![
+            ("outputs", Value::array(images)),
+            ("seed", self.seed.clone()),
+            ("model_data", self.model_data.clone()),
+            (
+                "nsfw_detected",
+                self.nsfw_detected.map_or_else(Value::null, Value::boolean),
+            ),
+            ("timing", self.timing.clone()),
+        ])
+    }
+}
+
 impl Run {
     /// The run as a JSON object, in the shape the JS API promises.
     pub fn to_json(&self) -> Value {
         let string = |s: &Option<String>| s.as_deref().map_or_else(Value::null, Value::string);
         let number = |n: Option<f64>| n.map_or_else(Value::null, Value::number);
-        let output = self.output.as_ref().map_or_else(Value::null, |output| {
-            let images = output
-                .outputs
-                .iter()
-                .map(|image| {
-                    let mut fields = vec![
-                        ("type", Value::string("image")),
-                        ("url", Value::string(&image.url)),
-                    ];
-                    fields.extend(image.width.map(|w| ("width", Value::number(w))));
-                    fields.extend(image.height.map(|h| ("height", Value::number(h))));
-                    fields.extend(
-                        image
-                            .content_type
-                            .as_deref()
-                            .map(|c| ("content_type", Value::string(c))),
-                    );
-                    Value::object(fields)
-                })
-                .collect();
-            Value::object(vec![
-                ("outputs", Value::array(images)),
-                ("seed", output.seed.clone()),
-                ("model_data", output.model_data.clone()),
-                (
-                    "nsfw_detected",
-                    output
-                        .nsfw_detected
-                        .map_or_else(Value::null, Value::boolean),
-                ),
-                ("timing", output.timing.clone()),
-            ])
-        });
+        let output = self
+            .output
+            .as_ref()
+            .map_or_else(Value::null, Output::to_json);
         let failure = self.failure.as_ref().map_or_else(Value::null, |failure| {
             Value::object(vec![
                 ("code", string(&failure.code)),
