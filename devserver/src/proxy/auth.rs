@@ -1,6 +1,8 @@
 //! The `authenticate` hook: who may use the proxy at all, so a deployed one is not an open relay.
+//! The built-in hooks are thin: what they decide is in `runflow_proxy_rules`.
 
 use axum::http::{header, request::Parts, StatusCode};
+use runflow_proxy_rules::{constant_time_eq, headers::SECRET_HEADER, origin::HostAllowlist, Names};
 
 /// Decides whether a call may go through the proxy, before anything else is looked at but the
 /// rate limit. Every authenticator in `ProxyConfig::authenticators` must accept.
@@ -72,6 +74,12 @@ impl Refusal {
             message: message.into(),
         }
     }
+
+    /// The rules' refusal, for a hook to answer with.
+    fn from_rules(refusal: runflow_proxy_rules::Refusal) -> Self {
+        let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::FORBIDDEN);
+        Refusal::new(status, refusal.code, refusal.message)
+    }
 }
 
 /// Requires `X-Proxy-Secret: <secret>` (`PROXY_SHARED_SECRET`): for a proxy whose callers are
@@ -82,7 +90,7 @@ pub struct SharedSecret(String);
 
 impl SharedSecret {
     /// The header callers must send.
-    pub const HEADER: &'static str = "x-proxy-secret";
+    pub const HEADER: &'static str = SECRET_HEADER;
 
     /// Requires `secret`.
     ///
@@ -108,10 +116,8 @@ impl Authenticate for SharedSecret {
         if sent.is_some_and(|sent| constant_time_eq(sent, self.0.as_bytes())) {
             Ok(())
         } else {
-            Err(Refusal::new(
-                StatusCode::UNAUTHORIZED,
-                "PROXY_SECRET_REQUIRED",
-                "This proxy requires the X-Proxy-Secret header with the shared secret",
+            Err(Refusal::from_rules(
+                runflow_proxy_rules::Refusal::secret_required(),
             ))
         }
     }
@@ -121,52 +127,16 @@ impl Authenticate for SharedSecret {
     }
 }
 
-/// Compares without stopping at the first difference, so timing does not reveal the secret.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// Guards against other sites' pages driving the proxy from their visitors' browsers
-/// (`PROXY_SAME_ORIGIN`, `PROXY_ALLOWED_HOSTS`), in two steps:
-///
-/// 1. The `Host` (or HTTP/2 `:authority`) must be on the allowlist. Comparing `Origin` with `Host`
-///    alone is not enough: under DNS rebinding the attacker's name resolves to this server, and
-///    the browser sends `Host: evil.example:8080` with `Origin: http://evil.example:8080`.
-/// 2. An `Origin`, when present, must be `http://` or `https://` followed by that same host. The
-///    scheme is not compared: behind a TLS-terminating reverse proxy this server cannot know
-///    which one the browser used, and the host is what rebinding or a foreign page cannot fake.
-///
-/// Calls without `Origin` pass step 2: browsers send it on every cross-origin request, and a
-/// script outside a browser could forge it anyway. This is not authentication.
-#[derive(Clone, Debug)]
-pub struct SameOrigin {
-    hosts: Vec<HostPattern>,
-}
-
-/// One allowed host, lowercased.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum HostPattern {
-    /// This host name on any port (the loopback defaults, for dev servers on any `PORT`).
-    AnyPort(String),
-    /// Exactly this `host` or `host:port`, as the `Host` header carries it.
-    Exact(String),
-}
-
-impl Default for SameOrigin {
-    /// Loopback only, on any port: `localhost`, `127.0.0.1` and `[::1]`.
-    fn default() -> Self {
-        SameOrigin {
-            hosts: ["localhost", "127.0.0.1", "[::1]"]
-                .into_iter()
-                .map(|host| HostPattern::AnyPort(host.into()))
-                .collect(),
-        }
-    }
-}
+/// The same-origin check as a hook (`PROXY_SAME_ORIGIN`, `PROXY_ALLOWED_HOSTS`): the `Host` must
+/// be on the allowlist (against DNS rebinding), and an `Origin`, when sent, must be that host.
+/// The rules, and why they are these, are `runflow_proxy_rules::origin`'s.
+#[derive(Clone, Debug, Default)]
+pub struct SameOrigin(HostAllowlist);
 
 impl SameOrigin {
     /// Allows exactly these `host[:port]` values, comma-separated (`PROXY_ALLOWED_HOSTS`). A
-    /// value without a port allows only a `Host` without one (the scheme's default port).
+    /// value without a port allows only a `Host` without one (the scheme's default port). The
+    /// default allows loopback on any port.
     ///
     /// # Errors
     /// A message naming the value that is not a `host[:port]`, or when there is none.
@@ -178,75 +148,8 @@ impl SameOrigin {
     /// assert!(runflow_devserver::SameOrigin::parse("http://demo.example").is_err());
     /// ```
     pub fn parse(list: &str) -> Result<SameOrigin, String> {
-        let mut hosts = Vec::new();
-        for value in list.split(',').map(str::trim).filter(|v| !v.is_empty()) {
-            let Some((host, port)) = split_host(value) else {
-                return Err(format!(
-                    "PROXY_ALLOWED_HOSTS entry {value:?} is not a host[:port]"
-                ));
-            };
-            let exact = match port {
-                Some(port) => format!("{host}:{port}"),
-                None => host,
-            };
-            hosts.push(HostPattern::Exact(exact));
-        }
-        if hosts.is_empty() {
-            return Err("PROXY_ALLOWED_HOSTS lists no host".into());
-        }
-        Ok(SameOrigin { hosts })
+        HostAllowlist::parse(list, Names::ENV.allowed_hosts).map(SameOrigin)
     }
-
-    /// Whether `authority` (a `Host` value) is on the list.
-    fn allows(&self, authority: &str) -> bool {
-        let Some((host, port)) = split_host(authority) else {
-            return false;
-        };
-        self.hosts.iter().any(|pattern| match pattern {
-            HostPattern::AnyPort(allowed) => *allowed == host,
-            HostPattern::Exact(allowed) => match port {
-                Some(port) => *allowed == format!("{host}:{port}"),
-                None => *allowed == host,
-            },
-        })
-    }
-}
-
-/// Splits `host[:port]` into the lowercased host (IPv6 in brackets) and the port, or `None`
-/// when it is not one: no scheme, path, user info or empty parts.
-fn split_host(value: &str) -> Option<(String, Option<u16>)> {
-    let (host, port) = if value.starts_with('[') {
-        let end = value.find(']')?;
-        let (host, rest) = value.split_at(end + 1);
-        let port = match rest {
-            "" => None,
-            rest => Some(rest.strip_prefix(':')?),
-        };
-        host[1..end].parse::<std::net::Ipv6Addr>().ok()?;
-        (host, port)
-    } else {
-        match value.split_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (value, None),
-        }
-    };
-    let host_ok = host.starts_with('[')
-        || (!host.is_empty()
-            && host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')));
-    if !host_ok {
-        return None;
-    }
-    // Digits only: `u16::from_str` would also take a leading `+`.
-    let port = match port {
-        Some(port) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
-            Some(port.parse::<u16>().ok()?)
-        }
-        Some(_) => return None,
-        None => None,
-    };
-    Some((host.to_ascii_lowercase(), port))
 }
 
 impl Authenticate for SameOrigin {
@@ -256,28 +159,14 @@ impl Authenticate for SameOrigin {
             Some(host) => host.to_str().ok(),
             None => request.uri.authority().map(|a| a.as_str()),
         };
-        let Some(host) = host.filter(|host| self.allows(host)) else {
-            return Err(Refusal::new(
-                StatusCode::FORBIDDEN,
-                "HOST_NOT_ALLOWED",
-                "This proxy does not answer for this host name: add it to PROXY_ALLOWED_HOSTS",
-            ));
-        };
-        let Some(origin) = request.headers.get(header::ORIGIN) else {
-            return Ok(());
-        };
-        let authority = origin.to_str().ok().and_then(|origin| {
-            let (scheme, rest) = origin.split_once("://")?;
-            matches!(scheme.to_ascii_lowercase().as_str(), "http" | "https").then_some(rest)
-        });
-        match authority {
-            Some(authority) if authority.eq_ignore_ascii_case(host) => Ok(()),
-            _ => Err(Refusal::new(
-                StatusCode::FORBIDDEN,
-                "ORIGIN_NOT_ALLOWED",
-                "Cross-origin calls are refused: serve the page from this proxy's origin",
-            )),
-        }
+        // An `Origin` that is not text is still one, and matches no host.
+        let origin = request
+            .headers
+            .get(header::ORIGIN)
+            .map(|origin| origin.to_str().unwrap_or_default());
+        self.0
+            .check(host, origin, &Names::ENV)
+            .map_err(Refusal::from_rules)
     }
 
     fn name(&self) -> &str {
@@ -300,99 +189,53 @@ mod tests {
     }
 
     #[test]
-    fn same_origin_compares_origin_with_an_allowed_host() {
+    fn same_origin_reads_host_authority_and_origin() {
+        // The cases themselves are the rules' tests; this is where the hook finds its inputs.
         let hook = SameOrigin::parse("demo.example:8080").unwrap();
         let host = ("host", "demo.example:8080");
-        for ok in [
-            vec![host],
-            vec![host, ("origin", "http://demo.example:8080")],
-            vec![host, ("origin", "https://DEMO.example:8080")],
-        ] {
-            assert_eq!(hook.authenticate(&parts(&ok)), Ok(()), "{ok:?}");
-        }
-        for foreign in [
-            vec![host, ("origin", "http://evil.example")],
-            vec![host, ("origin", "http://demo.example")],
-            vec![host, ("origin", "null")],
-            vec![host, ("origin", "ftp://demo.example:8080")],
-        ] {
-            let refusal = hook.authenticate(&parts(&foreign)).unwrap_err();
-            assert_eq!(refusal.status, StatusCode::FORBIDDEN, "{foreign:?}");
-            assert_eq!(refusal.code, "ORIGIN_NOT_ALLOWED", "{foreign:?}");
-        }
-    }
-
-    #[test]
-    fn dns_rebinding_is_refused_by_the_host_allowlist() {
-        // The attacker's name resolves to this server: Host and Origin agree, and are foreign.
-        let rebound = [
-            ("host", "evil.example:8080"),
-            ("origin", "http://evil.example:8080"),
-        ];
-        for hook in [
-            SameOrigin::default(),
-            SameOrigin::parse("demo.example:8080").unwrap(),
-        ] {
-            let refusal = hook.authenticate(&parts(&rebound)).unwrap_err();
-            assert_eq!(refusal.status, StatusCode::FORBIDDEN);
-            assert_eq!(refusal.code, "HOST_NOT_ALLOWED");
-            let refusal = hook
-                .authenticate(&parts(&[("origin", "http://demo.example:8080")]))
-                .unwrap_err();
-            assert_eq!(refusal.code, "HOST_NOT_ALLOWED", "no Host at all");
-        }
-    }
-
-    #[test]
-    fn the_default_allows_loopback_on_any_port_only() {
-        let hook = SameOrigin::default();
-        for host in [
-            "localhost",
-            "localhost:8080",
-            "LOCALHOST:1",
-            "127.0.0.1:9999",
-            "[::1]",
-            "[::1]:8080",
-        ] {
-            let origin = format!("http://{host}");
-            let call = parts(&[("host", host), ("origin", &origin)]);
-            assert_eq!(hook.authenticate(&call), Ok(()), "{host}");
-        }
-        for host in [
-            "localhost.evil.example",
-            "127.0.0.2:8080",
-            "[::2]:8080",
-            "localhost:",
-            "localhost:+80",
-            "localhost:99999",
-            "user@localhost",
-            "",
-        ] {
-            let refusal = hook.authenticate(&parts(&[("host", host)])).unwrap_err();
-            assert_eq!(refusal.code, "HOST_NOT_ALLOWED", "{host}");
-        }
-    }
-
-    #[test]
-    fn listed_hosts_match_their_port_exactly() {
-        let hook = SameOrigin::parse(" Demo.example , demo.example:8443,[::1]:9").unwrap();
-        for ok in ["demo.example", "demo.example:8443", "[::1]:9"] {
-            assert_eq!(hook.authenticate(&parts(&[("host", ok)])), Ok(()), "{ok}");
-        }
-        for refused in ["demo.example:80", "demo.example:844", "localhost", "[::1]"] {
-            let refusal = hook.authenticate(&parts(&[("host", refused)])).unwrap_err();
-            assert_eq!(refusal.code, "HOST_NOT_ALLOWED", "{refused}");
-        }
-        for bad in [
-            "",
-            " , ",
-            "http://demo.example",
-            "demo.example/x",
-            "a:b",
-            "[zz]:1",
-        ] {
-            assert!(SameOrigin::parse(bad).is_err(), "{bad:?}");
-        }
+        assert_eq!(
+            hook.authenticate(&parts(&[host, ("origin", "https://DEMO.example:8080")])),
+            Ok(())
+        );
+        let foreign = hook
+            .authenticate(&parts(&[host, ("origin", "http://evil.example")]))
+            .unwrap_err();
+        assert_eq!(
+            (foreign.status, foreign.code.as_str()),
+            (StatusCode::FORBIDDEN, "ORIGIN_NOT_ALLOWED")
+        );
+        let opaque = Request::builder()
+            .header("host", "demo.example:8080")
+            .header(
+                "origin",
+                axum::http::HeaderValue::from_bytes(b"http://\xff").unwrap(),
+            )
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        assert_eq!(
+            hook.authenticate(&opaque).unwrap_err().code,
+            "ORIGIN_NOT_ALLOWED"
+        );
+        let h2 = Request::builder()
+            .uri("http://demo.example:8080/api/runflow/v1/health")
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        assert_eq!(hook.authenticate(&h2), Ok(()), ":authority stands for Host");
+        let refusal = SameOrigin::default()
+            .authenticate(&parts(&[("host", "evil.example")]))
+            .unwrap_err();
+        assert_eq!(
+            refusal.message,
+            "This proxy does not answer for this host name: add it to PROXY_ALLOWED_HOSTS"
+        );
+        assert_eq!(
+            SameOrigin::parse(" , ").unwrap_err(),
+            "PROXY_ALLOWED_HOSTS lists no host"
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::{
 
 use axum::body::{BodyDataStream, Bytes};
 use futures_util::Stream;
-use serde::Deserialize;
+use runflow_proxy_rules::created_run_id;
 use serde_json::json;
 use sync_wrapper::SyncWrapper;
 
@@ -153,16 +153,11 @@ where
 impl<S> Logged<S> {
     /// Logs the call, once: at the body's end, or when it is dropped before that.
     fn finish(&mut self) {
-        #[derive(Deserialize)]
-        struct Created {
-            id: Option<String>,
-        }
         let Some(mut log) = self.log.take() else {
             return;
         };
         if let Some(body) = &self.capture {
-            let created = serde_json::from_slice::<Created>(body).ok();
-            log.run_id = log.run_id.or(created.and_then(|c| c.id));
+            log.run_id = log.run_id.or_else(|| created_run_id(body));
         }
         let outcome = if self.failure.is_some() {
             "failed"

@@ -1,9 +1,10 @@
 //! Proxy mode: `/api/runflow/*` forwarded to the real Runflow API with the key added server-side,
-//! only for the calls the client needs, behind a rate limit and an `authenticate` hook.
+//! only for the calls the client needs, behind a rate limit and an `authenticate` hook. What is
+//! forwarded, and what is answered instead, is decided by `runflow_proxy_rules` (shared with the
+//! wasm server entry); this module is the I/O around it.
 
 mod auth;
 mod body;
-mod limit;
 mod log;
 
 use std::{
@@ -19,30 +20,27 @@ use axum::{
     body::Body,
     extract::{ConnectInfo, Request, State},
     http::{header, request::Parts, HeaderMap, HeaderName, HeaderValue, StatusCode},
-    response::{IntoResponse, Response},
+    response::Response,
     routing::any,
-    Json, Router,
+    Router,
 };
 use futures_util::StreamExt;
-use serde_json::json;
 
 pub use auth::{Authenticate, Refusal, SameOrigin, SharedSecret};
-pub use limit::RateLimit;
-pub use runflow_proxy_rules::ModelAllowlist;
+pub use runflow_proxy_rules::{
+    limit::RateLimit, ModelAllowlist, DEFAULT_MAX_BODY_BYTES, DEFAULT_MODEL, DEFAULT_UPSTREAM,
+};
 
 use crate::{conn::ConnHandle, MOUNT};
 use body::{CallLog, Capped, Logged};
-use limit::RateLimiter;
-use runflow_proxy_rules::{check_create_body, Allowed, BodyRefused, Refused, API_MAX_IMAGES};
+use runflow_proxy_rules::{
+    headers::{returns_response_header, GUARD_HEADERS, REQUEST_HEADERS},
+    redact, strip_mount, Allowed, Names, Policy, API_MAX_IMAGES, CAPTURE_MARGIN,
+    DEFAULT_TIMEOUT_MS, ERROR_BODY_LIMIT,
+};
 
-/// Runflow's API.
-pub const DEFAULT_UPSTREAM: &str = "https://api.runflow.io";
-/// The one model the client is for.
-pub const DEFAULT_MODEL: &str = "black-forest-labs/flux-pro/kontext";
-/// 1.5 MiB: a 1 MiB image as a base64 `data:` URI (4/3 of it) plus the rest of a create body.
-pub const DEFAULT_MAX_BODY_BYTES: u64 = 3 * 512 * 1024;
 /// How long one upstream call (connection, request and response body) may take.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(DEFAULT_TIMEOUT_MS);
 /// Connecting is quick or broken: fail it early rather than wait for the whole timeout.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// After refusing a body as too large from its `Content-Length`, read and discard at most this
@@ -50,33 +48,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// connection; past that the connection is simply closed.
 const DRAIN_LIMIT: u64 = 16 * 1024 * 1024;
 const DRAIN_TIME: Duration = Duration::from_secs(5);
-/// Room for a create's response (which echoes its input) beyond the request cap when reading
-/// the new run's id for the log.
-const CAPTURE_MARGIN: u64 = 64 * 1024;
-
-/// Request headers passed upstream as the browser sent them; every other one is dropped
-/// (Authorization and Cookie above all). `X-Organization-Id` is not among them: the deployment
-/// picks the organisation (`RUNFLOW_ORGANIZATION_ID`), not a visitor.
-const REQUEST_HEADERS: [HeaderName; 3] = [
-    header::CONTENT_TYPE,
-    header::ACCEPT,
-    HeaderName::from_static("idempotency-key"),
-];
-/// Response headers passed back, with any `x-ratelimit-*`: the client reads them for retries,
-/// and request ids let a user quote a failed call to Runflow's support.
-const RESPONSE_HEADERS: [HeaderName; 5] = [
-    header::CONTENT_TYPE,
-    header::CONTENT_LENGTH,
-    header::RETRY_AFTER,
-    HeaderName::from_static("x-request-id"),
-    HeaderName::from_static("runflow-request-id"),
-];
-const RATE_LIMIT_PREFIX: &str = "x-ratelimit-";
-/// Upstream error bodies are read whole (to take the key out) up to this; a longer one is not
-/// passed on. Runflow's are a few hundred bytes; a 422 may echo some input.
-const ERROR_BODY_LIMIT: usize = 256 * 1024;
-/// What stands for the key wherever an upstream error body echoes it.
-const REDACTED: &[u8] = b"[redacted]";
 
 /// The server-side Runflow API key; it goes into one `Authorization` header and nowhere else
 /// (its `Debug` is redacted).
@@ -123,10 +94,7 @@ impl std::fmt::Debug for ApiKey {
 
 /// The upstream base URL: scheme, host and an optional path prefix the API paths go under.
 #[derive(Clone, Debug)]
-pub struct Upstream {
-    base: String,
-    origin: String,
-}
+pub struct Upstream(runflow_proxy_rules::Upstream);
 
 impl Upstream {
     /// Parses `RUNFLOW_UPSTREAM`.
@@ -140,28 +108,12 @@ impl Upstream {
     /// assert_eq!(up.origin(), "http://127.0.0.1:9");
     /// ```
     pub fn parse(text: &str) -> Result<Upstream, String> {
-        let bad = |why: &str| format!("RUNFLOW_UPSTREAM {text:?} {why}");
-        let url =
-            reqwest::Url::parse(text.trim()).map_err(|e| bad(&format!("is not a URL: {e}")))?;
-        if !matches!(url.scheme(), "http" | "https") || !url.has_host() {
-            return Err(bad("must be an http:// or https:// URL"));
-        }
-        if !url.username().is_empty() || url.password().is_some() {
-            return Err(bad(
-                "must not hold credentials: the key goes in RUNFLOW_API_KEY",
-            ));
-        }
-        if url.query().is_some() || url.fragment().is_some() {
-            return Err(bad("must not have a query or fragment"));
-        }
-        let origin = url.origin().ascii_serialization();
-        let base = format!("{origin}{}", url.path().trim_end_matches('/'));
-        Ok(Upstream { base, origin })
+        runflow_proxy_rules::Upstream::parse(text, "RUNFLOW_UPSTREAM").map(Upstream)
     }
 
     /// Scheme, host and port: what may be shown to a visitor.
     pub fn origin(&self) -> &str {
-        &self.origin
+        &self.0.origin
     }
 }
 
@@ -314,11 +266,7 @@ impl ProxyConfig {
             config.client_ip_header = Some(header);
         }
         config.authenticators.clear();
-        if let Some(secret) = var("PROXY_SHARED_SECRET").filter(|s| !s.is_empty()) {
-            config
-                .authenticators
-                .push(Arc::new(SharedSecret::new(secret)));
-        }
+        // Same origin first, then the secret: the order every server built on the rules keeps.
         match var("PROXY_SAME_ORIGIN").as_deref().map(str::trim) {
             None | Some("1" | "true" | "on") => {
                 let hosts = var("PROXY_ALLOWED_HOSTS").filter(|h| !h.trim().is_empty());
@@ -330,6 +278,11 @@ impl ProxyConfig {
             }
             Some("0" | "false" | "off") => {}
             Some(other) => return Err(format!("PROXY_SAME_ORIGIN must be 1 or 0, got {other:?}")),
+        }
+        if let Some(secret) = var("PROXY_SHARED_SECRET").filter(|s| !s.is_empty()) {
+            config
+                .authenticators
+                .push(Arc::new(SharedSecret::new(secret)));
         }
         Ok(config)
     }
@@ -412,18 +365,28 @@ fn bucket(
 /// The proxy's shared state.
 struct Proxy {
     config: ProxyConfig,
-    limiter: Option<RateLimiter>,
-    creates: Option<RateLimiter>,
+    /// The rules and budgets, from `config`. Its same-origin check is off: `SameOrigin` is one
+    /// of `config.authenticators`, where the configuration puts it.
+    policy: Policy,
+    /// The budgets' clock starts here.
+    epoch: Instant,
 }
 
 /// `/api/runflow/{*rest}` forwarded upstream.
 pub(crate) fn router(config: ProxyConfig) -> Router {
-    let limiter = config.rate_limit.map(RateLimiter::new);
-    let creates = config.create_limit.map(RateLimiter::new);
+    let policy = Policy::new(
+        config.allowed_models.clone(),
+        None,
+        config.max_body_bytes,
+        config.max_images_per_run,
+        config.rate_limit,
+        config.create_limit,
+        Names::ENV,
+    );
     let proxy = Arc::new(Proxy {
         config,
-        limiter,
-        creates,
+        policy,
+        epoch: Instant::now(),
     });
     // The bare mount too, so that nothing under it reaches the static files.
     Router::new()
@@ -433,46 +396,26 @@ pub(crate) fn router(config: ProxyConfig) -> Router {
         .with_state(proxy)
 }
 
-/// A call refused before it went anywhere.
-struct Rejection {
-    status: StatusCode,
-    code: String,
-    body: serde_json::Value,
-    retry_after: Option<u64>,
+/// The answer for a refused call, as the rules word it.
+fn answer(refusal: &runflow_proxy_rules::Refusal) -> Response {
+    let mut response = Response::new(Body::from(refusal.body()));
+    *response.status_mut() =
+        StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Some(seconds) = refusal.retry_after {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
 }
 
-impl Rejection {
-    /// A refusal in the standard envelope.
-    fn envelope(status: StatusCode, code: &str, message: &str) -> Self {
-        Rejection {
-            status,
-            code: code.into(),
-            body: json!({"code": code, "message": message, "errors": null}),
-            retry_after: None,
-        }
-    }
-
-    fn retry_after(self, seconds: u64) -> Self {
-        Rejection {
-            retry_after: Some(seconds),
-            ..self
-        }
-    }
-
-    fn into_response(self) -> Response {
-        let mut response = (self.status, Json(self.body)).into_response();
-        if let Some(seconds) = self.retry_after {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-        }
-        response
-    }
-}
-
-/// An error in the API's standard envelope, which the client parses like Runflow's own.
-fn envelope(status: StatusCode, code: &str, message: &str) -> Response {
-    Rejection::envelope(status, code, message).into_response()
+/// Logs a refusal and answers it.
+fn refuse(log: CallLog, refusal: &runflow_proxy_rules::Refusal) -> Response {
+    log.finish(refusal.status, "refused", Some(&refusal.code));
+    answer(refusal)
 }
 
 async fn forward(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
@@ -483,7 +426,8 @@ async fn forward(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
         .map(|c| c.0.peer().ip());
     let (parts, body) = req.into_parts();
     let path = parts.uri.path();
-    let path = path.strip_prefix(MOUNT).unwrap_or(path).to_string();
+    // The router only sends calls under the mount here.
+    let path = strip_mount(path, MOUNT).unwrap_or(path).to_string();
     let client = proxy.client_ip(&parts.headers).or(peer);
     let mut log = CallLog {
         method: parts.method.to_string(),
@@ -492,141 +436,75 @@ async fn forward(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
         started,
         run_id: None,
     };
-    let mut response = match proxy.admit(&parts, &log.path, client, started) {
+    let now = started.saturating_duration_since(proxy.epoch);
+    let mut response = match proxy.admit(&parts, &log.path, client, now) {
         Ok(allowed) => {
             log.run_id = allowed.run_id.clone();
             proxy.send(parts, body, allowed, log).await
         }
-        Err(rejection) => {
-            log.finish(rejection.status.as_u16(), "refused", Some(&rejection.code));
-            rejection.into_response()
-        }
+        Err(refusal) => refuse(log, &refusal),
     };
-    guard_headers(&mut response);
+    let headers = response.headers_mut();
+    for (name, value) in GUARD_HEADERS {
+        headers.insert(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        );
+    }
     response
 }
 
-/// Headers on every answer of the proxy, forwarded or its own.
-fn guard_headers(response: &mut Response) {
-    let headers = response.headers_mut();
-    // API answers are per call: never let a cache keep them (the app sets `no-cache` otherwise).
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    // The upstream's body comes back under its own Content-Type; a browser must not sniff it
-    // into HTML or script when someone links to or embeds a proxy URL.
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-}
-
 impl Proxy {
-    /// The client's address from the trusted header: the last entry, the one our own reverse
-    /// proxy added (earlier ones come from the client and can be forged).
+    /// The client's address from the trusted header's last value.
     fn client_ip(&self, headers: &HeaderMap) -> Option<IpAddr> {
         let name = self.config.client_ip_header.as_ref()?;
         let value = headers.get_all(name).iter().next_back()?.to_str().ok()?;
-        value.rsplit(',').next()?.trim().parse().ok()
+        runflow_proxy_rules::limit::client_ip(value)
     }
 
-    /// The checks before forwarding, cheapest and most abusable first: rate limit, the
-    /// authenticate hooks, the allowlist. A refusal comes with its code for the log.
+    /// The checks before forwarding, in the rules' order: rate limit, the authenticate hooks
+    /// (the same-origin check among them), the allowlist with the create budget.
     fn admit(
         &self,
         parts: &Parts,
         path: &str,
         client: Option<IpAddr>,
-        now: Instant,
-    ) -> Result<Allowed, Rejection> {
-        if let Some(Err(wait)) = self.limiter.as_ref().map(|l| l.take(client, now)) {
-            // Whole seconds, rounded up: the client must not come back before a token is there.
-            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            let message = format!("Too many requests through this proxy; retry in {seconds} s");
-            return Err(Rejection::envelope(
-                StatusCode::TOO_MANY_REQUESTS,
-                "RATE_LIMITED",
-                &message,
-            )
-            .retry_after(seconds));
-        }
+        now: Duration,
+    ) -> Result<Allowed, runflow_proxy_rules::Refusal> {
+        self.policy.admit_rate(client, now)?;
         for hook in &self.config.authenticators {
-            if let Err(refusal) = hook.authenticate(parts) {
-                return Err(Rejection::envelope(
-                    refusal.status,
+            hook.authenticate(parts).map_err(|refusal| {
+                runflow_proxy_rules::Refusal::envelope(
+                    refusal.status.as_u16(),
                     &refusal.code,
                     &refusal.message,
-                ));
-            }
+                )
+            })?;
         }
-        let query = parts.uri.query();
-        let models = &self.config.allowed_models;
-        let allowed = runflow_proxy_rules::check(parts.method.as_str(), path, query, models);
-        let allowed = allowed.map_err(|refused| {
-            let (error, code) = match refused {
-                Refused::Path => (
-                    format!("{} {path} is not forwarded by this proxy", parts.method),
-                    "path_not_allowed",
-                ),
-                Refused::Model(model) => (
-                    format!(
-                        "Model {model:?} is not allowed by this proxy (RUNFLOW_ALLOWED_MODELS)"
-                    ),
-                    "model_not_allowed",
-                ),
-            };
-            // The shape of Runflow's own proxy's refusals, which the client already parses.
-            Rejection {
-                status: StatusCode::FORBIDDEN,
-                code: code.into(),
-                body: json!({"error": error, "code": code}),
-                retry_after: None,
-            }
-        })?;
-        // Creates spend credit: they have a budget of their own, far below the polling rate.
-        if allowed.creates_run {
-            if let Some(Err(wait)) = self.creates.as_ref().map(|l| l.take(client, now)) {
-                let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-                let error = format!(
-                    "This proxy's budget of runs per visitor is spent (PROXY_CREATES_PER_MINUTE); retry in {seconds} s"
-                );
-                let code = "create_budget_exceeded";
-                return Err(Rejection {
-                    status: StatusCode::TOO_MANY_REQUESTS,
-                    code: code.into(),
-                    body: json!({"error": error, "code": code}),
-                    retry_after: Some(seconds),
-                });
-            }
-        }
-        Ok(allowed)
+        let method = parts.method.as_str();
+        self.policy
+            .admit_route(method, path, parts.uri.query(), client, now)
     }
 
     async fn send(&self, parts: Parts, body: Body, allowed: Allowed, log: CallLog) -> Response {
         let config = &self.config;
-        let too_large = || {
-            let message = format!(
-                "The request body is over this proxy's {} byte limit (PROXY_MAX_BODY_BYTES); upload large images as assets instead",
-                config.max_body_bytes
-            );
-            envelope(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", &message)
-        };
         let declared = parts
             .headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|len| len > config.max_body_bytes) {
+        if let Err(refusal) = self.policy.admit_length(declared) {
             drain(body).await;
-            log.finish(413, "refused", Some("PAYLOAD_TOO_LARGE"));
-            return too_large();
+            return refuse(log, &refusal);
         }
 
-        let url = format!("{}{}", config.upstream.base, allowed.target);
+        let url = format!("{}{}", config.upstream.0.base, allowed.target);
         let mut request = config
             .client
             .request(parts.method.clone(), url)
             .timeout(config.timeout)
             .header(header::AUTHORIZATION, config.api_key.0.clone());
-        for name in &REQUEST_HEADERS {
+        for name in REQUEST_HEADERS {
             for value in parts.headers.get_all(name) {
                 request = request.header(name, value);
             }
@@ -640,24 +518,10 @@ impl Proxy {
             // Any failure to read it within the cap (the client gone included) is answered 413.
             let limit = usize::try_from(config.max_body_bytes).unwrap_or(usize::MAX);
             let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
-                log.finish(413, "refused", Some("PAYLOAD_TOO_LARGE"));
-                return too_large();
+                return refuse(log, &self.policy.too_large());
             };
-            if let Err(refused) = check_create_body(&bytes, config.max_images_per_run) {
-                let (status, code, error) = match refused {
-                    BodyRefused::TooManyImages(max) => (
-                        StatusCode::FORBIDDEN,
-                        "too_many_images",
-                        format!("input.num_images must be an integer from 1 to {max} through this proxy (PROXY_MAX_IMAGES_PER_RUN)"),
-                    ),
-                    BodyRefused::Unreadable => (
-                        StatusCode::BAD_REQUEST,
-                        "invalid_create_body",
-                        "A create's body must be a JSON object whose input is an object with each field once".into(),
-                    ),
-                };
-                log.finish(status.as_u16(), "refused", Some(code));
-                return (status, Json(json!({"error": error, "code": code}))).into_response();
+            if let Err(refusal) = self.policy.admit_create_body(&bytes) {
+                return refuse(log, &refusal);
             }
             request = request.body(bytes);
         } else if parts.method == axum::http::Method::POST {
@@ -676,39 +540,26 @@ impl Proxy {
         let upstream = match request.send().await {
             Ok(upstream) => upstream,
             Err(_) if exceeded.load(Ordering::Acquire) => {
-                log.finish(413, "refused", Some("PAYLOAD_TOO_LARGE"));
-                return too_large();
+                return refuse(log, &self.policy.too_large());
             }
             Err(e) => {
                 let e = e.without_url();
-                let (status, code, message) = if e.is_connect() {
-                    (
-                        StatusCode::BAD_GATEWAY,
-                        "BAD_GATEWAY",
-                        "Runflow could not be reached; try again shortly",
-                    )
+                let refusal = if e.is_connect() {
+                    runflow_proxy_rules::Refusal::unreachable()
                 } else if e.is_timeout() {
-                    (
-                        StatusCode::GATEWAY_TIMEOUT,
-                        "GATEWAY_TIMEOUT",
-                        "Runflow did not answer in time; a create may still have gone through",
-                    )
+                    runflow_proxy_rules::Refusal::timed_out()
                 } else {
-                    (
-                        StatusCode::BAD_GATEWAY,
-                        "BAD_GATEWAY",
-                        "The connection to Runflow failed; a create may still have gone through",
-                    )
+                    runflow_proxy_rules::Refusal::connection_failed()
                 };
-                log.finish(status.as_u16(), "failed", Some(&error_chain(&e)));
-                return envelope(status, code, message);
+                log.finish(refusal.status, "failed", Some(&error_chain(&e)));
+                return answer(&refusal);
             }
         };
 
         let status = upstream.status();
         let mut headers = HeaderMap::new();
         for (name, value) in upstream.headers() {
-            if RESPONSE_HEADERS.contains(name) || name.as_str().starts_with(RATE_LIMIT_PREFIX) {
+            if returns_response_header(name.as_str()) {
                 headers.append(name, value.clone());
             }
         }
@@ -749,19 +600,16 @@ async fn scrubbed_error(
             }
             Ok(Some(_)) => {
                 log.finish(status.as_u16(), "failed", Some("error body over the limit"));
-                let message = "Runflow's error answer was too long to pass on";
-                return envelope(status, "UPSTREAM_ERROR_TOO_LARGE", message);
+                return answer(&runflow_proxy_rules::Refusal::error_too_large(
+                    status.as_u16(),
+                ));
             }
             Ok(None) => break,
             Err(e) => {
-                log.finish(
-                    502,
-                    "failed",
-                    Some(&format!("response body: {}", error_chain(&e.without_url()))),
-                );
-                let message =
-                    "The connection to Runflow failed; a create may still have gone through";
-                return envelope(StatusCode::BAD_GATEWAY, "BAD_GATEWAY", message);
+                let refusal = runflow_proxy_rules::Refusal::connection_failed();
+                let detail = format!("response body: {}", error_chain(&e.without_url()));
+                log.finish(refusal.status, "failed", Some(&detail));
+                return answer(&refusal);
             }
         }
     }
@@ -773,23 +621,6 @@ async fn scrubbed_error(
     *response.status_mut() = status;
     *response.headers_mut() = headers;
     response
-}
-
-/// `body` with every occurrence of `secret` replaced by `[redacted]`.
-fn redact(body: &[u8], secret: &[u8]) -> Vec<u8> {
-    if secret.is_empty() {
-        return body.to_vec();
-    }
-    let mut out = Vec::with_capacity(body.len());
-    let mut rest = body;
-    while let Some(at) = rest.windows(secret.len()).position(|w| w == secret) {
-        let (before, after) = rest.split_at(at);
-        out.extend_from_slice(before);
-        out.extend_from_slice(REDACTED);
-        rest = after.get(secret.len()..).unwrap_or_default();
-    }
-    out.extend_from_slice(rest);
-    out
 }
 
 /// The error and its causes on one line (reqwest's own message is only the outermost).
