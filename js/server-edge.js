@@ -28,15 +28,13 @@ export async function readCapped(stream, max) {
   return body;
 }
 
-let warnedUnknownClient = false;
+const warned = new Set();
 
-/** Says once per process that the per-client budgets are shared, and how to fix it. */
-export function warnUnknownClient() {
-  if (warnedUnknownClient) return;
-  warnedUnknownClient = true;
-  console.warn(
-    "runflow-kontext/server: the client's address is unknown, so every visitor shares one rate limit and one create budget. Pass clientIp (e.g. (r) => r.headers.get(\"x-forwarded-for\") behind a proxy you trust).",
-  );
+/** Prints `message` once per process: a misconfiguration is worth one line, not one per request. */
+export function warnOnce(message) {
+  if (warned.has(message)) return;
+  warned.add(message);
+  console.warn(`runflow-kontext/server: ${message}`);
 }
 
 /** Reports what an `onLog` or `authenticate` hook threw, without stopping the call. */

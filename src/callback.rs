@@ -169,7 +169,7 @@ fn decode_hex(hex: &str) -> Option<Vec<u8>> {
     Some(bytes)
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {
     use super::*;
 

@@ -34,8 +34,13 @@ export interface ProxyLogEntry {
 
 /** Options of {@link createProxy}. */
 export interface ProxyOptions {
-  /** The Runflow API key. Required; it goes into the upstream Authorization header and nowhere else. */
-  apiKey: string;
+  /**
+   * The Runflow API key; it goes into the upstream Authorization header and nowhere else. When it
+   * is missing or empty (a build, such as `next build`, that imports the route without the
+   * server's secrets), the proxy is still created, answers every call 500 `PROXY_NOT_CONFIGURED`
+   * and says so once on the console.
+   */
+  apiKey: string | undefined;
   /** Where calls go (default "https://api.runflow.io"). A path prefix is kept. */
   upstream?: string;
   /** The path the handler is mounted at (default "/api/runflow"): the part of the URL before "/v1/...". */
@@ -99,7 +104,7 @@ export type ProxyHandler = (request: Request, context?: unknown) => Promise<Resp
  * const proxy = createProxy({ apiKey: process.env.RUNFLOW_API_KEY });
  * export { proxy as GET, proxy as POST };
  * ```
- * @throws {RunflowError} `validation_error` (with `field`) on a missing key or a bad option.
+ * @throws {RunflowError} `validation_error` (with `field`) on an unknown or mistyped option.
  */
 export function createProxy(options: ProxyOptions): ProxyHandler;
 

@@ -97,7 +97,8 @@ struct RawRate {
 /// The proxy's settings, checked.
 pub struct ProxySettings {
     pub policy: Policy,
-    pub api_key: String,
+    /// `None` until configured: every call is then answered 500 (see `proxy::NO_KEY`).
+    pub api_key: Option<String>,
     pub upstream: Upstream,
     pub mount: String,
     pub timeout_ms: u32,
@@ -146,13 +147,7 @@ impl ProxySettings {
         let api_key = raw
             .api_key
             .map(|key| key.trim().to_owned())
-            .filter(|key| !key.is_empty())
-            .ok_or_else(|| {
-                Error::invalid(
-                    "apiKey",
-                    "createProxy needs `apiKey`, your Runflow API key (e.g. process.env.RUNFLOW_API_KEY); it is empty or missing.",
-                )
-            })?;
+            .filter(|key| !key.is_empty());
         let upstream = Upstream::parse(
             raw.upstream
                 .as_deref()
@@ -186,7 +181,7 @@ impl ProxySettings {
         };
         let max_body_bytes = match raw.max_body_bytes {
             None => DEFAULT_MAX_BODY_BYTES,
-            Some(n) if n.fract() == 0.0 && n >= 1.0 && n <= 1e12 => n as u64,
+            Some(n) if n.fract() == 0.0 && (1.0..=1e12).contains(&n) => n as u64,
             Some(_) => {
                 return Err(Error::invalid(
                     "maxBodyBytes",
@@ -241,7 +236,7 @@ impl ProxySettings {
                 ..RateLimit::CREATES
             }),
             Some(CreatesSwitch::Flag(false)) => None,
-            Some(CreatesSwitch::Set(n)) if n == 0.0 => None,
+            Some(CreatesSwitch::Set(0.0)) => None,
             Some(CreatesSwitch::Set(n)) if n.is_finite() && n > 0.0 => Some(RateLimit {
                 per_second: n / 60.0,
                 burst,

@@ -24,11 +24,15 @@ use super::options::ProxySettings;
 extern "C" {
     #[wasm_bindgen(js_name = readCapped)]
     fn read_capped(stream: Option<ReadableStream>, max: f64) -> Promise;
-    #[wasm_bindgen(js_name = warnUnknownClient)]
-    fn warn_unknown_client();
+    #[wasm_bindgen(js_name = warnOnce)]
+    fn warn_once(message: &str);
     #[wasm_bindgen(js_name = reportHookError)]
     fn report_hook_error(what: &str, error: &JsValue);
 }
+
+/// Answered to every call of a proxy created without a key: a build (`next build` imports route
+/// modules) must not fail for want of a secret that only the running server has.
+const NO_KEY: &str = "This proxy has no Runflow API key: set createProxy's apiKey (e.g. RUNFLOW_API_KEY in the server's environment)";
 
 /// The proxy behind `createProxy`; `handle` is the Fetch API handler.
 #[wasm_bindgen(js_name = KontextProxy, skip_typescript)]
@@ -115,6 +119,11 @@ impl Proxy {
             return self.refuse(refusal, log, started);
         };
         log.path = path.clone();
+        let Some(api_key) = &self.settings.api_key else {
+            warn_once(NO_KEY);
+            let refusal = Refusal::envelope(500, "PROXY_NOT_CONFIGURED", NO_KEY);
+            return self.refuse(refusal, log, started);
+        };
         if let Err(refusal) = rules.admit_rate(client, now) {
             return self.refuse(refusal, log, started);
         }
@@ -184,7 +193,10 @@ impl Proxy {
             }
         }
 
-        let upstream = match self.send(&incoming, &allowed.target, &request, body).await {
+        let upstream = match self
+            .send(&incoming, &allowed.target, &request, body, api_key)
+            .await
+        {
             Ok(upstream) => upstream,
             Err(error) => {
                 // gloo-net keeps the error's name and message, not its cause, so "nothing
@@ -221,10 +233,7 @@ impl Proxy {
                 log.reason = Some("error body over the limit or cut".into());
                 return self.answer(&Refusal::error_too_large(status), log, started);
             };
-            let body = redact(
-                &Uint8Array::new(&bytes).to_vec(),
-                self.settings.api_key.as_bytes(),
-            );
+            let body = redact(&Uint8Array::new(&bytes).to_vec(), api_key.as_bytes());
             self.log(log, started);
             return respond(status, &headers, Some(&body));
         }
@@ -304,7 +313,9 @@ impl Proxy {
         };
         let parsed = given.as_deref().and_then(limit::client_ip);
         if parsed.is_none() {
-            warn_unknown_client();
+            warn_once(
+                "the client's address is unknown, so every visitor shares one rate limit and one create budget. Pass clientIp (e.g. (r) => r.headers.get(\"x-forwarded-for\") behind a proxy you trust).",
+            );
         }
         (given, parsed)
     }
@@ -315,6 +326,7 @@ impl Proxy {
         target: &str,
         request: &Request,
         body: Option<Uint8Array>,
+        api_key: &str,
     ) -> Result<gloo_net::http::Response, FetchError> {
         let settings = &self.settings;
         let outgoing = Headers::new().map_err(FetchError::from)?;
@@ -324,7 +336,7 @@ impl Proxy {
             }
         }
         outgoing
-            .set("authorization", &format!("Bearer {}", settings.api_key))
+            .set("authorization", &format!("Bearer {api_key}"))
             .map_err(FetchError::from)?;
         if let Some(org) = &settings.organization_id {
             outgoing

@@ -13,14 +13,17 @@ import { ROOT, launchBrowser, startServer, writeFixtures } from "../e2e/harness.
 const run = promisify(execFile);
 const npm = (cwd, ...args) => run("npm", [...args, "--no-audit", "--no-fund", "--loglevel=error"], { cwd, maxBuffer: 1 << 24 });
 
-// The browser build at the top, the server build (the Node entry's, with what only servers need)
-// under server/; each has its own copy of the JS edge snippet.
+// The browser build at the top, the server build (runflow-kontext/server and the Node entry's)
+// under server/ with its loaders and handlers; each build has its own copy of the JS edge snippet,
+// the server build also its server-edge snippet.
 const EXPECTED_FILES = [
-  "CHANGELOG.md", "LICENSE-APACHE", "LICENSE-MIT", "README.md", "node.js", "package.json",
+  "CHANGELOG.md", "LICENSE-APACHE", "LICENSE-MIT", "README.md", "node.d.ts", "node.js", "package.json",
   "runflow_kontext.d.ts", "runflow_kontext.js", "runflow_kontext_bg.wasm",
+  "server/handlers.js", "server/index.d.ts", "server/index.js", "server/workerd.js",
   "server/runflow_kontext_server.d.ts", "server/runflow_kontext_server.js",
   "server/runflow_kontext_server_bg.wasm", "server/runflow_kontext_server_bg.wasm.d.ts",
   "server/snippets/runflow-kontext-8de8267591aa868e/js/edge.js",
+  "server/snippets/runflow-kontext-8de8267591aa868e/js/server-edge.js",
   "snippets/runflow-kontext-8de8267591aa868e/js/edge.js",
 ];
 
@@ -34,8 +37,10 @@ before(async () => {
   tarball = join(work, packed.filename);
   const files = packed.files.map((f) => f.path).sort();
   const snippet = files.find((f) => f.startsWith("snippets/"));
-  const serverSnippet = files.find((f) => f.startsWith("server/snippets/"));
-  const actual = (f) => (f.startsWith("snippets/") ? snippet : f.startsWith("server/snippets/") ? serverSnippet : f);
+  // The snippet folder's hash is wasm-bindgen's: map the expected names onto the packed one.
+  const serverDir = files.find((f) => f.startsWith("server/snippets/"))?.split("/").slice(0, 3).join("/");
+  const actual = (f) =>
+    f.startsWith("snippets/") ? snippet : f.startsWith("server/snippets/") ? f.replace(/^server\/snippets\/[^/]+/, serverDir) : f;
   assert.deepEqual(files, EXPECTED_FILES.map(actual).sort());
   assert.match(snippet, /^snippets\/runflow-kontext-[0-9a-f]+\/js\/edge\.js$/);
   console.log(`# tarball ${packed.filename}: ${packed.size} bytes packed, ${packed.unpackedSize} unpacked, ${files.length} files`);

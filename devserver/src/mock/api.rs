@@ -41,9 +41,11 @@ const REQUEST_ID: &str = "x-request-id";
 const OFFICIAL_PROXY_MAX_BODY: usize = 32 * 1024;
 /// How long a `truncate` fault waits between the half body and the cut.
 const TRUNCATE_FLUSH: Duration = Duration::from_millis(50);
-/// Request headers worth recording in the log.
-const LOGGED_HEADERS: [&str; 4] = [
+/// Request headers worth recording in the log (a cookie only as present: a proxy in front must
+/// drop the visitor's, and the log shows whether it did).
+const LOGGED_HEADERS: [&str; 5] = [
     "authorization",
+    "cookie",
     "idempotency-key",
     "content-type",
     "x-organization-id",
@@ -172,6 +174,8 @@ async fn handle(state: Arc<AppState>, scenario_id: &str, path: String, req: Requ
             let value = parts.headers.get(name)?.to_str().ok()?;
             let value = if name == "authorization" {
                 redact_authorization(value)
+            } else if name == "cookie" {
+                "[present]".to_string()
             } else {
                 value.to_string()
             };

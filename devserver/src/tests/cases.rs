@@ -181,6 +181,17 @@ async fn the_shared_case_table() {
                 wrong.push(format!("upstream query {got} (expected {want})"));
             }
         }
+        if let Some(want) = expect["upstream_headers"].as_object() {
+            let sent = log.last().map_or(&Value::Null, |entry| &entry["headers"]);
+            for (name, value) in want {
+                if &sent[name] != value {
+                    wrong.push(format!(
+                        "upstream header {name}: {} (expected {value})",
+                        sent[name]
+                    ));
+                }
+            }
+        }
         if answer.head.contains(KEY) || body.contains(KEY) {
             wrong.push("the key is in the answer".into());
         }
