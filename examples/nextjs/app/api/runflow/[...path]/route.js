@@ -6,12 +6,13 @@ import { createProxy } from "runflow-kontext/server";
 // The server entry loads its .wasm with node:fs: the Node runtime, never the Edge one.
 export const runtime = "nodejs";
 
-// Made at the first request, not at import: `next build` imports this module to read its config,
-// and createProxy refuses a missing key, so a build without the secret (as in CI) would fail.
-let proxy;
-function handler(request, context) {
-  proxy ??= createProxy({ apiKey: process.env.RUNFLOW_API_KEY, upstream: process.env.RUNFLOW_UPSTREAM });
-  return proxy(request, context);
-}
+// `next build` imports this module without the server's secrets: a proxy made without a key
+// builds fine and answers 500 PROXY_NOT_CONFIGURED until the key is set.
+const proxy = createProxy({
+  apiKey: process.env.RUNFLOW_API_KEY,
+  upstream: process.env.RUNFLOW_UPSTREAM,
+  // Vercel (and most hosts) append the visitor's address to X-Forwarded-For.
+  clientIp: (request) => request.headers.get("x-forwarded-for"),
+});
 
-export { handler as GET, handler as POST };
+export { proxy as GET, proxy as POST };
