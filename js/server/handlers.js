@@ -34,7 +34,9 @@ export function toNodeHandler(handler) {
 
 async function serveNode(handler, req, res) {
   const host = req.headers.host;
-  const target = typeof req.url === "string" ? req.url : "/";
+  // Express's app.use() strips its mount from req.url and keeps the whole target in originalUrl.
+  const raw = req.originalUrl ?? req.url;
+  const target = typeof raw === "string" ? raw : "/";
   const headers = new Headers();
   for (const [name, value] of Object.entries(req.headers)) {
     if (name.startsWith(":") || HOP_BY_HOP.has(name) || value === undefined) continue;
