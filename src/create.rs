@@ -1,14 +1,17 @@
-//! A create with its image: a local image taken out of the input is turned into its
-//! `image_url` first, and a create refused as too large with an image inline is made once more
-//! with the image uploaded. The JS edge only reads the options and calls in here.
+//! A create with its image: a local image is taken out of the input (before it is validated) and
+//! turned into its `image_url` first, and a create refused as too large with an image inline is
+//! made once more with the image uploaded. The JS edge only reads the options and calls in here.
 
-use js_sys::{JsString, Reflect};
+use js_sys::{JsString, Object, Reflect};
 use wasm_bindgen::{JsCast, JsValue};
 
 use crate::client::{Client, CreateRequest, random_words};
 use crate::error::{Error, ErrorCode};
 use crate::http::{Call, LocalBoxFuture};
 use crate::image_source::{ImageOptions, Local, local_image};
+use crate::input::{
+    KONTEXT_MODEL, validate_kontext, validate_kontext_without_image, validate_untyped,
+};
 use crate::json::js_key;
 use crate::policy::new_ref;
 use crate::run::Run;
@@ -16,6 +19,42 @@ use crate::run::Run;
 /// A local image taken out of the input: the field it was given as, and the wire field its
 /// `image_url` goes in.
 pub type LocalField = (&'static str, &'static str, Local);
+
+/// Validates a create's input with any local image (a File, Blob or bytes as `image` or
+/// `image_url`) taken out of a copy of it, to be checked and sent once the rest is valid, so
+/// that a bad field costs no upload. The image's field names: as given, and on the wire.
+///
+/// # Errors
+/// `validation_error` for the input, or for both image fields given.
+pub fn take_local_image(
+    client: &Client,
+    input: &JsValue,
+) -> Result<(JsValue, Option<LocalField>), Error> {
+    let kontext = client.model == KONTEXT_MODEL;
+    let mut input = input.clone();
+    let mut local = None;
+    for name in ["image", "image_url"] {
+        let value = Reflect::get(&input, &js_key(name)).unwrap_or(JsValue::UNDEFINED);
+        if let Some(image) = local_image(&value, client.inline_limit()) {
+            if local.is_some() {
+                return Err(Error::invalid(
+                    "image",
+                    "Give either `image` or `image_url`, not both.",
+                ));
+            }
+            let copy = Object::assign(&Object::new(), input.unchecked_ref());
+            let _ = Reflect::delete_property(&copy, &name.into());
+            input = copy.into();
+            local = Some((name, if kontext { "image_url" } else { name }, image));
+        }
+    }
+    let wire = match (kontext, local.is_some()) {
+        (true, false) => validate_kontext(&input)?,
+        (true, true) => validate_kontext_without_image(&input)?,
+        (false, _) => validate_untyped(&input)?,
+    };
+    Ok((wire, local))
+}
 
 /// Creates the run, first turning a local image taken out of the input into its `image_url`.
 /// A create refused as too large (413: a proxy with a small body cap, such as Runflow's own at

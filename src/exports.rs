@@ -10,21 +10,18 @@ use wasm_bindgen_futures::future_to_promise;
 use web_sys::AbortSignal;
 
 use crate::client::{Client, CreateRequest};
-use crate::create::{LocalField, create_with_image, image_options};
+use crate::create::{LocalField, create_with_image, image_options, take_local_image};
 use crate::error::{Error, ErrorCode};
 use crate::http::{Call, Transport};
 use crate::image_source::{ImageOptions, local_image};
-use crate::input::{
-    KONTEXT_MODEL, validate_create, validate_kontext, validate_kontext_without_image,
-    validate_untyped,
-};
+use crate::input::{KONTEXT_MODEL, validate_create};
 use crate::json::{Json, js_key};
 use crate::paths::is_valid_model;
 use crate::policy::{DEFAULT_POLL, DEFAULT_RETRY, PollSchedule, RetryPolicy};
 use crate::run::Run;
 use crate::text::signed;
 use crate::upload::{DEFAULT_INLINE_LIMIT, MAX_UPLOAD_BYTES};
-use crate::wait::run_failed;
+use crate::wait::RunToEnd;
 
 #[wasm_bindgen(typescript_custom_section)]
 const TS_TYPES: &str = include_str!("../js/types.d.ts");
@@ -155,23 +152,15 @@ impl KontextClient {
             let progress = options.guarded("onUploadProgress", &reports)?;
             let mut on_status = status_callback(&status_guard);
             let schedule = poll_schedule(&client, &options)?;
-            let created =
-                create_with_image(&client, input, request, local, &progress, &call).await?;
-            on_status(&created);
-            let id = created.id.clone();
-            let done = client
-                .wait_for_run(
-                    &id,
-                    Some(created.status_code),
-                    schedule,
-                    &mut on_status,
-                    &call,
-                )
-                .await?;
-            if done.status.is_failure() {
-                return Err(run_failed(done));
-            }
-            Ok(done.to_json())
+            let to_end = RunToEnd {
+                schedule,
+                on_status: &mut on_status,
+                progress: &progress,
+            };
+            client
+                .create_and_wait(input, request, local, to_end, &call)
+                .await
+                .map(|run| run.to_json())
         })
     }
 
@@ -363,36 +352,14 @@ impl KontextClient {
     }
 }
 
+/// The create's input split from its local image (see `create::take_local_image`), and its
+/// options.
 fn prepare_create(
     client: &Client,
     input: &JsValue,
     options: &Options,
 ) -> Result<(JsValue, CreateRequest, Option<LocalField>), Error> {
-    let kontext = client.model == KONTEXT_MODEL;
-    // A local image is taken out of a copy of the input and checked and sent after the rest of
-    // the input is valid, so a bad field costs no upload.
-    let mut input = input.clone();
-    let mut local = None;
-    for name in ["image", "image_url"] {
-        let value = Reflect::get(&input, &js_key(name)).unwrap_or(JsValue::UNDEFINED);
-        if let Some(image) = local_image(&value, client.inline_limit()) {
-            if local.is_some() {
-                return Err(Error::invalid(
-                    "image",
-                    "Give either `image` or `image_url`, not both.",
-                ));
-            }
-            let copy = Object::assign(&Object::new(), input.unchecked_ref());
-            let _ = Reflect::delete_property(&copy, &name.into());
-            input = copy.into();
-            local = Some((name, if kontext { "image_url" } else { name }, image));
-        }
-    }
-    let wire = match (kontext, local.is_some()) {
-        (true, false) => validate_kontext(&input)?,
-        (true, true) => validate_kontext_without_image(&input)?,
-        (false, _) => validate_untyped(&input)?,
-    };
+    let (wire, local) = take_local_image(client, input)?;
     let request = CreateRequest {
         callback_url: options.string("callbackUrl")?,
         metadata: options.object_value("metadata")?,

@@ -4,14 +4,55 @@
 use js_sys::Reflect;
 use wasm_bindgen::JsValue;
 
-use crate::client::Client;
+use crate::client::{Client, CreateRequest};
+use crate::create::{LocalField, create_with_image};
 use crate::error::{Error, ErrorCode};
 use crate::http::Call;
 use crate::json::js_key;
 use crate::policy::PollSchedule;
 use crate::run::{Run, Status};
 
+/// How `run()` follows its run once created.
+pub struct RunToEnd<'a> {
+    /// The poll schedule.
+    pub schedule: PollSchedule,
+    /// The caller's guarded `onStatus`, called with the new run too.
+    pub on_status: &'a mut dyn FnMut(&Run),
+    /// The caller's guarded `onUploadProgress`, for a local image.
+    pub progress: &'a JsValue,
+}
+
 impl Client {
+    /// `run()`: the create with its image, then the wait, under one call's signal and deadline.
+    ///
+    /// # Errors
+    /// The create's or the wait's error, or `run_failed` when the run ended failed or canceled.
+    pub async fn create_and_wait(
+        &self,
+        wire: JsValue,
+        request: CreateRequest,
+        local: Option<LocalField>,
+        to_end: RunToEnd<'_>,
+        call: &Call,
+    ) -> Result<Run, Error> {
+        let created = create_with_image(self, wire, request, local, to_end.progress, call).await?;
+        (to_end.on_status)(&created);
+        let id = created.id.clone();
+        let done = self
+            .wait_for_run(
+                &id,
+                Some(created.status_code),
+                to_end.schedule,
+                to_end.on_status,
+                call,
+            )
+            .await?;
+        if done.status.is_failure() {
+            return Err(run_failed(done));
+        }
+        Ok(done)
+    }
+
     /// Polls run `id` on `schedule` until it is terminal, calling `on_status` each time
     /// `status_code` changes (`last_seen` is the status the caller already reported, if any).
     ///
