@@ -22,6 +22,19 @@ for (const file of ["index.js", "workerd.js", "handlers.js", "index.d.ts"]) {
 for (const file of ["README.md", "CHANGELOG.md", "LICENSE-MIT", "LICENSE-APACHE"]) {
   await copyFile(new URL(file, root), new URL(file, pkg));
 }
+// The server build's declarations name DOM types in its init signatures (RequestInfo,
+// BufferSource, WebAssembly.*), which a Node project (lib ES2022 + @types/node, skipLibCheck off)
+// does not have. Servers never call init themselves: local stand-ins keep the file checkable.
+const serverTypes = new URL("server/runflow_kontext_server.d.ts", pkg);
+await writeFile(
+  serverTypes,
+  `// Stand-ins for the DOM types of the init signatures below (see scripts/package.mjs).
+type RequestInfo = string | Request;
+type BufferSource = ArrayBufferView | ArrayBuffer;
+declare namespace WebAssembly { interface Module {} interface Memory {} interface Table {} }
+
+` + (await readFile(serverTypes, "utf8")),
+);
 // wasm-pack writes a catch-all .gitignore that would also hide files from `npm pack`.
 await rm(new URL(".gitignore", pkg), { force: true });
 await rm(new URL("server/.gitignore", pkg), { force: true });

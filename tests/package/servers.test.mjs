@@ -156,6 +156,11 @@ async function assertKeyAdded(mock) {
   assert.ok(log.some((entry) => entry.kind === "get"), "the run was followed through the proxy");
 }
 
+test("node-proxy: the server entry's types check, and lines that must not compile do not", async () => {
+  // tsc fails if any line marked ts-expect-error in type-tests.ts compiles.
+  await run(join(installed["node-proxy"], "node_modules/.bin/tsc"), ["--noEmit", "-p", installed["node-proxy"]]);
+});
+
 test("node-proxy: node:http + toNodeHandler(createProxy) serves the page, which edits through it with the key added", async () => {
   const started = performance.now();
   const mock = await createScenario(devserver.url, { api_key: KEY });
