@@ -80,7 +80,8 @@ export interface ProxyOptions {
   maxImagesPerRun?: number;
   /**
    * Your own check, run before anything is forwarded (e.g. a session cookie): `true` lets the call
-   * through, `false` answers 401. A `Response` is answered as it is.
+   * through, anything else answers 401. A `Response` is answered as it is. Read headers and
+   * cookies only, not the body: the proxy forwards it.
    */
   authenticate?: (request: Request) => boolean | Response | Promise<boolean | Response>;
   /** Called once per call with what happened; what it throws is ignored. */
