@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { sizes } from "./size.mjs";
 import { Bench, stats } from "./browser.mjs";
 import { simulateWaiting } from "./waiting.mjs";
-import { proxyCost } from "./proxy.mjs";
+import { benchProxy, proxyCost, renderProxyServer } from "./proxy.mjs";
 import { render, summaryTable } from "./report.mjs";
 
 const root = new URL("../", import.meta.url).pathname;
@@ -26,6 +26,7 @@ const CONFIG = {
   concurrency: { n: 200, lifecycles: [[0, 0, 0], [200, 200, 600]], pollIntervalMs: quick ? 50 : 50 },
   waiting: { durations: [5000, 10000, 30000], exact: quick ? 2 : 4, spread: quick ? 4 : 8 },
   proxy: { n: quick ? 300 : 2000, concurrency: 32, ms: quick ? 1000 : 3000 },
+  proxyServer: { n: quick ? 300 : 1000, warmup: 50, concurrency: 32, count: quick ? 1000 : 3000, rounds: quick ? 1 : 3 },
   images: { bytes: 10 * 1024 * 1024, n: quick ? 5 : 20, warmup: quick ? 1 : 3 },
 };
 
@@ -67,6 +68,8 @@ try {
   report.size = await sizes();
   log(`proxy: ${CONFIG.proxy.n} sequential GETs each way, then ${CONFIG.proxy.concurrency} in flight`);
   report.proxy = await proxyCost(CONFIG.proxy);
+  log(`proxy (issue 12): the mock, runflow-kontext/server on node:http, the Rust proxy; ${CONFIG.proxyServer.n} sequential GETs each, then ${CONFIG.proxyServer.concurrency} in flight`);
+  report.proxyServer = await benchProxy(CONFIG.proxyServer);
   await bench.start();
   report.machine.browser = await bench.env();
   log(`start-up: ${CONFIG.startupLoads} cold + ${CONFIG.startupLoads} warm loads`);
@@ -95,7 +98,10 @@ report.elapsedSeconds = Math.round((Date.now() - started) / 1000);
 
 await mkdir(root + "target/bench", { recursive: true });
 await writeFile(root + "target/bench/report.json", JSON.stringify(report, null, 2) + "\n");
-const md = render(report);
+const rendered = render(report);
+// The server entry's proxy (issue 12), before the machine section.
+const proxyServerMd = renderProxyServer(report.proxyServer);
+const md = rendered.includes("## Machine") ? rendered.replace("## Machine", `${proxyServerMd}\n## Machine`) : `${rendered}\n${proxyServerMd}`;
 await writeFile(root + "target/bench/report.md", md);
 log(`wrote target/bench/report.md and report.json in ${report.elapsedSeconds} s`);
 console.log(summaryTable(report));
