@@ -6,6 +6,7 @@
 mod conn;
 mod mock;
 mod proxy;
+mod relay;
 #[cfg(test)]
 mod tests;
 
@@ -24,6 +25,10 @@ pub use proxy::{
     ApiKey, Authenticate, ModelAllowlist, ProxyConfig, RateLimit, Refusal, SameOrigin,
     SharedSecret, Upstream, DEFAULT_MAX_BODY_BYTES, DEFAULT_MODEL, DEFAULT_TIMEOUT,
     DEFAULT_UPSTREAM,
+};
+pub use relay::{
+    CallbackSecrets, Relay, RelayConfig, CALLBACK_PATH, DEFAULT_CALLBACK_MAX_BYTES,
+    DEFAULT_HEARTBEAT, DEFAULT_MAX_RUNS, DEFAULT_RETENTION, EVENTS_PATH, RELAY_HEADER,
 };
 
 /// Where the API is mounted, as with Runflow's own proxy package (the client's `baseUrl`).
@@ -109,9 +114,7 @@ pub fn parse_lifecycle(text: &str) -> Result<[u64; 3], String> {
     }
 }
 
-/// Builds the whole server: static files, and either the mock API with its control API or the
-/// proxy. `GET /api/runflow/_backend` tells a page which: `{"backend": "mock", "upstream": null}`
-/// or `{"backend": "proxy", "upstream": "<origin>"}`.
+/// Builds the whole server with the callback relay off: see `app_with_relay`.
 ///
 /// # Example
 /// ```
@@ -119,6 +122,27 @@ pub fn parse_lifecycle(text: &str) -> Result<[u64; 3], String> {
 /// # drop(app);
 /// ```
 pub fn app(config: Config) -> Router {
+    app_with_relay(config, Relay::default())
+}
+
+/// Builds the whole server: static files, either the mock API with its control API or the
+/// proxy, and the callback relay (`POST /api/runflow/callbacks`,
+/// `GET /api/runflow/runs/{id}/events`; see `docs/callbacks.md`), which answers 503 while off.
+/// `GET /api/runflow/_backend` tells a page which backend, and whether the relay is on:
+/// `{"backend": "mock", "upstream": null, "relay": {...}}` or
+/// `{"backend": "proxy", "upstream": "<origin>", "relay": {...}}`, the relay being
+/// `{"on": true, "events": "/api/runflow/runs/{id}/events", "callback": "<PUBLIC_URL>/api/runflow/callbacks"}`
+/// or `{"on": false, "message": "<how to turn it on>"}`.
+///
+/// # Example
+/// ```
+/// use runflow_devserver::{app_with_relay, CallbackSecrets, Config, Relay, RelayConfig};
+/// let secrets = CallbackSecrets::parse("whsec_x").unwrap();
+/// let relay = RelayConfig::new(secrets, "http://127.0.0.1:8080").unwrap();
+/// let app = app_with_relay(Config::default(), Relay::On(Box::new(relay)));
+/// # drop(app);
+/// ```
+pub fn app_with_relay(config: Config, relay: Relay) -> Router {
     // Dev builds change constantly: make the browser revalidate (cheap 304s) instead of guessing.
     let no_cache = SetResponseHeaderLayer::if_not_present(
         header::CACHE_CONTROL,
@@ -127,25 +151,28 @@ pub fn app(config: Config) -> Router {
     let pkg = ServeDir::new(&config.pkg_dir);
     let www = ServeDir::new(&config.www_dir);
     let isolated = config.isolated;
+    let relay_info = relay.info();
     let (api, backend) = match config.backend.clone() {
         Backend::Mock => (
             mock::router(config),
-            json!({"backend": "mock", "upstream": null}),
+            json!({"backend": "mock", "upstream": null, "relay": relay_info}),
         ),
         Backend::Proxy(proxy) => {
             let upstream = proxy.upstream.origin().to_string();
-            let info = json!({"backend": "proxy", "upstream": upstream});
+            let info = json!({"backend": "proxy", "upstream": upstream, "relay": relay_info});
             (proxy::router(*proxy), info)
         }
     };
+    // The relay's routes are more specific than the proxy's `/api/runflow/{*rest}`: they win.
+    let api = relay::router(&relay).merge(api);
     let app = api
         .route(
             &format!("{MOUNT}/_backend"),
             get(move || std::future::ready(Json(backend.clone()))),
         )
         .nest_service("/pkg", pkg)
-        .fallback_service(www)
-        .layer(no_cache);
+        .fallback_service(www);
+    let app = relay::advertise(app, &relay).layer(no_cache);
     if !isolated {
         return app;
     }

@@ -1,9 +1,12 @@
 //! `devserver`: the demo page, the built package and the API on one port: the embedded mock, or
-//! with `RUNFLOW_API_KEY` set a proxy to the real API (see `docs/proxy.md` for its variables).
+//! with `RUNFLOW_API_KEY` set a proxy to the real API (see `docs/proxy.md` for its variables);
+//! with `RUNFLOW_CALLBACK_SECRETS` and `PUBLIC_URL` set, the callback relay (`docs/callbacks.md`).
 
 use std::{env, io::Write, process::ExitCode, time::Duration};
 
-use runflow_devserver::{app, parse_lifecycle, serve, Backend, Config, ProxyConfig};
+use runflow_devserver::{
+    app_with_relay, parse_lifecycle, serve, Backend, Config, ProxyConfig, Relay,
+};
 
 /// How long open requests (hung ones included) get to finish after ctrl-c or SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -51,6 +54,19 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let relay = match Relay::from_env(|name| env::var(name).ok()) {
+        Ok(relay) => {
+            match &relay {
+                Relay::On(config) => eprintln!("devserver: {}", config.summary()),
+                Relay::Off(message) => eprintln!("devserver: {message}"),
+            }
+            relay
+        }
+        Err(message) => {
+            eprintln!("devserver: {message}");
+            return ExitCode::from(2);
+        }
+    };
     let config = Config {
         www_dir: var("WWW_DIR", "www").into(),
         pkg_dir: var("PKG_DIR", "pkg").into(),
@@ -87,7 +103,7 @@ async fn main() -> ExitCode {
 
     // Stop accepting on the signal, then give open requests a moment: hung ones never finish.
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = serve(listener, app(config), async move {
+    let server = serve(listener, app_with_relay(config, relay), async move {
         let _ = stopped.await;
     });
     tokio::pin!(server);

@@ -124,10 +124,9 @@ fn proxy_mode_names_its_upstream_and_never_logs_the_key() {
 
     assert_eq!(backend, format!("proxy to {mock_url}"));
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    assert!(info.contains(r#""backend":"proxy""#), "{info}");
     assert!(
-        info.ends_with(&format!(
-            "{{\"backend\":\"proxy\",\"upstream\":\"{mock_url}\"}}"
-        )),
+        info.contains(&format!("\"upstream\":\"{mock_url}\"")),
         "{info}"
     );
     let call = stderr

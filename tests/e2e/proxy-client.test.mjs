@@ -52,7 +52,8 @@ test("KontextClient.run through the proxy: the proxy adds the key, the page neve
     );
     assert.equal(result.status, "succeeded");
     assert.equal(result.outputs, 1);
-    assert.deepEqual(result.backend, { backend: "proxy", upstream: upstream.url });
+    assert.deepEqual({ backend: result.backend.backend, upstream: result.backend.upstream }, { backend: "proxy", upstream: upstream.url });
+    assert.equal(result.backend.relay.on, false);
 
     const log = await scenario.log();
     const kinds = new Set(log.map((entry) => entry.kind));

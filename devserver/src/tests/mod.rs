@@ -7,6 +7,7 @@ mod images;
 mod isolation;
 mod lifecycle;
 mod proxy;
+mod relay;
 mod uploads;
 mod upstream;
 
