@@ -5,15 +5,14 @@
 // key arrived, and nothing the browser sent or received holds it. The Next.js app also receives
 // signed callbacks.
 import assert from "node:assert/strict";
-import { execFile, spawn } from "node:child_process";
+import { execFile } from "node:child_process";
 import { createHmac, randomBytes } from "node:crypto";
-import { once } from "node:events";
 import { cp, mkdtemp, rm } from "node:fs/promises";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { promisify } from "node:util";
+import { freePort, ready, startProcess, stopProcess } from "./processes.mjs";
 import { ROOT, createScenario, launchBrowser, openPage, startServer } from "../e2e/harness.mjs";
 
 const run = promisify(execFile);
@@ -62,54 +61,15 @@ async function example(name, tarball) {
   return dir;
 }
 
-/** Starts `command` in its own process group (so stopping it stops what it spawned), output kept. */
-function start(command, args, { cwd, env }) {
-  const child = spawn(command, args, { cwd, env: { ...process.env, ...env }, detached: true, stdio: ["ignore", "pipe", "pipe"] });
-  child.output = "";
-  child.stdout.on("data", (chunk) => (child.output += chunk));
-  child.stderr.on("data", (chunk) => (child.output += chunk));
+function start(command, args, options) {
+  const child = startProcess(command, args, options);
   children.add(child);
   return child;
 }
 
 async function stop(child) {
   children.delete(child);
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = once(child, "exit");
-  const kill = (signal) => {
-    try {
-      process.kill(-child.pid, signal);
-    } catch {
-      // already gone
-    }
-  };
-  kill("SIGTERM");
-  const timer = setTimeout(() => kill("SIGKILL"), 5_000);
-  await exited;
-  clearTimeout(timer);
-}
-
-/** Resolves when `url` answers 200, rejects if `child` exits or `ms` pass first. */
-async function ready(child, url, ms = 30_000) {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    if (child.exitCode !== null) throw new Error(`exited (${child.exitCode}) before serving ${url}:\n${child.output}`);
-    try {
-      if ((await fetch(url)).ok) return;
-    } catch {
-      // not listening yet
-    }
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  throw new Error(`${url} not ready in ${ms} ms:\n${child.output}`);
-}
-
-async function freePort() {
-  const server = createServer().listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const { port } = server.address();
-  server.close();
-  return port;
+  await stopProcess(child);
 }
 
 /**

@@ -7,16 +7,15 @@
 // Fully local: no login, no account; metrics, error reports, the update check (the banner's) and
 // the `Request.cf` download are turned off, so nothing but 127.0.0.1 is called.
 import assert from "node:assert/strict";
-import { execFile, spawn } from "node:child_process";
+import { execFile } from "node:child_process";
 import { createHmac, randomBytes } from "node:crypto";
-import { once } from "node:events";
 import { cp, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createRequire } from "node:module";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { after, before, test } from "node:test";
+import { freePort, ready, startProcess, stopProcess } from "./processes.mjs";
 import { promisify } from "node:util";
 import { ROOT, createScenario, startServer } from "../e2e/harness.mjs";
 
@@ -48,14 +47,6 @@ after(async () => {
   if (work) await rm(work, { recursive: true, force: true });
 });
 
-async function freePort() {
-  const server = createServer().listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const { port } = server.address();
-  server.close();
-  return port;
-}
-
 /** `wrangler dev --local` in its own process group (wrangler spawns workerd), output kept. */
 async function wranglerDev(vars) {
   // Secrets as in local development: .dev.vars, so the key is on no command line.
@@ -68,12 +59,9 @@ async function wranglerDev(vars) {
     "--persist-to", join(work, "state"), "--show-interactive-dev-session=false", "--log-level", "log",
     ...Object.entries(vars.plain).flatMap(([k, v]) => ["--var", `${k}:${v}`]),
   ];
-  const child = spawn(join(dir, "node_modules/.bin/wrangler"), args, {
+  const child = startProcess(join(dir, "node_modules/.bin/wrangler"), args, {
     cwd: dir,
-    detached: true,
-    stdio: ["ignore", "pipe", "pipe"],
     env: {
-      ...process.env,
       WRANGLER_SEND_METRICS: "false",
       WRANGLER_SEND_ERROR_REPORTS: "false",
       WRANGLER_HIDE_BANNER: "true", // the banner is what runs the update check
@@ -81,44 +69,8 @@ async function wranglerDev(vars) {
       XDG_CONFIG_HOME: home, // wrangler's logs and dev registry, not in ~/.config
     },
   });
-  child.output = "";
-  child.stdout.on("data", (chunk) => (child.output += chunk));
-  child.stderr.on("data", (chunk) => (child.output += chunk));
   child.url = `http://127.0.0.1:${port}`;
   return child;
-}
-
-async function stop(child) {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = once(child, "exit");
-  const kill = (signal) => {
-    try {
-      process.kill(-child.pid, signal);
-    } catch {
-      // already gone
-    }
-  };
-  kill("SIGTERM");
-  const timer = setTimeout(() => kill("SIGKILL"), 5_000);
-  await exited;
-  clearTimeout(timer);
-  kill("SIGKILL"); // anything of the group (workerd) still about
-}
-
-/** Resolves when `url` answers 200, rejects if `child` exits or `ms` pass first. */
-async function ready(child, url, ms = 30_000) {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    if (child.exitCode !== null) throw new Error(`exited (${child.exitCode}) before serving ${url}:\n${child.output}`);
-    try {
-      const response = await fetch(url);
-      if (response.ok) return response;
-    } catch {
-      // not listening yet
-    }
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  throw new Error(`${url} not ready in ${ms} ms:\n${child.output}`);
 }
 
 test("workers: wrangler dev --local serves createProxy and receiveCallback from the package's workerd entry", async () => {
@@ -196,7 +148,7 @@ test("workers: wrangler dev --local serves createProxy and receiveCallback from 
     assert.ok(!worker.output.includes(KEY), "the key is in wrangler's output");
     assert.doesNotMatch(worker.output, /Request\.cf|update available/, "wrangler reached for the network");
   } finally {
-    await stop(worker);
+    await stopProcess(worker);
   }
   console.log(`# workers test after wrangler was ready: ${seconds(started)}`);
 });
