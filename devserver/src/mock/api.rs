@@ -22,6 +22,7 @@ use serde_json::{json, Map, Value};
 
 use super::{
     assets::{self, Confirmation, Presigned, StoreRefused, MAX_ASSET_BYTES},
+    callbacks,
     imaging::parse_aspect_ratio,
     run::{rfc3339, Phase, Run, KONTEXT},
     scenario::{body_hash, Action, Claim, Envelope, Kind, LogEntry, Replay, Scenario},
@@ -81,6 +82,9 @@ enum Route {
     UploadCreate,
     UploadPut { asset_id: String },
     UploadConfirm { asset_id: String },
+    CallbackSecret,
+    CallbackHistory { id: String },
+    CallbackRedelivery { id: String },
     Other,
 }
 
@@ -91,6 +95,13 @@ impl Route {
             (&Method::GET, ["v1", "health"]) => Route::Health,
             (&Method::GET, ["v1", "runs"]) => Route::Search,
             (&Method::GET, ["v1", "runs", id]) => Route::Get { id: id.to_string() },
+            (&Method::POST, ["v1", "callback-secrets"]) => Route::CallbackSecret,
+            (&Method::GET, ["v1", "runs", id, "callback"]) => {
+                Route::CallbackHistory { id: id.to_string() }
+            }
+            (&Method::POST, ["v1", "runs", id, "callback-redeliveries"]) => {
+                Route::CallbackRedelivery { id: id.to_string() }
+            }
             (&Method::POST, ["v1", "asset-uploads"]) => Route::UploadCreate,
             (&Method::POST, ["v1", "asset-uploads", id, "confirmations"]) => Route::UploadConfirm {
                 asset_id: percent_decode_str(id).decode_utf8_lossy().into_owned(),
@@ -123,6 +134,9 @@ impl Route {
             Route::UploadCreate => Kind::UploadCreate,
             Route::UploadPut { .. } => Kind::UploadPut,
             Route::UploadConfirm { .. } => Kind::UploadConfirm,
+            Route::CallbackSecret => Kind::CallbackSecret,
+            Route::CallbackHistory { .. } => Kind::CallbackHistory,
+            Route::CallbackRedelivery { .. } => Kind::CallbackRedelivery,
             Route::Other => Kind::Other,
         }
     }
@@ -345,7 +359,12 @@ fn official_proxy_refusal(parts: &Parts, route: &Route, body: Option<&Bytes>) ->
     };
     match route {
         Route::UploadPut { .. } => return None,
-        Route::Search | Route::Other => return not_allowed(),
+        // It forwards none of the callback calls either: a server makes those with its key.
+        Route::Search
+        | Route::Other
+        | Route::CallbackSecret
+        | Route::CallbackHistory { .. }
+        | Route::CallbackRedelivery { .. } => return not_allowed(),
         Route::Get { id } if !is_uuid(id) => return not_allowed(),
         _ => {}
     }
@@ -624,6 +643,9 @@ impl Api {
             Route::Health => Json(json!({"status": "ok"})).into_response(),
             Route::UploadCreate => self.upload_create(body),
             Route::UploadConfirm { asset_id } => self.upload_confirm(asset_id, body),
+            Route::CallbackSecret => self.create_secret(body),
+            Route::CallbackHistory { id } => self.callback_history(id),
+            Route::CallbackRedelivery { id } => self.redeliver(id, body),
             Route::UploadPut { .. } | Route::Other => {
                 self.error(StatusCode::NOT_FOUND, "NOT_FOUND", "No such endpoint", None)
             }
@@ -803,8 +825,10 @@ impl Api {
             client_ref,
             callback_url,
             settings,
+            host(&self.parts.headers),
         ));
         self.scenario.add_run(run.clone());
+        callbacks::schedule(&self.state, &self.scenario, &run);
         let response = run
             .to_json(
                 &self.state,
@@ -820,6 +844,72 @@ impl Api {
             });
         }
         (StatusCode::CREATED, Json(response)).into_response()
+    }
+
+    /// The refusal of a body that is neither blank nor a JSON object (`{}`).
+    fn unless_blank_or_object(&self, body: &Bytes) -> Option<Response> {
+        let blank = body.iter().all(u8::is_ascii_whitespace);
+        if blank || matches!(serde_json::from_slice(body), Ok(Value::Object(_))) {
+            return None;
+        }
+        let message = "The request body must be a JSON object";
+        Some(self.error(StatusCode::BAD_REQUEST, "BAD_REQUEST", message, None))
+    }
+
+    /// `POST /v1/callback-secrets`: a new signing secret, shown this once; the newest signs.
+    fn create_secret(&self, body: &Bytes) -> Response {
+        if let Some(refusal) = self.unless_blank_or_object(body) {
+            return refusal;
+        }
+        let secret = self.scenario.create_secret();
+        (StatusCode::CREATED, Json(secret.created_json())).into_response()
+    }
+
+    fn run_not_found(&self, id: &str) -> Response {
+        self.error(
+            StatusCode::NOT_FOUND,
+            "RUN_NOT_FOUND",
+            &format!("Run {id} not found"),
+            None,
+        )
+    }
+
+    /// `GET /v1/runs/{id}/callback`: every delivery attempt for the run, oldest first.
+    fn callback_history(&self, id: &str) -> Response {
+        let Some(run) = self.scenario.run(id) else {
+            return self.run_not_found(id);
+        };
+        let attempts: Vec<_> = self
+            .scenario
+            .attempts()
+            .iter()
+            .filter(|a| a.run_id == run.id)
+            .map(callbacks::Attempt::public)
+            .collect();
+        let body =
+            json!({"run_id": run.id, "callback_url": run.callback_url, "attempts": attempts});
+        Json(body).into_response()
+    }
+
+    /// `POST /v1/runs/{id}/callback-redeliveries`: delivers the ended run's callback again, with
+    /// the payload rebuilt.
+    fn redeliver(&self, id: &str, body: &Bytes) -> Response {
+        if let Some(refusal) = self.unless_blank_or_object(body) {
+            return refusal;
+        }
+        let Some(run) = self.scenario.run(id) else {
+            return self.run_not_found(id);
+        };
+        if !run.ended() {
+            let message = "The run has not ended yet: its callback is sent when it does";
+            return self.error(StatusCode::CONFLICT, "RUN_NOT_TERMINAL", message, None);
+        }
+        let Some(delivery) = callbacks::redeliver(&self.state, &self.scenario, &run) else {
+            let message = "This run has no callback_url: there is nothing to redeliver";
+            return self.error(StatusCode::CONFLICT, "NO_CALLBACK_URL", message, None);
+        };
+        let body = json!({"run_id": run.id, "delivery": delivery});
+        (StatusCode::ACCEPTED, Json(body)).into_response()
     }
 
     /// Step 1 of an upload: records the asset and hands out its presigned PUT URL.

@@ -351,6 +351,7 @@ mod tests {
             files: Default::default(),
             assets: AssetStore::default(),
             requests: Default::default(),
+            callback_client: Default::default(),
         });
         let expires = unix(SystemTime::now()) + 60;
         let signature = state.assets.sign_download("asset_gone", expires);

@@ -146,3 +146,29 @@ pub(crate) async fn runs(
     }
     Ok(Json(json!({"items": Value::Array(items)})).into_response())
 }
+
+/// `GET /__mock/s/{id}/callbacks`: every callback attempt of the scenario, oldest first, with
+/// the headers and the body exactly as sent, and how many deliveries are not finished.
+pub(crate) async fn callbacks(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ControlError> {
+    let scenario = scenario(&state, &id)?;
+    let body = json!({"attempts": scenario.attempts(), "pending": scenario.pending_deliveries()});
+    Ok(Json(body).into_response())
+}
+
+/// `DELETE /__mock/s/{id}`: forgets the scenario, its runs and its pending callback deliveries.
+pub(crate) async fn delete(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ControlError> {
+    match state.scenarios.remove(&id) {
+        Ok(true) => Ok(StatusCode::NO_CONTENT),
+        Ok(false) => Err(ControlError(
+            StatusCode::NOT_FOUND,
+            format!("unknown scenario {id:?}"),
+        )),
+        Err(message) => Err(bad_request(message)),
+    }
+}

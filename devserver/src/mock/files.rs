@@ -132,6 +132,7 @@ mod tests {
             files: FileStore::default(),
             assets: Default::default(),
             requests: AtomicU64::new(0),
+            callback_client: Default::default(),
         });
         let image = Encoded {
             width: 1,

@@ -2,6 +2,7 @@
 
 mod api;
 mod assets;
+mod callbacks;
 mod control;
 mod files;
 mod imaging;
@@ -22,7 +23,7 @@ use axum::{
         HeaderName,
     },
     middleware,
-    routing::{any, get, post, put},
+    routing::{any, delete, get, post, put},
     Router,
 };
 use tower_http::cors::{Any, CorsLayer};
@@ -36,6 +37,8 @@ pub(crate) struct AppState {
     files: files::FileStore,
     assets: assets::AssetStore,
     requests: AtomicU64,
+    /// Delivers callbacks (to loopback URLs only: see `callbacks`).
+    callback_client: reqwest::Client,
 }
 
 impl AppState {
@@ -57,12 +60,15 @@ pub(crate) fn router(config: Config) -> Router {
         files: files::FileStore::default(),
         assets: assets::AssetStore::default(),
         requests: AtomicU64::new(0),
+        callback_client: callbacks::client(),
     });
     let control = Router::new()
         .route("/__mock/scenarios", post(control::create))
         .route("/__mock/s/{scenario}/log", get(control::log))
         .route("/__mock/s/{scenario}/faults", post(control::add_faults))
         .route("/__mock/s/{scenario}/runs", get(control::runs))
+        .route("/__mock/s/{scenario}/callbacks", get(control::callbacks))
+        .route("/__mock/s/{scenario}", delete(control::delete))
         .route_layer(middleware::from_fn_with_state(mock_cors, control::guard));
     let router = Router::new()
         .route("/api/runflow/v1/{*rest}", any(api::default_scenario))

@@ -1,7 +1,7 @@
 //! Runs: their lifecycle (a pure function of the time since creation) and their wire JSON.
 
 use std::{
-    sync::Arc,
+    sync::{atomic::AtomicU32, Arc},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -105,6 +105,11 @@ pub(crate) struct Run {
     pub client_ref: Option<String>,
     pub callback_url: Option<String>,
     pub settings: Arc<Settings>,
+    /// The host the create came in by: output URLs in its callbacks are on it, as in the GETs
+    /// of the client that made it.
+    pub host: String,
+    /// Redeliveries asked for so far (`POST /v1/runs/{id}/callback-redeliveries`).
+    pub redeliveries: AtomicU32,
     created: Instant,
     created_at: SystemTime,
     /// Produced once, when the run is first seen finished.
@@ -119,6 +124,7 @@ impl Run {
         client_ref: Option<String>,
         callback_url: Option<String>,
         settings: Arc<Settings>,
+        host: String,
     ) -> Self {
         let id = uuid::Uuid::new_v4();
         if input.get("seed").is_none_or(Value::is_null) {
@@ -139,6 +145,8 @@ impl Run {
             client_ref,
             callback_url,
             settings,
+            host,
+            redeliveries: AtomicU32::new(0),
             created: Instant::now(),
             created_at: SystemTime::now(),
             outcome: OnceCell::new(),
@@ -157,6 +165,22 @@ impl Run {
         } else {
             Phase::Done
         }
+    }
+
+    /// When the run leaves `running` (and, if its status ever ends, ends).
+    pub(crate) fn done_at(&self) -> Instant {
+        let [queued, dispatching, running] = self.settings.lifecycle;
+        self.created + queued + dispatching + running
+    }
+
+    /// Whether the scenario's `final_status` is one that ends (a callback is sent for it).
+    pub(crate) fn completes(&self) -> bool {
+        terminal(&self.settings.final_status) != Terminal::Unknown
+    }
+
+    /// Whether the run has ended: past `running`, with a status that ends.
+    pub(crate) fn ended(&self) -> bool {
+        self.completes() && self.phase() == Phase::Done
     }
 
     fn input_str(&self, field: &str) -> Option<&str> {

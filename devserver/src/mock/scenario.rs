@@ -9,8 +9,12 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tokio::task::JoinSet;
 
-use super::run::{Failure, Run};
+use super::{
+    callbacks::{self, Attempt, Secret},
+    run::{Failure, Run},
+};
 
 /// Scenarios kept at once; the oldest created one is forgotten first (never the default).
 const MAX_SCENARIOS: usize = 2000;
@@ -18,6 +22,8 @@ const MAX_SCENARIOS: usize = 2000;
 const MAX_RUNS: usize = 500;
 /// Log entries kept per scenario; `seq` keeps counting past evictions.
 const MAX_LOG: usize = 5000;
+/// Callback attempts kept per scenario; `seq` keeps counting past evictions.
+const MAX_ATTEMPTS: usize = 5000;
 /// An `upload_url` lasts 15 minutes unless the scenario says otherwise.
 const DEFAULT_UPLOAD_TTL_MS: u64 = 15 * 60 * 1000;
 
@@ -37,8 +43,25 @@ pub(crate) struct ScenarioConfig {
     upload_ttl_ms: Option<u64>,
     idempotency: Option<bool>,
     runflow_proxy: Option<bool>,
+    callback_signing: Option<Signing>,
+    callback_secrets: Option<Vec<String>>,
+    callback_backoff_ms: Option<[u64; 2]>,
+    callback_timeout_ms: Option<u64>,
     #[serde(default)]
     faults: Vec<FaultRule>,
+}
+
+/// Which secret signs a scenario's callbacks.
+#[derive(Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Signing {
+    /// The newest secret, as Runflow signs (unsigned while there is none).
+    #[default]
+    Newest,
+    /// The second newest (still valid during a rotation); the newest while it is the only one.
+    Old,
+    /// No `Runflow-Signature`, even when secrets exist.
+    None,
 }
 
 /// Overrides for the failure reported by `failed`/`errored` runs; missing parts keep the default.
@@ -102,6 +125,12 @@ pub(crate) struct Settings {
     /// Behave as if Runflow's official proxy sat in front (`"runflow_proxy": true`): see
     /// `api::official_proxy_refusal` and `docs/mock.md`.
     pub runflow_proxy: bool,
+    /// Which secret signs callbacks (`"callback_signing"`).
+    pub callback_signing: Signing,
+    /// The pauses before a callback's second and third attempts.
+    pub callback_backoff: [Duration; 2],
+    /// How long one callback attempt may take.
+    pub callback_timeout: Duration,
 }
 
 impl Settings {
@@ -142,6 +171,16 @@ impl Settings {
             ),
             idempotency: config.idempotency.unwrap_or(true),
             runflow_proxy: config.runflow_proxy.unwrap_or(false),
+            callback_signing: config.callback_signing.unwrap_or_default(),
+            callback_backoff: config
+                .callback_backoff_ms
+                .unwrap_or(callbacks::DEFAULT_BACKOFF_MS)
+                .map(Duration::from_millis),
+            callback_timeout: Duration::from_millis(
+                config
+                    .callback_timeout_ms
+                    .unwrap_or(callbacks::DEFAULT_TIMEOUT_MS),
+            ),
         }
     }
 }
@@ -157,6 +196,9 @@ pub(crate) enum Kind {
     UploadCreate,
     UploadPut,
     UploadConfirm,
+    CallbackSecret,
+    CallbackHistory,
+    CallbackRedelivery,
     Other,
 }
 
@@ -475,14 +517,30 @@ struct State {
     /// The keys in `idempotency` by age (`Claimed::seq`), oldest first.
     idempotency_order: BTreeMap<u64, IdempotencyKey>,
     next_claim: u64,
+    /// Callback signing secrets, oldest first.
+    secrets: Vec<Secret>,
+    next_secret: u64,
+    /// Callback attempts, oldest first.
+    attempts: VecDeque<Attempt>,
+    next_attempt: u64,
+    /// The callback deliveries under way or waiting for their run to end: aborted when the
+    /// scenario is forgotten (dropping a `JoinSet` aborts its tasks).
+    deliveries: JoinSet<()>,
 }
 
 impl Scenario {
-    fn new(settings: Settings, faults: Vec<FaultRule>) -> Self {
+    fn new(settings: Settings, faults: Vec<FaultRule>, secrets: Vec<String>) -> Self {
+        let secrets: Vec<_> = secrets
+            .into_iter()
+            .enumerate()
+            .map(|(n, plain)| Secret::given(format!("cbs_{}", n + 1), plain))
+            .collect();
         Scenario {
             settings: Arc::new(settings),
             state: Mutex::new(State {
                 faults,
+                next_secret: secrets.len() as u64,
+                secrets,
                 ..State::default()
             }),
         }
@@ -542,6 +600,81 @@ impl Scenario {
     /// Every run still kept, oldest first.
     pub(crate) fn runs(&self) -> Vec<Arc<Run>> {
         self.lock().runs.iter().cloned().collect()
+    }
+
+    /// Makes a new callback signing secret, the newest from now on.
+    pub(crate) fn create_secret(&self) -> Secret {
+        let mut state = self.lock();
+        state.next_secret += 1;
+        let secret = Secret::generate(format!("cbs_{}", state.next_secret));
+        state.secrets.push(secret.clone());
+        secret
+    }
+
+    /// The secret the scenario's callbacks are signed with now, if any.
+    pub(crate) fn signing_secret(&self) -> Option<Secret> {
+        let state = self.lock();
+        let count = state.secrets.len();
+        let index = match self.settings.callback_signing {
+            Signing::Newest => count.checked_sub(1),
+            Signing::Old => count.checked_sub(2).or(count.checked_sub(1)),
+            Signing::None => None,
+        };
+        index.and_then(|i| state.secrets.get(i)).cloned()
+    }
+
+    /// Runs a callback delivery as one of the scenario's tasks (finished ones are reaped).
+    pub(crate) fn spawn(&self, delivery: impl std::future::Future<Output = ()> + Send + 'static) {
+        let mut state = self.lock();
+        while state.deliveries.try_join_next().is_some() {}
+        state.deliveries.spawn(delivery);
+    }
+
+    /// Callback deliveries not finished yet: waiting for their run to end, sending, or
+    /// between attempts.
+    pub(crate) fn pending_deliveries(&self) -> usize {
+        let mut state = self.lock();
+        while state.deliveries.try_join_next().is_some() {}
+        state.deliveries.len()
+    }
+
+    /// Stops every pending callback delivery (the scenario is being forgotten).
+    pub(crate) fn abort_deliveries(&self) {
+        self.lock().deliveries.abort_all();
+    }
+
+    /// Records a callback attempt as it starts; returns its `seq`.
+    pub(crate) fn begin_attempt(&self, mut attempt: Attempt) -> u64 {
+        let mut state = self.lock();
+        attempt.seq = state.next_attempt;
+        state.next_attempt += 1;
+        if state.attempts.len() >= MAX_ATTEMPTS {
+            state.attempts.pop_front();
+        }
+        state.attempts.push_back(attempt);
+        state.next_attempt - 1
+    }
+
+    /// Records how the callback attempt `seq` ended.
+    pub(crate) fn finish_attempt(
+        &self,
+        seq: u64,
+        status: Option<u16>,
+        error: Option<String>,
+        elapsed_ms: u64,
+    ) {
+        let mut state = self.lock();
+        if let Some(attempt) = state.attempts.iter_mut().rev().find(|a| a.seq == seq) {
+            attempt.delivered = status.is_some_and(|s| (200..=299).contains(&s));
+            attempt.status = status;
+            attempt.error = error;
+            attempt.elapsed_ms = Some(elapsed_ms);
+        }
+    }
+
+    /// Every callback attempt still kept, oldest first.
+    pub(crate) fn attempts(&self) -> Vec<Attempt> {
+        self.lock().attempts.iter().cloned().collect()
     }
 
     /// Looks `key` up for a create on `model` with a body hashing to `body_hash`, and reserves
@@ -615,6 +748,7 @@ impl Registry {
         let default = Scenario::new(
             Settings::new(&ScenarioConfig::default(), default_lifecycle),
             Vec::new(),
+            Vec::new(),
         );
         Registry {
             default_lifecycle: [50, 50, 100],
@@ -642,19 +776,48 @@ impl Registry {
         for rule in &config.faults {
             rule.validate()?;
         }
+        if config.callback_timeout_ms == Some(0) {
+            return Err("callback_timeout_ms must be at least 1".into());
+        }
+        let secrets = config.callback_secrets.clone().unwrap_or_default();
+        if secrets.iter().any(String::is_empty) {
+            return Err("callback_secrets must be non-empty strings".into());
+        }
         let settings = Settings::new(&config, self.default_lifecycle);
-        let scenario = Arc::new(Scenario::new(settings, config.faults));
+        let scenario = Arc::new(Scenario::new(settings, config.faults, secrets));
         let mut reg = self.lock();
         let id = format!("sc{}", reg.next_id);
         reg.next_id += 1;
+        let mut evicted = None;
         if reg.order.len() >= MAX_SCENARIOS {
             if let Some(old) = reg.order.pop_front() {
-                reg.scenarios.remove(&old);
+                evicted = reg.scenarios.remove(&old);
             }
         }
         reg.order.push_back(id.clone());
         reg.scenarios.insert(id.clone(), scenario);
+        drop(reg);
+        if let Some(evicted) = evicted {
+            evicted.abort_deliveries();
+        }
         Ok(id)
+    }
+
+    /// Forgets a scenario (never the default), stopping its pending callback deliveries.
+    ///
+    /// Returns whether it existed.
+    ///
+    /// # Errors
+    /// A message when `id` is the default scenario.
+    pub(crate) fn remove(&self, id: &str) -> Result<bool, String> {
+        if id == "default" {
+            return Err("the default scenario cannot be deleted".into());
+        }
+        let mut reg = self.lock();
+        let removed = reg.scenarios.remove(id);
+        reg.order.retain(|o| o != id);
+        drop(reg);
+        Ok(removed.inspect(|s| s.abort_deliveries()).is_some())
     }
 }
 
@@ -686,7 +849,7 @@ mod tests {
 
     fn scenario() -> Arc<Scenario> {
         let settings = Settings::new(&ScenarioConfig::default(), [1, 1, 1]);
-        Arc::new(Scenario::new(settings, Vec::new()))
+        Arc::new(Scenario::new(settings, Vec::new(), Vec::new()))
     }
 
     fn replay(n: u64) -> Replay {

@@ -1,6 +1,7 @@
 //! Tests of the whole app: most through `oneshot`, the connection faults on a real listener.
 
 mod api;
+mod callbacks;
 mod cases;
 mod faults;
 mod images;
