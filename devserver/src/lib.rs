@@ -154,7 +154,7 @@ pub fn app_with_relay(config: Config, relay: Relay) -> Router {
     let relay_info = relay.info();
     let (api, backend) = match config.backend.clone() {
         Backend::Mock => (
-            mock::router(config),
+            mock::router(config, relay.signing_secrets()),
             json!({"backend": "mock", "upstream": null, "relay": relay_info}),
         ),
         Backend::Proxy(proxy) => {

@@ -347,7 +347,7 @@ mod tests {
     async fn a_signed_url_to_a_forgotten_asset_is_a_404() {
         let state = Arc::new(AppState {
             www_dir: ".".into(),
-            scenarios: crate::mock::scenario::Registry::new([0, 0, 0]),
+            scenarios: crate::mock::scenario::Registry::new([0, 0, 0], Vec::new()),
             files: Default::default(),
             assets: AssetStore::default(),
             requests: Default::default(),

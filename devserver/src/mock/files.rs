@@ -128,7 +128,7 @@ mod tests {
     async fn expired_tampered_and_missing_files() {
         let state = Arc::new(AppState {
             www_dir: ".".into(),
-            scenarios: Registry::new([0, 0, 0]),
+            scenarios: Registry::new([0, 0, 0], Vec::new()),
             files: FileStore::default(),
             assets: Default::default(),
             requests: AtomicU64::new(0),

@@ -52,11 +52,13 @@ impl AppState {
 /// API (loopback, same-origin callers only: see `control::guard`) and the output files. With
 /// `mock_cors` every route answers cross-origin pages, as the browser tests need; without it
 /// none sends a CORS header, as Runflow sends none.
-pub(crate) fn router(config: Config) -> Router {
+/// `default_secrets` sign the default scenario's callbacks (oldest first, the last signs): the
+/// relay's, so that in mock mode a run's callback reaches this server's own receiver verified.
+pub(crate) fn router(config: Config, default_secrets: Vec<String>) -> Router {
     let mock_cors = config.mock_cors;
     let state = Arc::new(AppState {
         www_dir: config.www_dir,
-        scenarios: scenario::Registry::new(config.lifecycle_ms),
+        scenarios: scenario::Registry::new(config.lifecycle_ms, default_secrets),
         files: files::FileStore::default(),
         assets: assets::AssetStore::default(),
         requests: AtomicU64::new(0),

@@ -744,11 +744,11 @@ struct RegistryState {
 }
 
 impl Registry {
-    pub(crate) fn new(default_lifecycle: [u64; 3]) -> Self {
+    pub(crate) fn new(default_lifecycle: [u64; 3], default_secrets: Vec<String>) -> Self {
         let default = Scenario::new(
             Settings::new(&ScenarioConfig::default(), default_lifecycle),
             Vec::new(),
-            Vec::new(),
+            default_secrets,
         );
         Registry {
             default_lifecycle: [50, 50, 100],

@@ -86,6 +86,11 @@ impl CallbackSecrets {
         self.0.len()
     }
 
+    /// The secrets, as listed (the first is the newest).
+    pub(crate) fn listed(&self) -> &[String] {
+        &self.0
+    }
+
     /// Never true once parsed.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
@@ -195,6 +200,17 @@ pub enum Relay {
     On(Box<RelayConfig>),
     /// Both routes answer 503 with this message (how to turn it on).
     Off(String),
+}
+
+impl Relay {
+    /// The secrets a mock in front should sign with, oldest first (the first listed is the
+    /// newest, and the mock signs with its last); none while off.
+    pub(crate) fn signing_secrets(&self) -> Vec<String> {
+        match self {
+            Relay::On(config) => config.secrets.listed().iter().rev().cloned().collect(),
+            Relay::Off(_) => Vec::new(),
+        }
+    }
 }
 
 impl Default for Relay {

@@ -469,3 +469,61 @@ async fn without_secrets_the_relay_is_off_and_says_how_to_turn_it_on() {
     let vars = |name: &str| (name == "RUNFLOW_CALLBACK_SECRETS").then(|| SECRET.to_string());
     assert!(matches!(Relay::from_env(vars).unwrap(), Relay::Off(_)));
 }
+
+#[tokio::test]
+async fn in_mock_mode_a_run_s_own_callback_reaches_the_waiting_browser() {
+    // The whole path on one server: the mock signs the default scenario's deliveries with the
+    // relay's newest secret, delivers to the receiver named in the relay header, and the stream
+    // of the run gets the event: no GET of the run after the create.
+    let origin = start(|_| {}).await;
+    let created = client()
+        .post(format!(
+            "{origin}/api/runflow/v1/models/black-forest-labs/flux-pro/kontext/runs"
+        ))
+        .json(&json!({"input": super::kontext_input()}))
+        .send()
+        .await
+        .unwrap();
+    let advertised = created.headers()[RELAY_HEADER].to_str().unwrap().to_owned();
+    let callback = advertised
+        .split(';')
+        .find_map(|part| part.trim().strip_prefix("callback="))
+        .unwrap()
+        .to_owned();
+    assert_eq!(callback, format!("{origin}/api/runflow/callbacks"));
+    // That first run was made without a callback_url; the next is made with the advertised one.
+    let run: Value = client()
+        .post(format!(
+            "{origin}/api/runflow/v1/models/black-forest-labs/flux-pro/kontext/runs"
+        ))
+        .json(&json!({"input": super::kontext_input(), "callback_url": callback, "metadata": {"n": 1}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = run["id"].as_str().unwrap();
+    let got = events(&read_to_end(subscribe(&origin, id, None).await).await);
+    assert_eq!(got.len(), 1, "{got:?}");
+    let event = &got[0].1;
+    assert_eq!(event["runId"], id);
+    assert_eq!(event["event"], "run.completed");
+    assert_eq!(event["metadata"], json!({"n": 1}));
+    assert!(event["output"]["outputs"][0]["url"].is_string(), "{event}");
+    let log: Value = client()
+        .get(format!("{origin}/__mock/s/default/log"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let gets = log["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|entry| entry["kind"] == "get")
+        .count();
+    assert_eq!(gets, 0, "the browser never polled");
+}
