@@ -14,21 +14,11 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{JsFuture, future_to_promise};
 use web_sys::{
-    AbortSignal, Headers, ReadableStream, Request, RequestInit, RequestRedirect, Response,
-    ResponseInit,
+    AbortSignal, Headers, Request, RequestInit, RequestRedirect, Response, ResponseInit,
 };
 
 use super::options::ProxySettings;
-
-#[wasm_bindgen(module = "/js/server-edge.js")]
-extern "C" {
-    #[wasm_bindgen(js_name = readCapped)]
-    fn read_capped(stream: Option<ReadableStream>, max: f64) -> Promise;
-    #[wasm_bindgen(js_name = warnOnce)]
-    fn warn_once(message: &str);
-    #[wasm_bindgen(js_name = reportHookError)]
-    fn report_hook_error(what: &str, error: &JsValue);
-}
+use super::{read_capped, report_hook_error, warn_once};
 
 /// Answered to every call of a proxy created without a key: a build (`next build` imports route
 /// modules) must not fail for want of a secret that only the running server has.

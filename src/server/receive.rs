@@ -12,11 +12,7 @@ use crate::error::{Error, ErrorCode};
 use crate::exports::error_to_js;
 use crate::json::Json;
 
-#[wasm_bindgen(module = "/js/server-edge.js")]
-extern "C" {
-    #[wasm_bindgen(js_name = readCapped)]
-    fn read_capped(stream: Option<web_sys::ReadableStream>, max: f64) -> Promise;
-}
+use super::read_capped;
 
 /// Callback bodies hold output URLs (or `data:` URIs with `sync_mode`): generous, but bounded.
 const MAX_CALLBACK_BYTES: f64 = 32.0 * 1024.0 * 1024.0;

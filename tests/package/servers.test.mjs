@@ -6,12 +6,13 @@
 // signed callbacks.
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { createHmac, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import { cp, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { promisify } from "node:util";
+import { assertCallbackRoute } from "./callbacks.mjs";
 import { freePort, ready, startProcess, stopProcess } from "./processes.mjs";
 import { ROOT, createScenario, launchBrowser, openPage, startServer } from "../e2e/harness.mjs";
 
@@ -194,23 +195,7 @@ for (const bundler of ["turbopack", "webpack"]) {
  */
 async function assertCallbacks(url, server, mock) {
   const [run] = (await (await fetch(`${devserver.url}${mock.base}/runs`)).json()).items;
-  const body = JSON.stringify({
-    event: "run.completed", run_id: run.id, status: "succeeded", output: run.output, duration_ms: 250,
-    created_at: "2026-01-02T03:04:05.000000+00:00", completed_at: "2026-01-02T03:04:05.250000+00:00", metadata: { order: 7 },
-  });
-  const deliver = (raw, signature) => fetch(`${url}/api/runflow/callbacks`, {
-    method: "POST",
-    headers: { "content-type": "application/json", "runflow-signature": signature, "runflow-request-id": "req_cb_1" },
-    body: raw,
-  });
-  const sign = (raw, secret = SECRETS[1]) => createHmac("sha256", secret).update(raw).digest("hex");
-  const good = await deliver(body, sign(body));
-  assert.equal(good.status, 200, await good.clone().text());
-  assert.deepEqual(await good.json(), { ok: true });
-  assert.equal((await deliver(body.replace('"order":7', '"order":8'), sign(body))).status, 401);
-  assert.equal((await deliver(body, sign(body, "whsec_someone_else"))).status, 401);
-  const notCallback = JSON.stringify({ hello: "world" });
-  assert.equal((await deliver(notCallback, sign(notCallback))).status, 400);
+  await assertCallbackRoute(`${url}/api/runflow/callbacks`, run, SECRETS[1], "req_cb_1");
   // The route logged the delivery it accepted, once.
   await new Promise((r) => setTimeout(r, 100));
   const logged = server.output.match(/runflow callback (.+)/g) ?? [];

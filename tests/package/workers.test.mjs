@@ -8,13 +8,14 @@
 // the `Request.cf` download are turned off, so nothing but 127.0.0.1 is called.
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { createHmac, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import { cp, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { after, before, test } from "node:test";
+import { assertCallbackRoute } from "./callbacks.mjs";
 import { freePort, ready, startProcess, stopProcess } from "./processes.mjs";
 import { promisify } from "node:util";
 import { ROOT, createScenario, startServer } from "../e2e/harness.mjs";
@@ -119,23 +120,7 @@ test("workers: wrangler dev --local serves createProxy and receiveCallback from 
     // signed but not a callback → 400; not a POST → 405.
     const [mockRun] = (await (await fetch(`${devserver.url}${mock.base}/runs`)).json()).items;
     assert.equal(mockRun.id, done.id);
-    const body = JSON.stringify({
-      event: "run.completed", run_id: done.id, status: "succeeded", output: mockRun.output, duration_ms: 250,
-      created_at: "2026-01-02T03:04:05.000000+00:00", completed_at: "2026-01-02T03:04:05.250000+00:00", metadata: { order: 7 },
-    });
-    const sign = (raw, secret = SECRETS[1]) => createHmac("sha256", secret).update(raw).digest("hex");
-    const deliver = (raw, signature) => fetch(`${api}/callbacks`, {
-      method: "POST",
-      headers: { "content-type": "application/json", "runflow-signature": signature, "runflow-request-id": "req_cb_w" },
-      body: raw,
-    });
-    const good = await deliver(body, sign(body));
-    assert.equal(good.status, 200, await good.clone().text());
-    assert.deepEqual(await good.json(), { ok: true });
-    assert.equal((await deliver(body.replace('"order":7', '"order":8'), sign(body))).status, 401);
-    assert.equal((await deliver(body, sign(body, "whsec_someone_else"))).status, 401);
-    const notCallback = JSON.stringify({ hello: "world" });
-    assert.equal((await deliver(notCallback, sign(notCallback))).status, 400);
+    await assertCallbackRoute(`${api}/callbacks`, mockRun, SECRETS[1], "req_cb_w");
     assert.equal((await fetch(`${api}/callbacks`)).status, 405);
 
     // The Worker logged the delivery it accepted, once, and the proxy's lines; never the key.

@@ -2,7 +2,7 @@
 
 mod api;
 mod assets;
-mod callbacks;
+pub(crate) mod callbacks;
 mod control;
 mod files;
 mod imaging;

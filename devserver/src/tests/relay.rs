@@ -5,11 +5,10 @@ use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
 use futures_util::StreamExt;
-use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
-use sha2::Sha256;
 
 use super::{get, request, send, test_config};
+use crate::mock::callbacks::sign;
 use crate::{
     app_with_relay, Backend, CallbackSecrets, Config, ProxyConfig, Relay, RelayConfig, Upstream,
     RELAY_HEADER,
@@ -19,16 +18,6 @@ const SECRET: &str = "whsec_relay_test_new";
 const OLD_SECRET: &str = "whsec_relay_test_old";
 /// Long enough for any event to have arrived on loopback.
 const WAIT: Duration = Duration::from_secs(5);
-
-fn sign(body: &[u8], secret: &str) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(body);
-    mac.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 /// A callback's payload as Runflow sends it.
 fn payload(run_id: &str, event: &str, completed_at: &str) -> Vec<u8> {
@@ -71,6 +60,18 @@ async fn start_with(config: Config, tweak: impl FnOnce(&mut RelayConfig)) -> Str
     let app = app_with_relay(config, Relay::On(Box::new(relay)));
     tokio::spawn(crate::serve(listener, app, std::future::pending()));
     origin
+}
+
+/// A GET's JSON answer.
+async fn get_json(url: &str) -> Value {
+    client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 fn client() -> reqwest::Client {
@@ -376,14 +377,7 @@ async fn the_relay_is_advertised_on_api_answers_and_in_backend() {
         .await
         .unwrap();
     assert_eq!(health.headers()[RELAY_HEADER].to_str().unwrap(), expected);
-    let backend: Value = client()
-        .get(format!("{origin}/api/runflow/_backend"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let backend: Value = get_json(&format!("{origin}/api/runflow/_backend")).await;
     assert_eq!(
         backend["relay"],
         json!({
@@ -511,14 +505,7 @@ async fn in_mock_mode_a_run_s_own_callback_reaches_the_waiting_browser() {
     assert_eq!(event["event"], "run.completed");
     assert_eq!(event["metadata"], json!({"n": 1}));
     assert!(event["output"]["outputs"][0]["url"].is_string(), "{event}");
-    let log: Value = client()
-        .get(format!("{origin}/__mock/s/default/log"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let log: Value = get_json(&format!("{origin}/__mock/s/default/log")).await;
     let gets = log["requests"]
         .as_array()
         .unwrap()
