@@ -45,16 +45,73 @@ impl RateLimit {
     };
 }
 
-#[derive(Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    at: Duration,
+impl RateLimit {
+    /// The tokens `bucket` holds at `now`: refilled at `per_second` since it was last used,
+    /// never above `burst`; a client not seen (`None`) has a full burst.
+    pub fn refill(self, bucket: Option<Bucket>, now: Duration) -> f64 {
+        let burst = f64::from(self.burst);
+        bucket.map_or(burst, |bucket| {
+            let elapsed = now.saturating_sub(bucket.at).as_secs_f64();
+            (bucket.tokens + elapsed * self.per_second).min(burst)
+        })
+    }
+
+    /// One call's take from `bucket` at `now`: the bucket to keep, and the outcome (or how long
+    /// until a token is there). The one definition of the bucket's arithmetic: `RateLimiter`
+    /// keeps buckets in process with it, and a shared store's script must mirror it exactly.
+    ///
+    /// # Errors
+    /// How long until a token is there, when there is none now.
+    ///
+    /// # Example
+    /// ```
+    /// use std::time::Duration;
+    /// use runflow_proxy_rules::limit::RateLimit;
+    /// let limit = RateLimit { per_second: 2.0, burst: 1 };
+    /// let (bucket, taken) = limit.take(None, Duration::ZERO);
+    /// assert_eq!((bucket.tokens, taken), (0.0, Ok(())));
+    /// assert_eq!(limit.take(Some(bucket), Duration::ZERO).1, Err(Duration::from_millis(500)));
+    /// ```
+    pub fn take(self, bucket: Option<Bucket>, now: Duration) -> (Bucket, Result<(), Duration>) {
+        let tokens = self.refill(bucket, now);
+        // A clock that went back must not date the bucket earlier, or the next call is credited
+        // the difference.
+        let at = bucket.map_or(now, |b| b.at.max(now));
+        if tokens >= 1.0 {
+            return (
+                Bucket {
+                    tokens: tokens - 1.0,
+                    at,
+                },
+                Ok(()),
+            );
+        }
+        let wait =
+            Duration::try_from_secs_f64((1.0 - tokens) / self.per_second).unwrap_or(Duration::MAX);
+        (Bucket { tokens, at }, Err(wait))
+    }
+}
+
+/// One client's bucket: the tokens it held at `at` (the caller's clock).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Bucket {
+    /// Tokens left, from 0 to the burst.
+    pub tokens: f64,
+    /// When it was last used.
+    pub at: Duration,
 }
 
 /// Whom a bucket belongs to: an IPv4 address, or an IPv6 client's /64 (`None`: no address
 /// known). One IPv6 subscriber is routinely given a whole /64, so keying by the full address
 /// would hand them 2^64 buckets.
-fn bucket_key(client: Option<IpAddr>) -> Option<IpAddr> {
+///
+/// # Example
+/// ```
+/// use runflow_proxy_rules::limit::bucket_key;
+/// let v6 = "2001:db8:1:2::9".parse().ok();
+/// assert_eq!(bucket_key(v6), "2001:db8:1:2::".parse().ok());
+/// ```
+pub fn bucket_key(client: Option<IpAddr>) -> Option<IpAddr> {
     match client? {
         IpAddr::V4(v4) => Some(IpAddr::V4(v4)),
         // An IPv4 client seen through a dual-stack socket is that IPv4 address.
@@ -116,12 +173,9 @@ impl RateLimiter {
     /// assert_eq!(limiter.take(None, t0 + Duration::from_millis(500)), Ok(()));
     /// ```
     pub fn take(&self, client: Option<IpAddr>, now: Duration) -> Result<(), Duration> {
-        let RateLimit { per_second, burst } = self.limit;
-        let burst = f64::from(burst);
-        let refill = |bucket: Bucket| {
-            let elapsed = now.saturating_sub(bucket.at).as_secs_f64();
-            (bucket.tokens + elapsed * per_second).min(burst)
-        };
+        let limit = self.limit;
+        let burst = f64::from(limit.burst);
+        let refill = |bucket: Bucket| limit.refill(Some(bucket), now);
         // A panic elsewhere cannot leave a bucket half-updated: every update is one assignment.
         let client = bucket_key(client);
         let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
@@ -143,19 +197,8 @@ impl RateLimiter {
                 }
             }
         }
-        let previous = buckets.get(&client).copied();
-        let tokens = previous.map_or(burst, refill);
-        // A clock that went back must not date the bucket earlier, or the next call is credited
-        // the difference.
-        let at = previous.map_or(now, |b| b.at.max(now));
-        let (tokens, result) = if tokens >= 1.0 {
-            (tokens - 1.0, Ok(()))
-        } else {
-            let wait =
-                Duration::try_from_secs_f64((1.0 - tokens) / per_second).unwrap_or(Duration::MAX);
-            (tokens, Err(wait))
-        };
-        buckets.insert(client, Bucket { tokens, at });
+        let (bucket, result) = limit.take(buckets.get(&client).copied(), now);
+        buckets.insert(client, bucket);
         result
     }
 }
