@@ -113,6 +113,73 @@ export function sleep(ms, signal, untilOnline) {
   });
 }
 
+/**
+ * The callback relay a response advertises in `Runflow-Kontext-Relay` (`events=<path with
+ * {id}>; callback=<http(s) URL>`, as the dev server writes it): `[events, callback]`, or
+ * [] when it advertises none.
+ */
+export function relayOf(response) {
+  const parts = /^events=(\S*\{id\}\S*); callback=(https?:\/\/\S+)$/.exec(response.headers.get("runflow-kontext-relay"));
+  return parts ? [parts[1], parts[2]] : [];
+}
+
+/**
+ * A run's event stream on the server's callback relay: an EventSource on `path` with run `id`
+ * for its `{id}` (resolved against `base`, itself against the page), or null where there is none (Node 20). `next(ms,
+ * signal)` resolves the next happening: "open" (connected or reconnected: check the run),
+ * "closed" (the relay refused, or a reconnect failed: poll instead), "silent" (nothing for `ms`)
+ * or an event's parsed data; it rejects with "aborted" when `signal` fires. `close()` ends it.
+ */
+export function listen(path, id, base) {
+  if (typeof EventSource !== "function") return null;
+  let source;
+  try {
+    source = new EventSource(new URL(path.replace("{id}", id), new URL(base, globalThis.location?.href)));
+  } catch {
+    return null;
+  }
+  const queue = [];
+  let waiter;
+  let opened = false;
+  const push = (item) => (waiter ? waiter(item) : queue.push(item));
+  source.onopen = () => {
+    opened = true;
+    push("open");
+  };
+  // EventSource retries on its own; a failed first connection or a failed retry means no relay.
+  source.onerror = () => {
+    if (source.readyState === 2 || !opened) {
+      source.close();
+      push("closed");
+    }
+    opened = false;
+  };
+  source.onmessage = (message) => {
+    try {
+      push(JSON.parse(message.data));
+    } catch {}
+  };
+  return {
+    next: (ms, signal) =>
+      queue.length
+        ? Promise.resolve(queue.shift())
+        : new Promise((resolve, reject) => {
+            const end = (settle, value) => {
+              waiter = undefined;
+              clearTimeout(timer);
+              signal?.removeEventListener("abort", onAbort);
+              settle(value);
+            };
+            const onAbort = () => end(reject, "aborted");
+            const timer = setTimeout(() => end(resolve, "silent"), ms);
+            if (signal?.aborted) return onAbort();
+            signal?.addEventListener("abort", onAbort);
+            waiter = (item) => end(resolve, item);
+          }),
+    close: () => source.close(),
+  };
+}
+
 /** Whether the host says it has no network: offline, a request can only fail. */
 export function isOffline() {
   return globalThis.navigator?.onLine === false;

@@ -151,9 +151,39 @@ export interface WaitForRunOptions {
   onStatus?: (run: Run) => void;
   /** The first polling interval in ms, for this call. */
   pollIntervalMs?: number;
+  /**
+   * How to wait (default `"auto"`). `"events"`: by push, through the server's callback relay
+   * (Server-Sent Events on the run's stream; the run is checked once by GET when the stream
+   * opens and after every reconnect), polling instead when the relay is missing, refuses, drops
+   * twice in a row or stays silent for `eventsSilenceMs`. `"auto"`: by push when the server
+   * advertises a relay (the `Runflow-Kontext-Relay` header, as the dev server sends) and the
+   * run's `callback_url` is the relay's receiver, else by polling. `"poll"`: polling only.
+   * Push needs `EventSource` (browsers; not Node 20) and a same-origin or CORS-enabled relay;
+   * the client's `headers` are not sent on the stream.
+   */
+  wait?: WaitMode;
+  /** With no event for this long (ms, default 60000), push gives way to polling. */
+  eventsSilenceMs?: number;
+  /** Told how the call waits when it starts waiting, and again if it falls back to polling. */
+  onWaiting?: (waiting: Waiting) => void;
 }
 
-/** Options of `run`: those of `createRun` and of `waitForRun`; `timeoutMs` covers both steps. */
+/** How `waitForRun` and `run` follow a run: see {@link WaitForRunOptions.wait}. */
+export type WaitMode = "auto" | "poll" | "events";
+
+/** What `onWaiting` hears. */
+export interface Waiting {
+  /** `"events"`: by the relay's push; `"poll"`: by polling. */
+  via: "events" | "poll";
+  /** Why, in words for a log or a status line. */
+  reason: string;
+}
+
+/**
+ * Options of `run`: those of `createRun` and of `waitForRun`; `timeoutMs` covers both steps.
+ * Unless `wait` is `"poll"`, a run without `callbackUrl` gets the receiver of the relay the
+ * server advertised (once it has seen one), so its result can be pushed.
+ */
 export interface RunOptions extends CreateRunOptions, WaitForRunOptions {}
 
 /** Options of `getRun`. */

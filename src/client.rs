@@ -43,6 +43,15 @@ pub struct CreateRequest {
     pub idempotency_key: Option<String>,
 }
 
+/// A callback relay, as the server advertises it (the `Runflow-Kontext-Relay` header).
+#[derive(Clone)]
+pub struct Relay {
+    /// The run's events stream, `{id}` standing for its id (usually a path on the API's origin).
+    pub events: String,
+    /// The receiver Runflow POSTs to: the `callback_url` of runs followed by push.
+    pub callback: String,
+}
+
 /// Four random 32-bit words for ids that only need to be unique, not secret.
 pub fn random_words() -> [u32; 4] {
     std::array::from_fn(|_| (js_sys::Math::random() * 4_294_967_296.0) as u32)
@@ -52,6 +61,11 @@ thread_local! {
     /// Per `baseUrl`, the inline limit learnt from a 413: every client of that API root, even
     /// one made later, then uploads at once what the proxy in front of it would refuse.
     static LEARNT_INLINE_LIMITS: std::cell::RefCell<Vec<(String, f64)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+
+    /// Per `baseUrl`, the callback relay its server advertised on its latest API answer (the
+    /// `Runflow-Kontext-Relay` header), shared by every client of that API root.
+    static LEARNT_RELAYS: std::cell::RefCell<Vec<(String, Option<Relay>)>> =
         const { std::cell::RefCell::new(Vec::new()) };
 }
 
@@ -81,6 +95,36 @@ impl Client {
             {
                 Some(entry) => entry.1 = limit,
                 None => learnt.push((self.base_url.clone(), limit)),
+            }
+        });
+    }
+
+    /// The relay the server advertised on its latest answer, if it did.
+    pub fn relay(&self) -> Option<Relay> {
+        LEARNT_RELAYS.with_borrow(|learnt| {
+            learnt
+                .iter()
+                .find(|(base_url, _)| *base_url == self.base_url)
+                .and_then(|(_, relay)| relay.clone())
+        })
+    }
+
+    /// Notes whether `response` advertises a relay: a server that stops advertising one is
+    /// polled again.
+    fn learn_relay(&self, response: &HttpResponse) {
+        let advertised = response.relay();
+        let relay = advertised
+            .get(0)
+            .as_string()
+            .zip(advertised.get(1).as_string())
+            .map(|(events, callback)| Relay { events, callback });
+        LEARNT_RELAYS.with_borrow_mut(|learnt| {
+            match learnt
+                .iter_mut()
+                .find(|(base_url, _)| *base_url == self.base_url)
+            {
+                Some(entry) => entry.1 = relay,
+                None => learnt.push((self.base_url.clone(), relay)),
             }
         });
     }
@@ -144,10 +188,13 @@ impl Client {
                 .await
                 .and_then(|response| response.success(&self.transport.secrets))
             {
-                Ok(response) => match response.json(run_from_json) {
-                    Ok(run) => return Ok(run),
-                    Err(error) => error,
-                },
+                Ok(response) => {
+                    self.learn_relay(&response);
+                    match response.json(run_from_json) {
+                        Ok(run) => return Ok(run),
+                        Err(error) => error,
+                    }
+                }
                 Err(error) => error,
             };
             if matches!(error.code, ErrorCode::Aborted)
@@ -220,6 +267,7 @@ impl Client {
             .get_with_retries(&paths::run(id), call)
             .await
             .map_err(|e| e.with_run_id(id))?;
+        self.learn_relay(&response);
         response.json(run_from_json).map_err(|e| e.with_run_id(id))
     }
 

@@ -21,7 +21,7 @@ use crate::policy::{DEFAULT_POLL, DEFAULT_RETRY, PollSchedule, RetryPolicy};
 use crate::run::Run;
 use crate::text::signed;
 use crate::upload::{DEFAULT_INLINE_LIMIT, MAX_UPLOAD_BYTES};
-use crate::wait::RunToEnd;
+use crate::wait::{RunToEnd, WaitMode, Waiting};
 
 #[wasm_bindgen(typescript_custom_section)]
 const TS_TYPES: &str = include_str!("../js/types.d.ts");
@@ -49,6 +49,9 @@ extern "C" {
 const DEFAULT_BASE_URL: &str = "https://api.runflow.io";
 const DEFAULT_REQUEST_TIMEOUT_MS: f64 = 60_000.0;
 const DEFAULT_WAIT_TIMEOUT_MS: f64 = 600_000.0;
+/// `eventsSilenceMs`: a run followed by push with no event for a minute is polled instead (a
+/// callback lost on its way; Kontext runs take seconds).
+const DEFAULT_EVENTS_SILENCE_MS: f64 = 60_000.0;
 
 /// The client for FLUX.1 Kontext [pro] on Runflow.
 #[wasm_bindgen(skip_typescript)]
@@ -125,18 +128,16 @@ impl KontextClient {
     #[wasm_bindgen(js_name = waitForRun)]
     pub fn wait_for_run(&self, id: JsValue, options: JsValue) -> Promise {
         respond(&self.client, |client, reports| async move {
-            let options = Options::read(
-                &options,
-                "options",
-                &["signal", "timeoutMs", "onStatus", "pollIntervalMs"],
-            )?;
+            let options = Options::read(&options, "options", WAIT_OPTIONS)?;
             let id = run_id(&id)?;
             let call = options.call(Some(DEFAULT_WAIT_TIMEOUT_MS))?;
             let status_guard = options.guarded("onStatus", &reports)?;
             let mut on_status = status_callback(&status_guard);
-            let schedule = poll_schedule(&client, &options)?;
+            let waiting_guard = options.guarded("onWaiting", &reports)?;
+            let on_waiting = waiting_callback(&waiting_guard);
+            let waiting = waiting(&client, &options, &on_waiting)?;
             client
-                .wait_for_run(&id, None, schedule, &mut on_status, &call)
+                .wait_for_run(&id, None, &waiting, &mut on_status, &call)
                 .await
                 .map(|run| run.to_json())
         })
@@ -151,9 +152,10 @@ impl KontextClient {
             let status_guard = options.guarded("onStatus", &reports)?;
             let progress = options.guarded("onUploadProgress", &reports)?;
             let mut on_status = status_callback(&status_guard);
-            let schedule = poll_schedule(&client, &options)?;
+            let waiting_guard = options.guarded("onWaiting", &reports)?;
+            let on_waiting = waiting_callback(&waiting_guard);
             let to_end = RunToEnd {
-                schedule,
+                waiting: waiting(&client, &options, &on_waiting)?,
                 on_status: &mut on_status,
                 progress: &progress,
             };
@@ -205,11 +207,24 @@ const RUN_OPTIONS: &[&str] = &[
     "onUploadProgress",
     "onStatus",
     "pollIntervalMs",
+    "wait",
+    "eventsSilenceMs",
+    "onWaiting",
 ];
 const CREATE_OPTIONS: &[&str] = match RUN_OPTIONS.split_at_checked(7) {
     Some((create, _)) => create,
     None => RUN_OPTIONS,
 };
+/// `waitForRun`'s options: `signal` and `timeoutMs`, then what follows `onUploadProgress`.
+const WAIT_OPTIONS: &[&str] = &[
+    "signal",
+    "timeoutMs",
+    "onStatus",
+    "pollIntervalMs",
+    "wait",
+    "eventsSilenceMs",
+    "onWaiting",
+];
 
 impl KontextClient {
     fn build(options: &Options) -> Result<KontextClient, Error> {
@@ -375,11 +390,46 @@ fn prepare_create(
     Ok((wire, request, local))
 }
 
-/// The call's poll schedule: its own `pollIntervalMs`, or the client's.
-fn poll_schedule(client: &Client, options: &Options) -> Result<PollSchedule, Error> {
-    Ok(options
-        .number("pollIntervalMs", 1.0, 3_600_000.0, false)?
-        .map_or(client.poll, |ms| PollSchedule::starting_at(ms as u64)))
+/// How the call waits: `wait`, `eventsSilenceMs`, and its poll schedule (its own
+/// `pollIntervalMs`, or the client's).
+fn waiting<'a>(
+    client: &Client,
+    options: &Options,
+    on_waiting: &'a dyn Fn(&'static str, &str),
+) -> Result<Waiting<'a>, Error> {
+    let mode = match options.string("wait")?.as_deref() {
+        None | Some("auto") => WaitMode::Auto,
+        Some("poll") => WaitMode::Poll,
+        Some("events") => WaitMode::Events,
+        Some(_) => {
+            return Err(Error::invalid(
+                "wait",
+                "`wait` must be \"auto\", \"poll\" or \"events\".",
+            ));
+        }
+    };
+    Ok(Waiting {
+        schedule: options
+            .number("pollIntervalMs", 1.0, 3_600_000.0, false)?
+            .map_or(client.poll, |ms| PollSchedule::starting_at(ms as u64)),
+        mode,
+        silence_ms: options
+            .number("eventsSilenceMs", 1.0, f64::from(i32::MAX), false)?
+            .unwrap_or(DEFAULT_EVENTS_SILENCE_MS),
+        on_waiting,
+    })
+}
+
+/// Calls the guarded `onWaiting` (see `Options::guarded`), if any, with `{ via, reason }`.
+fn waiting_callback(guarded: &JsValue) -> impl Fn(&'static str, &str) + '_ {
+    move |via: &'static str, reason: &str| {
+        if let Some(callback) = guarded.dyn_ref::<Function>() {
+            let info = Object::new();
+            let _ = Reflect::set(&info, &js_key("via"), &js_key(via));
+            let _ = Reflect::set(&info, &js_key("reason"), &reason.into());
+            let _ = callback.call1(&JsValue::UNDEFINED, &info);
+        }
+    }
 }
 
 /// Calls the guarded `onStatus` (see `Options::guarded`), if any.

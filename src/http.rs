@@ -36,6 +36,10 @@ extern "C" {
     /// `value` with each secret replaced by "[redacted]" in every string it holds.
     pub fn redact(value: &JsValue, secrets: &js_sys::Array) -> JsValue;
 
+    /// `[events, callback]` from the response's `Runflow-Kontext-Relay` header, or `[]`.
+    #[wasm_bindgen(js_name = relayOf)]
+    fn relay_of(response: &Response) -> JsValue;
+
     /// Whether the host says it has no network (`navigator.onLine === false`).
     #[wasm_bindgen(js_name = isOffline)]
     pub fn is_offline() -> bool;
@@ -63,7 +67,8 @@ impl Call {
         }
     }
 
-    fn remaining_ms(&self) -> Option<f64> {
+    /// What is left of the deadline, in ms.
+    pub fn remaining_ms(&self) -> Option<f64> {
         self.deadline.map(|(at, _)| (at - now_ms()).max(0.0))
     }
 
@@ -183,6 +188,11 @@ impl HttpResponse {
             header("retry-after")
                 .and_then(|value| parse_retry_after(&value, now_ms().max(0.0) as u64, parse_date)),
         ))
+    }
+
+    /// `[events, callback]` of the relay the response advertises, or `[]` (`relayOf`).
+    pub fn relay(&self) -> js_sys::Array {
+        relay_of(&self.response).unchecked_into()
     }
 
     /// The body as Rust text, for error messages.

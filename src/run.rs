@@ -235,6 +235,31 @@ pub fn run_from_json(status: u16, wire: &Value) -> Result<Run, Error> {
     })
 }
 
+impl Run {
+    /// Takes in an event of the dev server's callback relay (a `CallbackEvent` as JSON: `status`,
+    /// `statusCode`, `output`, `completedAt`, `durationMs`), so a run followed by push ends with
+    /// what its callback said, without another GET. Returns whether the event was this run's
+    /// and changed its status.
+    pub fn apply_event(&mut self, event: &Value) -> bool {
+        let status_code = text(event, "statusCode").or_else(|| text(event, "status"));
+        let Some(status_code) = status_code.filter(|code| !code.is_empty()) else {
+            return false;
+        };
+        if text(event, "runId").is_some_and(|id| id != self.id) || status_code == self.status_code {
+            return false;
+        }
+        self.status = Status::parse(&status_code);
+        self.status_code = status_code;
+        let output = normalise_output(&event.member("output"));
+        if output.is_some() {
+            self.output = output;
+        }
+        self.completed_at = text(event, "completedAt").or(self.completed_at.take());
+        self.duration_ms = Json::as_f64(&event.member("durationMs")).or(self.duration_ms);
+        true
+    }
+}
+
 /// Normalises `outputs[]`, `image_urls[]`, `images[]` and `image` into `outputs[]`.
 pub fn normalise_output(output: &Value) -> Option<Output> {
     if !Json::is_plain_object(output) {
@@ -430,6 +455,46 @@ mod tests {
             assert_eq!(run.status_code, wire);
             assert_eq!(run.status.is_terminal(), terminal, "{wire}");
         }
+    }
+
+    #[test]
+    fn a_relay_event_ends_the_run_it_belongs_to() {
+        // The relay's path: Runflow's payload, parsed and sent on as `CallbackEvent` JSON.
+        let payload = json!({"event": "run.completed", "run_id": "r1", "status": "succeeded",
+            "output": {"images": [{"url": "https://cdn.runflow.io/o/1.png"}], "seed": 7},
+            "duration_ms": 4200, "created_at": "2026-12-01T10:00:00+00:00",
+            "completed_at": "2026-12-01T10:00:04+00:00", "metadata": null});
+        let event = crate::callback::parse_event(&payload.to_string(), Some("req_1"))
+            .expect("a callback")
+            .to_json();
+        let mut run =
+            parse(json!({"id": "r1", "status_code": "running", "input": {"prompt": "p"}}));
+        assert!(run.apply_event(&event));
+        assert_eq!(
+            (run.status, run.status_code.as_str()),
+            (Status::Succeeded, "succeeded")
+        );
+        let output = run.output.as_ref().expect("the event's output");
+        assert_eq!(output.outputs[0].url, "https://cdn.runflow.io/o/1.png");
+        assert_eq!(output.seed, json!(7));
+        assert_eq!(
+            run.completed_at.as_deref(),
+            Some("2026-12-01T10:00:04+00:00")
+        );
+        assert_eq!(run.duration_ms, Some(4200.0));
+        assert_eq!(run.input, json!({"prompt": "p"}), "kept from the GET");
+        // Already applied, another run's, or not an event: nothing changes.
+        assert!(!run.apply_event(&event));
+        let mut other = parse(json!({"id": "r2", "status_code": "running"}));
+        assert!(!other.apply_event(&event));
+        assert_eq!(other.status, Status::Running);
+        assert!(!other.apply_event(&json!({"heartbeat": true})));
+        // A failure keeps what the run knew; the event carries no output.
+        let failed =
+            json!({"runId": "r2", "status": "failed", "statusCode": "failed", "output": null});
+        assert!(other.apply_event(&failed));
+        assert!(other.status.is_failure());
+        assert!(other.output.is_none());
     }
 
     #[test]
