@@ -31,7 +31,11 @@ pub use runflow_proxy_rules::{
     limit::RateLimit, ModelAllowlist, DEFAULT_MAX_BODY_BYTES, DEFAULT_MODEL, DEFAULT_UPSTREAM,
 };
 
-use crate::{conn::ConnHandle, MOUNT};
+use crate::{
+    conn::ConnHandle,
+    relay::redis::{Redis, SharedBudgets},
+    MOUNT,
+};
 use body::{CallLog, Capped, Logged};
 use runflow_proxy_rules::{
     headers::{returns_response_header, GUARD_HEADERS, REQUEST_HEADERS},
@@ -143,6 +147,9 @@ pub struct ProxyConfig {
     pub client_ip_header: Option<HeaderName>,
     /// Hooks that must all accept a call before it is forwarded.
     pub authenticators: Vec<Arc<dyn Authenticate>>,
+    /// Where the budgets are held when not in process (`REDIS_URL`): shared by every instance
+    /// on that Redis, and in process again while it cannot be reached.
+    pub redis: Option<Redis>,
     client: reqwest::Client,
 }
 
@@ -161,6 +168,7 @@ impl std::fmt::Debug for ProxyConfig {
             .field("max_images_per_run", &self.max_images_per_run)
             .field("client_ip_header", &self.client_ip_header)
             .field("authenticators", &hooks)
+            .field("redis", &self.redis)
             .finish_non_exhaustive()
     }
 }
@@ -201,6 +209,7 @@ impl ProxyConfig {
             max_images_per_run: API_MAX_IMAGES,
             client_ip_header: None,
             authenticators: vec![Arc::new(SameOrigin::default())],
+            redis: None,
             client,
         })
     }
@@ -209,7 +218,8 @@ impl ProxyConfig {
     /// `RUNFLOW_API_KEY` (required), `RUNFLOW_UPSTREAM`, `RUNFLOW_ORGANIZATION_ID`,
     /// `RUNFLOW_ALLOWED_MODELS`, `PROXY_MAX_BODY_BYTES`, `PROXY_TIMEOUT_MS`,
     /// `PROXY_RATE_PER_SEC` (0 turns the limit off), `PROXY_BURST`, `PROXY_CLIENT_IP_HEADER`,
-    /// `PROXY_SHARED_SECRET`, `PROXY_SAME_ORIGIN` (`0` turns the check off), `PROXY_ALLOWED_HOSTS`.
+    /// `PROXY_SHARED_SECRET`, `PROXY_SAME_ORIGIN` (`0` turns the check off), `PROXY_ALLOWED_HOSTS`,
+    /// `REDIS_URL` (budgets shared across instances).
     ///
     /// # Errors
     /// A message naming the variable at fault (never showing the key).
@@ -284,6 +294,7 @@ impl ProxyConfig {
                 .authenticators
                 .push(Arc::new(SharedSecret::new(secret)));
         }
+        config.redis = Redis::from_env(&var)?;
         Ok(config)
     }
 
@@ -308,6 +319,10 @@ impl ProxyConfig {
             }
             None => "no create budget".into(),
         };
+        let held = match &self.redis {
+            Some(redis) => format!("in Redis at {}", redis.shown()),
+            None => "in process".into(),
+        };
         let hooks: Vec<&str> = self.authenticators.iter().map(|a| a.name()).collect();
         let hooks = if hooks.is_empty() {
             "none".into()
@@ -315,7 +330,7 @@ impl ProxyConfig {
             hooks.join(" + ")
         };
         format!(
-            "proxy to {}: models {models}, up to {} images a run; bodies up to {} bytes; timeout {:?}; {rate}; {creates}; checks: {hooks}",
+            "proxy to {}: models {models}, up to {} images a run; bodies up to {} bytes; timeout {:?}; {rate}; {creates}; budgets {held}; checks: {hooks}",
             self.upstream.origin(),
             self.max_images_per_run,
             self.max_body_bytes,
@@ -370,23 +385,32 @@ struct Proxy {
     policy: Policy,
     /// The budgets' clock starts here.
     epoch: Instant,
+    /// The budgets when held in Redis (`policy`'s own are off then).
+    shared: Option<SharedBudgets>,
 }
 
 /// `/api/runflow/{*rest}` forwarded upstream.
 pub(crate) fn router(config: ProxyConfig) -> Router {
+    let shared = config
+        .redis
+        .clone()
+        .map(|redis| SharedBudgets::new(redis, config.rate_limit, config.create_limit));
+    // Held in one place: in Redis, or by the policy in process.
+    let in_process = |limit| if shared.is_some() { None } else { limit };
     let policy = Policy::new(
         config.allowed_models.clone(),
         None,
         config.max_body_bytes,
         config.max_images_per_run,
-        config.rate_limit,
-        config.create_limit,
+        in_process(config.rate_limit),
+        in_process(config.create_limit),
         Names::ENV,
     );
     let proxy = Arc::new(Proxy {
         config,
         policy,
         epoch: Instant::now(),
+        shared,
     });
     // The bare mount too, so that nothing under it reaches the static files.
     Router::new()
@@ -437,7 +461,7 @@ async fn forward(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
         run_id: None,
     };
     let now = started.saturating_duration_since(proxy.epoch);
-    let mut response = match proxy.admit(&parts, &log.path, client, now) {
+    let mut response = match proxy.admit(&parts, &log.path, client, now).await {
         Ok(allowed) => {
             log.run_id = allowed.run_id.clone();
             proxy.send(parts, body, allowed, log).await
@@ -464,7 +488,7 @@ impl Proxy {
 
     /// The checks before forwarding, in the rules' order: rate limit, the authenticate hooks
     /// (the same-origin check among them), the allowlist with the create budget.
-    fn admit(
+    async fn admit(
         &self,
         parts: &Parts,
         path: &str,
@@ -472,6 +496,9 @@ impl Proxy {
         now: Duration,
     ) -> Result<Allowed, runflow_proxy_rules::Refusal> {
         self.policy.admit_rate(client, now)?;
+        if let Some(shared) = &self.shared {
+            shared.admit_rate(client, now).await?;
+        }
         for hook in &self.config.authenticators {
             hook.authenticate(parts).map_err(|refusal| {
                 runflow_proxy_rules::Refusal::envelope(
@@ -482,8 +509,14 @@ impl Proxy {
             })?;
         }
         let method = parts.method.as_str();
-        self.policy
-            .admit_route(method, path, parts.uri.query(), client, now)
+        let allowed = self
+            .policy
+            .admit_route(method, path, parts.uri.query(), client, now)?;
+        // After the allowlist, as in the policy: a refused call spends no create.
+        if let (true, Some(shared)) = (allowed.creates_run, &self.shared) {
+            shared.admit_create(client, now, &self.policy.names).await?;
+        }
+        Ok(allowed)
     }
 
     async fn send(&self, parts: Parts, body: Body, allowed: Allowed, log: CallLog) -> Response {

@@ -5,6 +5,7 @@
 //! `docs/callbacks.md`.
 
 mod hub;
+pub(crate) mod redis;
 
 use std::{convert::Infallible, fmt, sync::Arc, time::Duration};
 
@@ -176,6 +177,17 @@ impl RelayConfig {
         })
     }
 
+    /// The same relay with its events kept in `redis` for `retention` instead of in process, and
+    /// fanned out through its pub/sub: shared by every instance on that Redis.
+    pub(crate) fn in_redis(
+        mut self,
+        redis: self::redis::Redis,
+        retention: Duration,
+    ) -> RelayConfig {
+        self.hub = Arc::new(self::redis::RedisHub::new(redis, retention));
+        self
+    }
+
     /// The receiver's address for Runflow (a create's `callback_url`).
     pub fn callback_url(&self) -> String {
         format!("{}{CALLBACK_PATH}", self.public_url)
@@ -222,7 +234,8 @@ impl Default for Relay {
 impl Relay {
     /// Reads the relay's settings through `var`: on when `RUNFLOW_CALLBACK_SECRETS` and
     /// `PUBLIC_URL` are both set; `RELAY_HEARTBEAT_MS`, `RELAY_RETENTION_SECS`,
-    /// `RELAY_MAX_RUNS` and `RELAY_MAX_BODY_BYTES` adjust it.
+    /// `RELAY_MAX_RUNS` and `RELAY_MAX_BODY_BYTES` adjust it, and with `REDIS_URL` its events
+    /// are kept in Redis, shared by every instance on it.
     ///
     /// # Errors
     /// A message naming the variable at fault (never showing a secret).
@@ -241,6 +254,8 @@ impl Relay {
     /// ```
     pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Result<Relay, String> {
         let set = |name: &str| var(name).filter(|v| !v.trim().is_empty());
+        // Checked even while the relay is off: a bad value stops the server at start.
+        let redis = self::redis::Redis::from_env(set)?;
         let (secrets, public_url) = match (set("RUNFLOW_CALLBACK_SECRETS"), set("PUBLIC_URL")) {
             (Some(secrets), Some(url)) => (CallbackSecrets::parse(&secrets)?, url),
             (None, None) => return Ok(Relay::default()),
@@ -273,6 +288,9 @@ impl Relay {
             usize::try_from(n).unwrap_or(usize::MAX)
         });
         let mut config = RelayConfig::with_store(secrets, &public_url, retention, max_runs)?;
+        if let Some(redis) = redis {
+            config = config.in_redis(redis, retention);
+        }
         if let Some(ms) = number("RELAY_HEARTBEAT_MS")? {
             config.heartbeat = Duration::from_millis(ms);
         }
