@@ -8,6 +8,7 @@ mod images;
 mod isolation;
 mod lifecycle;
 mod proxy;
+mod redis;
 mod relay;
 mod uploads;
 mod upstream;
