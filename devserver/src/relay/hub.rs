@@ -1,6 +1,6 @@
 //! Where the relay keeps recent events and how it fans them out: the `Hub` trait, and its
-//! in-process implementation. Another backend (Redis pub/sub plus a short-lived store) implements
-//! the same trait; the handlers only see `Hub`.
+//! in-process implementation. The Redis one (`REDIS_URL`: a short-lived store plus pub/sub,
+//! shared by instances) is `redis::RedisHub`; the handlers only see `Hub`.
 
 use std::{
     collections::{HashMap, VecDeque},
