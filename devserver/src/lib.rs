@@ -154,13 +154,13 @@ pub fn app_with_relay(config: Config, relay: Relay) -> Router {
     let relay_info = relay.info();
     let (api, backend) = match config.backend.clone() {
         Backend::Mock => (
-            mock::router(config, relay.signing_secrets()),
+            mock::router(config, relay.signing_secrets(), relay.callback_url()),
             json!({"backend": "mock", "upstream": null, "relay": relay_info}),
         ),
         Backend::Proxy(proxy) => {
             let upstream = proxy.upstream.origin().to_string();
             let info = json!({"backend": "proxy", "upstream": upstream, "relay": relay_info});
-            (proxy::router(*proxy), info)
+            (proxy::router(*proxy, relay.callback_url()), info)
         }
     };
     // The relay's routes are more specific than the proxy's `/api/runflow/{*rest}`: they win.

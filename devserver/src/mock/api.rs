@@ -817,6 +817,11 @@ impl Api {
                 }
             }
         };
+        let callback_url = callback_url.or_else(|| {
+            (self.scenario_id == "default")
+                .then(|| self.state.default_callback_url.clone())
+                .flatten()
+        });
         let settings = self.scenario.settings.clone();
         let run = Arc::new(Run::new(
             model.to_string(),

@@ -352,6 +352,7 @@ mod tests {
             assets: AssetStore::default(),
             requests: Default::default(),
             callback_client: Default::default(),
+            default_callback_url: None,
         });
         let expires = unix(SystemTime::now()) + 60;
         let signature = state.assets.sign_download("asset_gone", expires);

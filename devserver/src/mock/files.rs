@@ -133,6 +133,7 @@ mod tests {
             assets: Default::default(),
             requests: AtomicU64::new(0),
             callback_client: Default::default(),
+            default_callback_url: None,
         });
         let image = Encoded {
             width: 1,

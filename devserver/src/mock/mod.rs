@@ -39,6 +39,9 @@ pub(crate) struct AppState {
     requests: AtomicU64,
     /// Delivers callbacks (to loopback URLs only: see `callbacks`).
     callback_client: reqwest::Client,
+    /// The relay's receiver while it is on: the default scenario stands for the dev server's
+    /// proxy in front of Runflow, so its creates without a `callback_url` get this one.
+    default_callback_url: Option<String>,
 }
 
 impl AppState {
@@ -54,7 +57,11 @@ impl AppState {
 /// none sends a CORS header, as Runflow sends none.
 /// `default_secrets` sign the default scenario's callbacks (oldest first, the last signs): the
 /// relay's, so that in mock mode a run's callback reaches this server's own receiver verified.
-pub(crate) fn router(config: Config, default_secrets: Vec<String>) -> Router {
+pub(crate) fn router(
+    config: Config,
+    default_secrets: Vec<String>,
+    default_callback_url: Option<String>,
+) -> Router {
     let mock_cors = config.mock_cors;
     let state = Arc::new(AppState {
         www_dir: config.www_dir,
@@ -63,6 +70,7 @@ pub(crate) fn router(config: Config, default_secrets: Vec<String>) -> Router {
         assets: assets::AssetStore::default(),
         requests: AtomicU64::new(0),
         callback_client: callbacks::client(),
+        default_callback_url,
     });
     let control = Router::new()
         .route("/__mock/scenarios", post(control::create))

@@ -387,10 +387,13 @@ struct Proxy {
     epoch: Instant,
     /// The budgets when held in Redis (`policy`'s own are off then).
     shared: Option<SharedBudgets>,
+    /// The relay's receiver, put in creates that name no `callback_url` (relay on only).
+    callback_url: Option<String>,
 }
 
-/// `/api/runflow/{*rest}` forwarded upstream.
-pub(crate) fn router(config: ProxyConfig) -> Router {
+/// `/api/runflow/{*rest}` forwarded upstream; creates without a `callback_url` get
+/// `callback_url` when the relay is on.
+pub(crate) fn router(config: ProxyConfig, callback_url: Option<String>) -> Router {
     let shared = config
         .redis
         .clone()
@@ -411,6 +414,7 @@ pub(crate) fn router(config: ProxyConfig) -> Router {
         policy,
         epoch: Instant::now(),
         shared,
+        callback_url,
     });
     // The bare mount too, so that nothing under it reaches the static files.
     Router::new()
@@ -556,7 +560,14 @@ impl Proxy {
             if let Err(refusal) = self.policy.admit_create_body(&bytes) {
                 return refuse(log, &refusal);
             }
-            request = request.body(bytes);
+            let filled = self
+                .callback_url
+                .as_deref()
+                .and_then(|url| crate::relay::fill_callback_url(&bytes, url));
+            request = match filled {
+                Some(filled) => request.body(filled),
+                None => request.body(bytes),
+            };
         } else if parts.method == axum::http::Method::POST {
             let capped = Capped::new(
                 body.into_data_stream(),

@@ -313,6 +313,15 @@ impl Relay {
         }
     }
 
+    /// The receiver's address while on: what the dev server's proxy (and, in mock mode, the
+    /// default scenario) puts in a create that names no `callback_url`.
+    pub(crate) fn callback_url(&self) -> Option<String> {
+        match self {
+            Relay::On(config) => Some(config.callback_url()),
+            Relay::Off(_) => None,
+        }
+    }
+
     /// The discovery header's value, while on.
     fn header(&self) -> Option<HeaderValue> {
         match self {
@@ -324,6 +333,21 @@ impl Relay {
             Relay::Off(_) => None,
         }
     }
+}
+
+/// A create's JSON body with `callback_url` set to `url`, when it names none (absent or null):
+/// the run's callback then reaches the relay, and the browser can wait on its stream. `None`
+/// leaves the body as it is (a caller's own receiver, or a body that is not an object).
+pub(crate) fn fill_callback_url(body: &[u8], url: &str) -> Option<Vec<u8>> {
+    let mut fields = match serde_json::from_slice::<Value>(body).ok()? {
+        Value::Object(fields) => fields,
+        _ => return None,
+    };
+    if !fields.get("callback_url").is_none_or(Value::is_null) {
+        return None;
+    }
+    fields.insert("callback_url".into(), Value::String(url.into()));
+    serde_json::to_vec(&fields).ok()
 }
 
 /// `PUBLIC_URL`, checked, without its trailing `/`.
@@ -640,6 +664,19 @@ mod tests {
         ] {
             assert!(parse_public_url(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn fills_only_a_missing_callback_url() {
+        let url = "https://demo.example.com/api/runflow/callbacks";
+        let filled = fill_callback_url(br#"{"input":{"prompt":"x"},"callback_url":null}"#, url);
+        let filled: Value = serde_json::from_slice(&filled.unwrap()).unwrap();
+        assert_eq!(filled["callback_url"], url);
+        assert_eq!(filled["input"]["prompt"], "x");
+        assert!(fill_callback_url(br#"{"input":{}}"#, url).is_some());
+        assert!(fill_callback_url(br#"{"callback_url":"https://mine.example/cb"}"#, url).is_none());
+        assert!(fill_callback_url(b"[1]", url).is_none());
+        assert!(fill_callback_url(b"not json", url).is_none());
     }
 
     #[test]

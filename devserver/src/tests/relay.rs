@@ -485,7 +485,10 @@ async fn in_mock_mode_a_run_s_own_callback_reaches_the_waiting_browser() {
         .unwrap()
         .to_owned();
     assert_eq!(callback, format!("{origin}/api/runflow/callbacks"));
-    // That first run was made without a callback_url; the next is made with the advertised one.
+    // That first run named no callback_url: the default scenario, standing for the dev server's
+    // proxy, gave it the relay's. The next names the advertised one itself.
+    let first: Value = created.json().await.unwrap();
+    assert_eq!(first["callback_url"], json!(callback));
     let run: Value = client()
         .post(format!(
             "{origin}/api/runflow/v1/models/black-forest-labs/flux-pro/kontext/runs"
@@ -513,4 +516,50 @@ async fn in_mock_mode_a_run_s_own_callback_reaches_the_waiting_browser() {
         .filter(|entry| entry["kind"] == "get")
         .count();
     assert_eq!(gets, 0, "the browser never polled");
+}
+
+#[tokio::test]
+async fn the_proxy_gives_creates_without_a_callback_url_the_relay_s() {
+    let (_, upstream) = super::proxy::mock_upstream(json!({"api_key": super::proxy::KEY})).await;
+    let proxy = ProxyConfig::new(
+        crate::ApiKey::new(super::proxy::KEY).unwrap(),
+        Upstream::parse(&upstream).unwrap(),
+    )
+    .unwrap();
+    let config = Config {
+        backend: Backend::Proxy(Box::new(proxy)),
+        ..test_config()
+    };
+    let origin = start_with(config, |_| {}).await;
+    let create = |body: Value| {
+        client()
+            .post(format!(
+                "{origin}/api/runflow/v1/models/black-forest-labs/flux-pro/kontext/runs"
+            ))
+            .header("origin", &origin)
+            .json(&body)
+            .send()
+    };
+    let receiver = format!("{origin}/api/runflow/callbacks");
+    let mine = "https://hooks.example.com/runflow";
+    for (body, expected) in [
+        (json!({"input": super::kontext_input()}), receiver.as_str()),
+        (
+            json!({"input": super::kontext_input(), "callback_url": null}),
+            receiver.as_str(),
+        ),
+        (
+            json!({"input": super::kontext_input(), "callback_url": mine}),
+            mine,
+        ),
+    ] {
+        let answer = create(body).await.unwrap();
+        assert_eq!(answer.status(), StatusCode::CREATED);
+        let run: Value = answer.json().await.unwrap();
+        assert_eq!(run["callback_url"], expected, "{run}");
+    }
+    // What Runflow received, byte for byte: the filled-in body is what went upstream.
+    let log = super::proxy::upstream_log(&upstream).await;
+    let creates: Vec<&Value> = log.iter().filter(|e| e["kind"] == "create").collect();
+    assert_eq!(creates.len(), 3, "{log:?}");
 }
