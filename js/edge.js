@@ -115,12 +115,13 @@ export function sleep(ms, signal, untilOnline) {
 
 /**
  * The callback relay a response advertises in `Runflow-Kontext-Relay` (`events=<path with
- * {id}>; callback=<http(s) URL>`, as the dev server writes it): `[events, callback]`, or
- * [] when it advertises none.
+ * {id}>; callback=<http(s) URL>`, parts in any order, as docs/callbacks.md specifies):
+ * `[events, callback]`, or [] when it advertises none.
  */
 export function relayOf(response) {
-  const parts = /^events=(\S*\{id\}\S*); callback=(https?:\/\/\S+)$/.exec(response.headers.get("runflow-kontext-relay"));
-  return parts ? [parts[1], parts[2]] : [];
+  const header = response.headers.get("runflow-kontext-relay") ?? "";
+  const parts = Object.fromEntries(header.split(";").map((part) => part.trim().split(/=(.*)/s)));
+  return parts.events?.includes("{id}") && /^https?:\/\//.test(parts.callback) ? [parts.events, parts.callback] : [];
 }
 
 /**

@@ -57,30 +57,47 @@ pub fn random_words() -> [u32; 4] {
     std::array::from_fn(|_| (js_sys::Math::random() * 4_294_967_296.0) as u32)
 }
 
-thread_local! {
-    /// Per `baseUrl`, the inline limit learnt from a 413: every client of that API root, even
-    /// one made later, then uploads at once what the proxy in front of it would refuse.
-    static LEARNT_INLINE_LIMITS: std::cell::RefCell<Vec<(String, f64)>> =
-        const { std::cell::RefCell::new(Vec::new()) };
+/// What the client learnt about one `baseUrl` from its answers, shared by every client of that
+/// API root (even one made later).
+struct Learnt {
+    base_url: String,
+    /// The inline limit learnt from a 413: above it, images are uploaded at once rather than
+    /// refused again by the proxy in front.
+    inline_limit: f64,
+    /// The callback relay the server advertised on its latest answer (`Runflow-Kontext-Relay`).
+    relay: Option<Relay>,
+}
 
-    /// Per `baseUrl`, the callback relay its server advertised on its latest API answer (the
-    /// `Runflow-Kontext-Relay` header), shared by every client of that API root.
-    static LEARNT_RELAYS: std::cell::RefCell<Vec<(String, Option<Relay>)>> =
-        const { std::cell::RefCell::new(Vec::new()) };
+thread_local! {
+    static LEARNT: std::cell::RefCell<Vec<Learnt>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl Client {
+    /// Reads or updates what was learnt about this client's `baseUrl` (one copy of the code for
+    /// every use: a closure per use would be a copy each).
+    fn learnt(&self, visit: &mut dyn FnMut(&mut Learnt)) {
+        LEARNT.with_borrow_mut(|all| {
+            let known = all.iter().position(|l| l.base_url == self.base_url);
+            let index = known.unwrap_or_else(|| {
+                all.push(Learnt {
+                    base_url: self.base_url.clone(),
+                    inline_limit: f64::INFINITY,
+                    relay: None,
+                });
+                all.len() - 1
+            });
+            if let Some(learnt) = all.get_mut(index) {
+                visit(learnt);
+            }
+        });
+    }
+
     /// Local images (and `data:` URIs) under this many bytes go inline: `uploadThreshold`, or
     /// less once a create to this `baseUrl` was refused as too large with an image inline.
     pub fn inline_limit(&self) -> f64 {
-        LEARNT_INLINE_LIMITS.with_borrow(|learnt| {
-            learnt
-                .iter()
-                .find(|(base_url, _)| *base_url == self.base_url)
-                .map_or(self.upload_threshold, |(_, limit)| {
-                    limit.min(self.upload_threshold)
-                })
-        })
+        let mut limit = self.upload_threshold;
+        self.learnt(&mut |learnt| limit = limit.min(learnt.inline_limit));
+        limit
     }
 
     /// Records that a create with an inline image of `image_bytes` was refused as too large:
@@ -88,45 +105,26 @@ impl Client {
     /// the client cannot see, at the cost of one more refusal at most per halving).
     pub fn learn_inline_refusal(&self, image_bytes: f64) {
         let limit = (image_bytes / 2.0).floor().min(self.inline_limit());
-        LEARNT_INLINE_LIMITS.with_borrow_mut(|learnt| {
-            match learnt
-                .iter_mut()
-                .find(|(base_url, _)| *base_url == self.base_url)
-            {
-                Some(entry) => entry.1 = limit,
-                None => learnt.push((self.base_url.clone(), limit)),
-            }
-        });
+        self.learnt(&mut |learnt| learnt.inline_limit = limit);
     }
 
     /// The relay the server advertised on its latest answer, if it did.
     pub fn relay(&self) -> Option<Relay> {
-        LEARNT_RELAYS.with_borrow(|learnt| {
-            learnt
-                .iter()
-                .find(|(base_url, _)| *base_url == self.base_url)
-                .and_then(|(_, relay)| relay.clone())
-        })
+        let mut relay = None;
+        self.learnt(&mut |learnt| relay.clone_from(&learnt.relay));
+        relay
     }
 
     /// Notes whether `response` advertises a relay: a server that stops advertising one is
     /// polled again.
     fn learn_relay(&self, response: &HttpResponse) {
         let advertised = response.relay();
-        let relay = advertised
+        let mut relay = advertised
             .get(0)
             .as_string()
             .zip(advertised.get(1).as_string())
             .map(|(events, callback)| Relay { events, callback });
-        LEARNT_RELAYS.with_borrow_mut(|learnt| {
-            match learnt
-                .iter_mut()
-                .find(|(base_url, _)| *base_url == self.base_url)
-            {
-                Some(entry) => entry.1 = relay,
-                None => learnt.push((self.base_url.clone(), relay)),
-            }
-        });
+        self.learnt(&mut |learnt| learnt.relay = relay.take());
     }
 
     fn url(&self, path: &str) -> String {
