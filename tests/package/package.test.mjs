@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { promisify } from "node:util";
 import { ROOT, launchBrowser, startServer, writeFixtures } from "../e2e/harness.mjs";
+import { VECTORS } from "../signature-vectors.mjs";
 
 const run = promisify(execFile);
 const npm = (cwd, ...args) => run("npm", [...args, "--no-audit", "--no-fund", "--loglevel=error"], { cwd, maxBuffer: 1 << 24 });
@@ -97,4 +98,25 @@ test("the Node example edits a file against the mock", async () => {
     await server.stop();
     await rm(fixtures, { recursive: true, force: true });
   }
+});
+
+test("the packed server entry holds to the signature vectors in Node", async () => {
+  const dir = join(work, "vectors");
+  await cp(join(ROOT, "tests/signature-vectors.mjs"), join(dir, "vectors.mjs"));
+  await npm(dir, "init", "-y");
+  await npm(dir, "install", tarball);
+  const script = `
+    import { verifyCallbackSignature, receiveCallback } from "runflow-kontext/server";
+    import { VECTORS } from "./vectors.mjs";
+    const verdicts = [];
+    for (const [body, header, secrets] of VECTORS) {
+      const headers = header === undefined ? {} : { "runflow-signature": header };
+      const received = await receiveCallback(new Request("http://x/cb", { method: "POST", headers, body }), { secrets })
+        .then(() => true, (error) => (error.code === "invalid_signature" ? false : error.code));
+      verdicts.push([verifyCallbackSignature(body, header, secrets), verifyCallbackSignature(Buffer.from(body), header, secrets), received]);
+    }
+    console.log(JSON.stringify(verdicts));`;
+  const { stdout } = await run(process.execPath, ["--input-type=module", "-e", script], { cwd: dir });
+  const verdicts = JSON.parse(stdout);
+  VECTORS.forEach(([, , , valid, what], n) => assert.deepEqual(verdicts[n], [valid, valid, valid], what));
 });

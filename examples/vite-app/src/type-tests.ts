@@ -1,6 +1,6 @@
 // Compile-time checks of the published types: every line under @ts-expect-error must fail to
 // type-check, and `tsc --noEmit` fails if one of them does not.
-import { KontextClient, RunflowError, type KontextInput, type Run, type RunflowErrorCode, type RunStatus } from "runflow-kontext";
+import { KontextClient, RunflowError, type KontextInput, type Run, type RunflowErrorCode, type RunStatus, type WaitMode, type Waiting } from "runflow-kontext";
 
 const client = new KontextClient({ baseUrl: "/api/runflow", timeoutMs: 30_000, maxRetries: 2 });
 const ok: KontextInput = { prompt: "p", image_url: "https://x/a.png", aspect_ratio: "16:9", num_images: 4, output_format: "png", safety_tolerance: "6" };
@@ -14,6 +14,9 @@ void local.createRun(fromBytes).catch((e: RunflowError) => e.step === "upload_pu
 // Backoff options; headers whose values may be undefined (left out, as JSON.stringify does).
 const tuned = new KontextClient({ retryBaseMs: 5, retryMaxMs: 50, headers: { "x-trace": undefined } });
 void tuned.run({ prompt: "p", image_url: "https://x/a.png", seed: undefined, aspect_ratio: undefined });
+// Waiting by push, with the way reported.
+const way: WaitMode = "events";
+void client.waitForRun("run_1", { wait: way, eventsSilenceMs: 5_000, onWaiting: ({ via, reason }: Waiting) => `${via}: ${reason}` });
 
 // @ts-expect-error: not an aspect ratio
 const badRatio: KontextInput = { prompt: "p", image_url: "u", aspect_ratio: "5:4" };
@@ -49,6 +52,10 @@ new KontextClient({ uploadThreshold: "1MB" });
 const step: RunflowError["step"] = "upload";
 // @ts-expect-error: a backoff is a number of milliseconds
 new KontextClient({ retryBaseMs: "1s" });
+// @ts-expect-error: wait is "auto", "poll" or "events"
+void client.run(ok, { wait: "push" });
+// @ts-expect-error: onWaiting hears "events" or "poll"
+void client.run(ok, { onWaiting: (waiting: { via: "sse" }) => waiting });
 // @ts-expect-error: browsers never receive callbacks: the browser entry has no verifyCallbackSignature
 import("runflow-kontext").then((m) => m.verifyCallbackSignature);
 
