@@ -69,6 +69,8 @@ const state = {
   following: new Map(),
   /** Run ids removed from history while followed: their ending must not put them back. */
   removed: new Set(),
+  /** The dev server's callback relay, as `_backend` tells it: `{ on, message? }`, or `null`. */
+  relay: null,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -174,7 +176,7 @@ function resolveBase() {
   }
 }
 
-/** What the dev server says it is (`{ backend: "mock" | "proxy", upstream }`), if it says. */
+/** What the dev server says it is (`{ backend: "mock" | "proxy", upstream, relay }`), if it says. */
 async function serverBackend() {
   try {
     const response = await fetch(`${DEFAULT_BASE}/_backend`, { cache: "no-store" });
@@ -195,6 +197,8 @@ async function detectBackend() {
       .catch(() => false),
     serverBackend(),
   ]);
+  state.relay = typeof info?.relay?.on === "boolean" ? info.relay : null;
+  renderRelayHint();
   const scenario = state.base.match(/^\/__mock\/s\/([^/]+)$/)?.[1];
   // The dev server's own word when it gives it; else a local server answering is the mock.
   const mock = scenario ? true : info ? info.backend === "mock" : LOCAL_HOSTS.has(location.hostname);
@@ -545,6 +549,7 @@ async function startEdit() {
         signal: controller.signal,
         metadata: { app: "kontext-studio" },
         onStatus: (update) => onStatus(entry, update, image.src),
+        onWaiting: (waiting) => onWaiting(entry, waiting),
       },
     );
     finishWith(entry, run);
@@ -557,6 +562,8 @@ async function startEdit() {
 async function resume(entry, { show, reason = "reload" }) {
   if (state.following.has(entry.id)) return;
   const controller = new AbortController();
+  // How it waited before says nothing about how it waits now: onWaiting tells again.
+  entry.waiting = null;
   try {
     follow(entry, controller, { show, resumed: reason });
     // Entries from before the page stored their API root: ask this page's, never a default.
@@ -564,6 +571,7 @@ async function resume(entry, { show, reason = "reload" }) {
     const run = await client.waitForRun(entry.id, {
       signal: controller.signal,
       onStatus: (update) => onStatus(entry, update),
+      onWaiting: (waiting) => onWaiting(entry, waiting),
     });
     if (run.status === "failed" || run.status === "canceled") {
       failWith(entry, { code: "run_failed", run, runId: run.id, message: run.failure?.message ?? "" });
@@ -615,6 +623,16 @@ function onStatus(entry, run, inputSrc) {
   entry.steps[step] ??= Date.now() - entry.startedAt;
   keep(entry);
   if (isShown(entry)) renderRun(entry);
+}
+
+/**
+ * How the client waits for the run: by the dev server's callback relay (push) or by polling, and
+ * why; told when waiting starts and again if push falls back to polling.
+ */
+function onWaiting(entry, { via, reason }) {
+  entry.waiting = { via: via === "events" ? "events" : "poll", reason: typeof reason === "string" ? reason : "" };
+  keep(entry);
+  if (isShown(entry)) renderWaiting(entry);
 }
 
 /** Saves `entry` in history, unless it was removed from there while it was being followed. */
@@ -762,6 +780,51 @@ function renderRun(entry) {
   renderElapsed(entry);
   $("working-label").textContent = STATUS_TEXT[status] ?? STATUS_TEXT.unknown;
   if (!ended && !TERMINAL.has(status)) setStatusLine(STATUS_TEXT[status] ?? STATUS_TEXT.unknown);
+  renderWaiting(entry);
+}
+
+/** "by push (callback relay)" or "by polling · <why>", for the run's panel and its facts. */
+function waitingWay(waiting) {
+  if (waiting.via === "events") return "by push (callback relay)";
+  return waiting.reason ? `by polling · ${waiting.reason}` : "by polling";
+}
+
+/** How the shown run is followed (or was, once it ended), and the relay's how-to when it is off. */
+function renderWaiting(entry) {
+  const line = $("waiting");
+  const waiting = entry.waiting;
+  line.hidden = !waiting;
+  line.dataset.via = waiting?.via ?? "";
+  const following = state.current?.entry === entry;
+  const text = waiting ? `${following ? "Waiting" : "Waited"} ${waitingWay(waiting)}` : "";
+  // Only a change is announced (aria-live): not the same words again on every status.
+  if ($("waiting-text").textContent !== text) $("waiting-text").textContent = text;
+  $("relay-hint").hidden = !(waiting?.via === "poll" && state.relay?.on === false && state.relay.message);
+}
+
+/**
+ * The dev server's words on turning the relay on (`_backend`'s `relay.message`), with the names
+ * of variables and files set as code.
+ */
+function renderRelayHint() {
+  const box = $("relay-hint-text");
+  const message = state.relay?.on === false && typeof state.relay.message === "string" ? state.relay.message.trim() : "";
+  box.replaceChildren();
+  if (message) {
+    // "The callback relay is off: set X and Y…": the summary already says it is off.
+    const sentence = message
+      .replace(/^the callback relay is off:\s*/i, "")
+      .replace(/^[a-z]/, (letter) => letter.toUpperCase())
+      .replace(/([a-z]{3,}[.!?]\s+)([a-z])/g, (_, end, letter) => end + letter.toUpperCase());
+    for (const [index, part] of sentence.split(/\b([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+|[\w-]+(?:\/[\w-]+)*\.md)\b/).entries()) {
+      if (part) box.append(index % 2 ? textEl("code", part) : document.createTextNode(part));
+    }
+  }
+  if (state.current) renderWaiting(state.current.entry);
+  else if (!$("run-status").hidden && state.shownId) {
+    const shown = history.get(state.shownId);
+    if (shown) renderWaiting(shown);
+  }
 }
 
 /** On narrow screens the result sits below the form: bring it into view when a run starts. */
@@ -1007,6 +1070,7 @@ function renderFacts(entry, output) {
   const size = output.width && output.height ? `${output.width}×${output.height} · ` : "";
   fact(list, "Image", textEl("span", `${size}${extensionOf(output, entry) === "png" ? "PNG" : "JPEG"}`));
   if (entry.completedAt) fact(list, "Time", textEl("span", seconds(entry.completedAt - entry.startedAt)));
+  if (entry.waiting) fact(list, "Waited", textEl("span", waitingWay(entry.waiting)));
   const cost = entry.outputs.length * PRICE_PER_IMAGE;
   fact(list, "Cost", textEl("span", state.isMock && entry.baseUrl !== undefined ? `${money(cost)} on Runflow (free here)` : money(cost)));
 }

@@ -71,6 +71,9 @@ function normalizeEntry(raw) {
     error: isObject(raw.error) && typeof raw.error.title === "string"
       ? { code: stringOr(raw.error.code, "unexpected"), title: raw.error.title }
       : null,
+    waiting: isObject(raw.waiting) && (raw.waiting.via === "events" || raw.waiting.via === "poll")
+      ? { via: raw.waiting.via, reason: stringOr(raw.waiting.reason, "") }
+      : null,
   };
   if (isNumber(raw.completedAt)) entry.completedAt = raw.completedAt;
   // A status the page does not know, or a run to follow without an API root to ask: not followed
@@ -101,7 +104,8 @@ function load() {
 /**
  * One entry: `{ id, baseUrl, prompt, options, input: { thumbnail?, url?, width, height },
  * status, outputs: [{url, width, height, content_type}], seed, nsfw, actualPrompt,
- * startedAt, completedAt, error: {title, code}|null, steps: {status: elapsedMs} }`.
+ * startedAt, completedAt, error: {title, code}|null, steps: {status: elapsedMs},
+ * waiting: {via: "events"|"poll", reason}|null }`.
  */
 export class History {
   constructor() {
