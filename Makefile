@@ -18,7 +18,7 @@ SIZE_BUDGET ?= 62000
 # Seconds each fuzz target runs in `make fuzz`.
 FUZZ_SECONDS ?= 30
 
-.PHONY: setup pkg devserver demo test test-native test-browser test-node test-package test-e2e test-matrix soak lint size clean bench fuzz
+.PHONY: setup pkg devserver demo demo-push test test-native test-browser test-node test-package test-e2e test-matrix soak lint size clean bench fuzz
 
 setup:
 	@scripts/setup.sh
@@ -36,6 +36,11 @@ devserver: setup
 
 demo: pkg devserver
 	PORT=$(PORT) target/release/devserver
+
+# The demo with the callback relay on (embedded mock): each run's end is pushed to the page,
+# which says it waits by push and makes one GET per run instead of polling (docs/callbacks.md).
+demo-push: pkg devserver
+	PORT=$(PORT) PUBLIC_URL=http://127.0.0.1:$(PORT) RUNFLOW_CALLBACK_SECRETS=whsec_demo_local target/release/devserver
 
 test: setup lint test-native test-browser test-node test-package size test-e2e test-matrix
 
