@@ -233,6 +233,8 @@ test("Check again while another run is in progress does not abort that run", asy
       return line.includes("run ") && !line.includes(id);
     }, stopped);
     const current = await waitForRunId(page);
+    // Running until 30 s from now: no status update can overwrite the message checked below.
+    await page.waitForFunction(() => document.getElementById("timeline").dataset.status === "running", null, { timeout: 10_000 });
     const checkAgain = page.locator(`.history-item[data-run-id="${stopped}"] button`, { hasText: "Check again" });
     await checkAgain.click();
     assert.equal(await text(page, "#status-line"), "Finish or cancel the current run first.");
