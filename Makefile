@@ -12,8 +12,9 @@ SERVER_WASM := pkg/server/runflow_kontext_server_bg.wasm
 # Debian's binaryen is too old for the reference-types code rustc emits; npm's is current.
 WASM_OPT_FLAGS := -Oz --converge --enable-bulk-memory --enable-reference-types --enable-nontrapping-float-to-int \
 	--enable-sign-ext --enable-mutable-globals --enable-multivalue --strip-debug --strip-producers
-# A budget the CI holds: 60 KB (as issue 7 and the reports count: 1 KB = 1000 bytes) of gzip of the
-# .wasm + the JS (glue and snippets) bundled and minified.
+# A budget the CI holds, in gzip bytes of the .wasm + the JS (glue and snippets) bundled and
+# minified (1 KB = 1000 bytes): 60 KB from issue 7, 62 KB since waiting by push (issue 13), which
+# costs 3.3 KB (the EventSource edge, the relay's discovery, events taken into the run).
 SIZE_BUDGET ?= 62000
 # Seconds each fuzz target runs in `make fuzz`.
 FUZZ_SECONDS ?= 30
