@@ -60,24 +60,25 @@ export class Bench {
   }
 
   /** A fresh page on the dev server's origin with the harness loaded. */
-  async page(context = this.context) {
+  async page(context = this.context, origin = this.origin) {
     const page = await context.newPage();
     page.on("pageerror", (e) => this.log(`page error: ${e.message}`));
     // Any same-origin document will do (an empty 404 would become an error page): the glue as text.
-    await page.goto(`${this.origin}/pkg/runflow_kontext.js`);
+    await page.goto(`${origin}/pkg/runflow_kontext.js`);
     await page.addScriptTag({ content: this.harness });
     return page;
   }
 
-  async scenario(config) {
-    const res = await fetch(`${this.origin}/__mock/scenarios`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(config) });
+  async scenario(config, origin = this.origin) {
+    const res = await fetch(`${origin}/__mock/scenarios`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(config) });
     if (res.status !== 201) throw new Error(`scenario: HTTP ${res.status} ${await res.text()}`);
     const { base_url } = await res.json();
-    const base = this.origin + base_url;
+    const base = origin + base_url;
     return {
       base,
       log: async () => (await (await fetch(`${base}/log`)).json()).requests,
       runs: async () => (await (await fetch(`${base}/runs`)).json()).items,
+      callbacks: async () => (await (await fetch(`${base}/callbacks`)).json()).attempts,
     };
   }
 
@@ -273,12 +274,25 @@ ${fn}(${JSON.stringify(args)}).then((value) => post({ value }), (e) => post({ er
     };
   }
 
-  /** Waiting: runs of `durations` (exact, and spread +-1 s around them), each strategy, all at once. */
-  async waiting({ durations, exact, spread }) {
+  /** Waiting: runs of `durations` (exact, and spread +-1 s around them), each strategy, all at once.
+   * `relay` (`{ origin, secret }`): a dev server with the callback relay on; then every waiting run
+   * goes to it, and the `events` strategy (issue 13) runs beside the polling ones: our client with
+   * `wait: "events"`, its runs in scenarios that sign callbacks with the relay's secret and carry
+   * the relay's receiver as `callback_url`. Each open stream holds one of Chromium's 6 connections
+   * per host for the whole run, so the events runs go `eventsPerPage` to a browser context of
+   * their own (each context has its own connection pool), not into the polling runs' page. */
+  async waiting({ durations, exact, spread, eventsPerPage = 4 }, relay) {
+    const origin = relay?.origin ?? this.origin;
+    let relayInfo = null;
+    if (relay) {
+      relayInfo = (await (await fetch(`${origin}/api/runflow/_backend`)).json()).relay;
+      if (!relayInfo?.on) throw new Error(`waiting: the dev server at ${origin} has no relay on: ${JSON.stringify(relayInfo)}`);
+    }
+    const strategies = ["ours", "fixed500", "fixed2000", ...(relay ? ["events"] : [])];
     const jobs = [];
     const scenarios = new Map();
     for (const duration of durations) {
-      for (const strategy of ["ours", "fixed500", "fixed2000"]) {
+      for (const strategy of strategies) {
         const lengths = [
           ...Array.from({ length: exact }, () => ({ kind: "exact", ms: duration })),
           // Stratified over a 2 s window, so a fixed loop's phase at completion is spread evenly.
@@ -287,18 +301,31 @@ ${fn}(${JSON.stringify(args)}).then((value) => post({ value }), (e) => post({ er
         for (const { kind, ms } of lengths) {
           // queued, dispatching, running: 10 %, 10 %, 80 % of the run.
           const lifecycle = [Math.round(ms * 0.1), Math.round(ms * 0.1), ms - 2 * Math.round(ms * 0.1)];
-          const s = await this.scenario({ lifecycle_ms: lifecycle });
+          const events = strategy === "events";
+          const s = await this.scenario({ lifecycle_ms: lifecycle, ...(events ? { callback_secrets: [relay.secret] } : {}) }, origin);
           const key = `${jobs.length}`;
           scenarios.set(key, s);
-          jobs.push({ key, duration, kind, runMs: ms, strategy, base: s.base, startDelayMs: (jobs.length * 619) % 2000 });
+          jobs.push({ key, duration, kind, runMs: ms, strategy, base: s.base, startDelayMs: (jobs.length * 619) % 2000, ...(events ? { callbackUrl: relayInfo.callback } : {}) });
         }
       }
     }
-    const page = await this.page();
+    const polled = jobs.filter((j) => j.strategy !== "events");
+    const pushed = jobs.filter((j) => j.strategy === "events");
+    const groups = [];
+    for (let i = 0; i < pushed.length; i += eventsPerPage) groups.push(pushed.slice(i, i + eventsPerPage));
+    const page = await this.page(this.context, origin);
+    const contexts = await Promise.all(groups.map(() => this.browser.newContext()));
+    const eventPages = await Promise.all(contexts.map((c) => this.page(c, origin)));
     const t0 = Date.now();
-    const { results, visibility } = await page.evaluate((args) => bench.waiting(args), { url: PKG, jobs });
+    const [main, ...others] = await Promise.all([
+      page.evaluate((args) => bench.waiting(args), { url: PKG, jobs: polled }),
+      ...eventPages.map((p, i) => p.evaluate((args) => bench.waiting(args), { url: PKG, jobs: groups[i] })),
+    ]);
     const wallMs = Date.now() - t0;
     await page.close();
+    await Promise.all(contexts.map((c) => c.close()));
+    const results = [...main.results, ...others.flatMap((o) => o.results)];
+    const visibility = main.visibility;
     const parseTime = (s) => {
       // RFC 3339 with microseconds: keep the milliseconds Date.parse reads, add the rest.
       const m = s.match(/^(.*T\d\d:\d\d:\d\d)\.(\d+)(.*)$/);
@@ -311,23 +338,72 @@ ${fn}(${JSON.stringify(args)}).then((value) => post({ value }), (e) => post({ er
       const s = scenarios.get(r.key);
       const [run] = await s.runs();
       const log = await s.log();
-      rows.push({
+      // The run's end: the mock's `completed_at` (created_at + the lifecycle, to the microsecond).
+      const endedAt = run?.completed_at ? parseTime(run.completed_at) : NaN;
+      const row = {
         duration: r.duration, kind: r.kind, runMs: r.runMs, strategy: r.strategy, status: r.status,
         gets: log.filter((e) => e.kind === "get").length,
-        delayMs: r.resolvedAt - parseTime(run.completed_at),
-      });
+        delayMs: r.resolvedAt - endedAt,
+      };
+      if (r.strategy === "events") {
+        // The callback's first attempt (ms since the epoch, the mock's clock): the delay in two parts.
+        const [attempt] = await s.callbacks();
+        row.ways = r.ways;
+        row.pushed = r.ways?.length === 1 && r.ways[0] === "events";
+        row.callback = attempt ? { status: attempt.status, delivered: attempt.delivered, elapsedMs: attempt.elapsed_ms } : null;
+        if (attempt) {
+          row.endToCallbackMs = attempt.at_ms - endedAt;
+          row.callbackToResolveMs = r.resolvedAt - attempt.at_ms;
+        }
+      }
+      if (r.error) row.error = r.error;
+      rows.push(row);
     }
     const summary = [];
     for (const duration of durations) {
       for (const kind of ["exact", "spread"]) {
-        for (const strategy of ["ours", "fixed500", "fixed2000"]) {
+        for (const strategy of strategies) {
           const sel = rows.filter((r) => r.duration === duration && r.kind === kind && r.strategy === strategy);
           if (!sel.length) continue;
-          summary.push({ duration, kind, strategy, runs: sel.length, gets: stats(sel.map((r) => r.gets)), delayMs: stats(sel.map((r) => r.delayMs)) });
+          summary.push({ duration, kind, strategy, runs: sel.length, gets: stats(sel.map((r) => r.gets)), delayMs: stats(sel.map((r) => r.delayMs).filter(Number.isFinite)) });
         }
       }
     }
-    return { wallMs, visibility, rows, summary };
+    // Issue 13: events against our polling, per duration, exact and spread lengths together.
+    let events = null;
+    if (relay) {
+      events = { eventsPerPage, pages: groups.length, relay: relayInfo, byDuration: [] };
+      for (const duration of durations) {
+        const side = (strategy) => {
+          const sel = rows.filter((r) => r.duration === duration && r.strategy === strategy);
+          const out = { runs: sel.length, ok: sel.filter((r) => r.status === "succeeded").length, errors: sel.filter((r) => r.error).map((r) => r.error), gets: stats(sel.map((r) => r.gets)), delayMs: stats(sel.map((r) => r.delayMs).filter(Number.isFinite)) };
+          if (strategy === "events") {
+            out.pushed = sel.filter((r) => r.pushed).length;
+            out.delivered = sel.filter((r) => r.callback?.delivered).length;
+            const split = sel.filter((r) => r.endToCallbackMs !== undefined);
+            if (split.length) {
+              out.endToCallbackMs = stats(split.map((r) => r.endToCallbackMs));
+              out.callbackToResolveMs = stats(split.map((r) => r.callbackToResolveMs));
+            }
+          }
+          return out;
+        };
+        events.byDuration.push({ duration, events: side("events"), polling: side("ours") });
+      }
+      const all = rows.filter((r) => r.strategy === "events");
+      const delays = stats(all.map((r) => r.delayMs).filter(Number.isFinite));
+      const gets = stats(all.map((r) => r.gets));
+      events.goal = {
+        oneGetPerRun: all.every((r) => r.gets === 1 && r.status === "succeeded"),
+        meanGets: gets.mean,
+        medianDelayMs: delays.median,
+        p95DelayMs: delays.p95,
+        medianUnder50: delays.median < 50,
+        perDurationMedianUnder50: events.byDuration.every((d) => d.events.delayMs.median < 50),
+      };
+      events.goal.met = events.goal.oneGetPerRun && events.goal.perDurationMedianUnder50;
+    }
+    return { wallMs, visibility, rows, summary, ...(events ? { events } : {}) };
   }
 }
 

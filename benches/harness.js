@@ -125,8 +125,20 @@ async function waiting({ url, jobs }) {
       // behind each other on Chromium's 6 connections per host, which no real page does.
       await new Promise((r) => setTimeout(r, job.startDelayMs ?? 0));
       let run;
-      if (job.strategy === "ours") {
-        run = await new KontextClient({ baseUrl: job.base }).run(INPUT);
+      if (job.strategy === "events") {
+        // By push (issue 13): the run's callback goes to the dev server's relay, which pushes it
+        // down the run's stream; `onWaiting` says which way the client went (and any fallback).
+        const ways = [];
+        try {
+          run = await new KontextClient({ baseUrl: job.base }).run(INPUT, { wait: "events", callbackUrl: job.callbackUrl, onWaiting: (w) => ways.push(w.via) });
+        } catch (error) {
+          return { ...job, resolvedAt: Date.now(), ways, error: `${error.code ?? ""} ${error.message}` };
+        }
+        return { ...job, resolvedAt: Date.now(), id: run.id, status: run.status_code, ways };
+      } else if (job.strategy === "ours") {
+        // Polled with the default schedule; `wait: "poll"` so that a server advertising a relay
+        // (the waiting bench's has one on) does not turn later runs into pushed ones.
+        run = await new KontextClient({ baseUrl: job.base }).run(INPUT, { wait: "poll" });
       } else {
         const every = job.strategy === "fixed500" ? 500 : 2000;
         run = await fetchLoopRun(job.base, INPUT, { schedule: () => every });

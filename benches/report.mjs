@@ -9,7 +9,33 @@ const pct = (n) => `${(n * 100).toFixed(1)} %`;
 const signed = (n) => `${n >= 0 ? "+" : "−"}${Math.abs(n).toLocaleString("en")} B`;
 const table = (head, rows) => [`| ${head.join(" | ")} |`, `|${head.map(() => "---").join("|")}|`, ...rows.map((r) => `| ${r.join(" | ")} |`)].join("\n");
 
-const STRATEGY = { ours: "ours (0.5 s, x1.5, cap 5 s)", fixed500: "fixed 500 ms (fal, replicate)", fixed2000: "fixed 2 s (Runflow SDK)" };
+const STRATEGY = { ours: "ours (0.5 s, x1.5, cap 5 s)", fixed500: "fixed 500 ms (fal, replicate)", fixed2000: "fixed 2 s (Runflow SDK)", events: "ours, wait: \"events\" (callback relay)" };
+
+/** Issue 13's targets: one GET per run by push, and a median delay under 50 ms (each duration). */
+export function eventsTargets(r) {
+  const e = r.waiting.events;
+  if (!e) return [];
+  const by = e.byDuration;
+  return [
+    { target: "wait: \"events\": 1 GET per run", value: by.map((d) => `${d.duration / 1000} s: ${d.events.gets.mean.toFixed(2)} mean (${d.events.gets.min}–${d.events.gets.max}), ${d.events.pushed}/${d.events.runs} pushed`).join("; ") + `; polling: ${by.map((d) => d.polling.gets.mean.toFixed(1)).join(", ")}`, met: e.goal.oneGetPerRun },
+    { target: "wait: \"events\": median run end → promise delay < 50 ms", value: by.map((d) => `${d.duration / 1000} s: ${ms(d.events.delayMs.median)} (p95 ${ms(d.events.delayMs.p95)})`).join("; ") + `; polling: ${by.map((d) => ms(d.polling.delayMs.median, 0)).join(", ")}`, met: e.goal.perDurationMedianUnder50 },
+  ];
+}
+
+/** Events against our polling, per duration (issue 13): a table, and the targets under it. */
+export function waitingTable(r) {
+  const e = r.waiting.events;
+  if (!e) return "";
+  const rows = e.byDuration.flatMap((d) => [
+    [`${d.duration / 1000} s`, STRATEGY.events, `${d.events.ok}/${d.events.runs}`, d.events.gets.mean.toFixed(2), `${d.events.gets.min}–${d.events.gets.max}`, ms(d.events.delayMs.median), ms(d.events.delayMs.p95), ms(d.events.delayMs.max)],
+    [`${d.duration / 1000} s`, STRATEGY.ours, `${d.polling.ok}/${d.polling.runs}`, d.polling.gets.mean.toFixed(2), `${d.polling.gets.min}–${d.polling.gets.max}`, ms(d.polling.delayMs.median), ms(d.polling.delayMs.p95), ms(d.polling.delayMs.max)],
+  ]);
+  return [
+    table(["run", "waiting", "runs ok", "GETs per run, mean", "GETs min–max", "delay median", "delay p95", "delay max"], rows),
+    "",
+    table(["target (issue 13)", "measured", "met"], eventsTargets(r).map((t) => [t.target, t.value, t.met ? "yes" : "**no**"])),
+  ].join("\n");
+}
 
 export function targets(r) {
   const ours = r.size.bundles[0];
@@ -70,11 +96,20 @@ export function summaryTable(r) {
           `${w(d, "ours").gets.median} GETs, ${ms(w(d, "ours").delayMs.median, 0)} (9–11 s spread: ${w(d, "ours", "spread").gets.median} GETs, ${ms(w(d, "ours", "spread").delayMs.median, 0)})`.replace("9–11", `${d / 1000 - 1}–${d / 1000 + 1}`),
           `fixed 500 ms: ${w(d, "fixed500").gets.median} GETs, ${ms(w(d, "fixed500", "spread").delayMs.median, 0)}; fixed 2 s: ${w(d, "fixed2000").gets.median} GETs, ${ms(w(d, "fixed2000", "spread").delayMs.median, 0)} (spread runs)`,
         ]),
+        ...(r.waiting.events?.byDuration ?? []).map((e) => [
+          `waiting by push (issue 13), ${e.duration / 1000} s runs (${e.events.runs} each way, ${e.duration / 1000 - 1}–${e.duration / 1000 + 1} s): GETs per run (mean), run end → promise delay median (p95)`,
+          `\`wait: "events"\`: **${e.events.gets.mean.toFixed(2)} GETs**, **${ms(e.events.delayMs.median)}** (${ms(e.events.delayMs.p95)})`,
+          `ours polling: ${e.polling.gets.mean.toFixed(1)} GETs, ${ms(e.polling.delayMs.median, 0)} (${ms(e.polling.delayMs.p95, 0)})`,
+        ]),
       ],
     ),
   );
   lines.push("");
   lines.push(table(["target (issue 7)", "measured", "met"], targets(r).map((t) => [t.target, t.value, t.met ? "yes" : "**no**"])));
+  if (r.waiting.events) {
+    lines.push("");
+    lines.push(table(["target (issue 13)", "measured", "met"], eventsTargets(r).map((t) => [t.target, t.value, t.met ? "yes" : "**no**"])));
+  }
   return lines.join("\n");
 }
 
@@ -112,6 +147,31 @@ export function plan(r) {
       `7. Ship the client as JavaScript and keep Rust where it pays: the core's tables (error codes, statuses, input fields and ranges, messages) are generated from the Rust definitions into the JS build (as the TS unions already are), the native tests become shared JSON fixtures both run, and the wasm module goes away (−${kb(ours.parts[1].gzip)} of wasm, −${kb(ours.parts[0].gzip)} of glue). ` +
       `Sized from the peers measured here: replicate does create + poll + typed errors in ${kb(r.size.bundles.find((b) => b.name === "replicate").total.gzip)}; the same job plus our validation, normalisation, no-duplicate create, Retry-After and abort/deadline handling is estimated at 10–12 KB gzip, about half of @fal-ai/client.`,
   ].join("\n");
+}
+
+/** The waiting section: measured runs, the events comparison (issue 13), the simulation. */
+export function renderWaiting(r) {
+  const out = [];
+  const wt = r.waiting;
+  out.push("## Waiting", "", `Every run has its own mock scenario with lifecycle 10 % queued, 10 % dispatching, 80 % running, and all of them ran at once (${(wt.wallMs / 1000).toFixed(0)} s wall; the polling runs in one page, ${wt.visibility}${wt.events ? `, the pushed ones in ${wt.events.pages} more` : ""}). GETs are counted from each scenario's log; the delay is from the run's \`completed_at\` (server clock) to the moment the promise resolved (\`Date.now()\` in the page, same machine). "exact": runs of exactly 5/10/30 s; "spread": lengths spread evenly over ±1 s around them, so a fixed loop meets completion at every phase. Ours runs \`client.run()\` with the default schedule; the fixed loops are the same fetch loop with a constant interval.`, "");
+  out.push(table(["run", "lengths", "strategy", "runs", "GETs median (min–max)", "delay median", "delay p95", "delay max"], wt.summary.map((s) => [`${s.duration / 1000} s`, s.kind, STRATEGY[s.strategy], s.runs, `${s.gets.median} (${s.gets.min}–${s.gets.max})`, ms(s.delayMs.median, 0), ms(s.delayMs.p95, 0), ms(s.delayMs.max, 0)])), "");
+  if (wt.simulated) out.push(`Computed from the schedules (\`benches/waiting.mjs\`, ${wt.simulated[0].latencyMs.toFixed(2)} ms per request, the measured median), for a run of exactly the nominal length and for 2,000 lengths spread evenly over ±1 s:`, "");
+  if (wt.simulated) out.push(table(["run", "strategy", "exact: GETs", "exact: delay", "spread: mean GETs", "spread: median delay", "spread: p95 delay", "spread: mean delay"], wt.simulated.map((s) => [`${s.duration / 1000} s`, STRATEGY[s.strategy], s.exact.gets, ms(s.exact.delayMs, 0), s.spread.meanGets.toFixed(1), ms(s.spread.medianDelayMs, 0), ms(s.spread.p95DelayMs, 0), ms(s.spread.meanDelayMs, 0)])), "");
+
+  const e = wt.events;
+  if (e) {
+    const split = e.byDuration.filter((d) => d.events.endToCallbackMs);
+    out.push("### Events against polling (issue 13)", "");
+    out.push(`The waiting runs go to a dev server of their own with the callback relay on (\`PUBLIC_URL\` on a free port, \`RUNFLOW_CALLBACK_SECRETS\`); the other benches keep a server without it. \`wait: "events"\` runs are \`client.run(input, { wait: "events", callbackUrl })\` in scenarios created with \`callback_secrets: [the relay's secret]\`, \`callbackUrl\` being the relay's receiver (\`${e.relay.callback}\`): the mock POSTs the signed callback there when the run ends, the server pushes it down the run's stream (\`${e.relay.events}\`), and the client makes one GET, when the stream opens. Ours polling is \`client.run(input, { wait: "poll" })\` with the default schedule, the same runs as in the table above. Each open stream holds one of Chromium's 6 HTTP/1.1 connections per host for the whole run, so the events runs are in ${e.pages} browser contexts of their own (${e.eventsPerPage} runs each; a context has its own connection pool) instead of the polling runs' page; all of them ran at the same time. Exact and spread lengths together (${e.byDuration[0].events.runs} runs per duration each way). The delay is the promise's resolution (\`Date.now()\` in the page) minus the run's end: the mock's \`completed_at\`, to the microsecond (created_at plus the lifecycle; the instant the mock's callback timer is set for).`, "");
+    out.push(waitingTable(r), "");
+    if (split.length) {
+      out.push("Where a pushed run's delay goes, from the mock's record of its callback's first attempt (`GET /__mock/s/{id}/callbacks`, `at_ms`, whole milliseconds): run end → callback sent (the mock's timer, building the payload with the output image) and callback sent → promise resolved (the receiver's signature check, the relay, the SSE event, the client's handling):", "");
+      out.push(table(["run", "end → callback sent, median (p95)", "callback sent → resolved, median (p95)", "callbacks delivered", "runs by push with no fallback"], split.map((d) => [`${d.duration / 1000} s`, `${ms(d.events.endToCallbackMs.median)} (${ms(d.events.endToCallbackMs.p95)})`, `${ms(d.events.callbackToResolveMs.median)} (${ms(d.events.callbackToResolveMs.p95)})`, `${d.events.delivered}/${d.events.runs}`, `${d.events.pushed}/${d.events.runs}`])), "");
+    }
+    const errors = e.byDuration.flatMap((d) => [...d.events.errors, ...d.polling.errors]);
+    if (errors.length) out.push(`Runs that failed: ${errors.map((m) => `\`${m}\``).join(", ")}.`, "");
+  }
+  return out.join("\n");
 }
 
 export function render(r) {
@@ -155,11 +215,7 @@ export function render(r) {
   const g = r.memory.growth;
   out.push("", `From ${g.from} to ${g.to} runs: wasm ${signed(g.oursWasmBytes)}, JS heap ${signed(g.oursJsHeapBytes)} (${(g.oursJsHeapBytes / (g.to - g.from)).toFixed(0)} B per run); the fetch loop's JS heap ${signed(g.floorJsHeapBytes)}.`, "");
 
-  const wt = r.waiting;
-  out.push("## Waiting", "", `Every run has its own mock scenario with lifecycle 10 % queued, 10 % dispatching, 80 % running, and all of them ran at once in one page (${(wt.wallMs / 1000).toFixed(0)} s wall, page ${wt.visibility}). GETs are counted from each scenario's log; the delay is from the run's \`completed_at\` (server clock) to the moment the promise resolved (\`Date.now()\` in the page, same machine). "exact": runs of exactly 5/10/30 s; "spread": lengths spread evenly over ±1 s around them, so a fixed loop meets completion at every phase. Ours runs \`client.run()\` with the default schedule; the fixed loops are the same fetch loop with a constant interval.`, "");
-  out.push(table(["run", "lengths", "strategy", "runs", "GETs median (min–max)", "delay median", "delay p95", "delay max"], wt.summary.map((s) => [`${s.duration / 1000} s`, s.kind, STRATEGY[s.strategy], s.runs, `${s.gets.median} (${s.gets.min}–${s.gets.max})`, ms(s.delayMs.median, 0), ms(s.delayMs.p95, 0), ms(s.delayMs.max, 0)])), "");
-  out.push(`Computed from the schedules (\`benches/waiting.mjs\`, ${wt.simulated[0].latencyMs.toFixed(2)} ms per request, the measured median), for a run of exactly the nominal length and for 2,000 lengths spread evenly over ±1 s:`, "");
-  out.push(table(["run", "strategy", "exact: GETs", "exact: delay", "spread: mean GETs", "spread: median delay", "spread: p95 delay", "spread: mean delay"], wt.simulated.map((s) => [`${s.duration / 1000} s`, STRATEGY[s.strategy], s.exact.gets, ms(s.exact.delayMs, 0), s.spread.meanGets.toFixed(1), ms(s.spread.medianDelayMs, 0), ms(s.spread.p95DelayMs, 0), ms(s.spread.meanDelayMs, 0)])), "");
+  out.push(renderWaiting(r));
 
   const im = r.images;
   const imRow = (name, side, read) => [name, ...["min", "median", "p95", "max"].map((k) => ms(im.ms[side][k])), read ? `${ms(im.firstReadMs[side].median)} (${ms(im.firstReadMs[side].p95)})` : "—", side === "fileReader" ? "1.00x" : `${x(im.ms[side].median / im.ms.fileReader.median)} (paired ${x(side === "wasm" ? im.ratio.wasmToFileReader.pairedMedian : im.ratio.uploadToFileReader.pairedMedian)})`];

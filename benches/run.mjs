@@ -3,8 +3,11 @@
 // server (embedded mock) on a free port, drives Debian's Chromium headless, writes target/bench/report.{md,json}
 // and prints the summary table that the README's Benchmarks section holds.
 //
-// BENCH_QUICK=1 shrinks every count, for working on the benchmarks themselves.
+// BENCH_QUICK=1 shrinks every count, for working on the benchmarks themselves. BENCH_ONLY=waiting
+// runs only the waiting part (polling and push, issue 13; about 45 s) and writes
+// target/bench/waiting.{md,json} instead of the full report.
 import { spawn } from "node:child_process";
+import { createServer } from "node:net";
 import { rmSync } from "node:fs";
 import { mkdir, mkdtemp, writeFile } from "node:fs/promises";
 import { cpus, tmpdir, totalmem } from "node:os";
@@ -13,10 +16,12 @@ import { sizes } from "./size.mjs";
 import { Bench, stats } from "./browser.mjs";
 import { simulateWaiting } from "./waiting.mjs";
 import { benchProxy, proxyCost, renderProxyServer } from "./proxy.mjs";
-import { render, summaryTable } from "./report.mjs";
+import { render, renderWaiting, summaryTable, waitingTable } from "./report.mjs";
 
 const root = new URL("../", import.meta.url).pathname;
 const quick = process.env.BENCH_QUICK === "1";
+const only = process.env.BENCH_ONLY ?? "";
+if (only && only !== "waiting") throw new Error(`BENCH_ONLY=${only}: only "waiting" is a part of its own`);
 const log = (...a) => console.error(`[bench ${((performance.now() / 1000) | 0).toString().padStart(3)}s]`, ...a);
 
 const CONFIG = {
@@ -24,7 +29,8 @@ const CONFIG = {
   overhead: { n: quick ? 100 : 500, warmup: quick ? 20 : 50, pollIntervalMs: 1 },
   memory: { checkpoints: quick ? [10, 200] : [10, 500, 1000, 2000], pollIntervalMs: 1 },
   concurrency: { n: 200, lifecycles: [[0, 0, 0], [200, 200, 600]], pollIntervalMs: quick ? 50 : 50 },
-  waiting: { durations: [5000, 10000, 30000], exact: quick ? 2 : 4, spread: quick ? 4 : 8 },
+  // Every strategy's runs at once; the events ones (issue 13) 4 to a browser context.
+  waiting: { durations: [5000, 10000, 30000], exact: quick ? 2 : 4, spread: quick ? 4 : 8, eventsPerPage: 4 },
   proxy: { n: quick ? 300 : 2000, concurrency: 32, ms: quick ? 1000 : 3000 },
   proxyServer: { n: quick ? 300 : 1000, warmup: 50, concurrency: 32, count: quick ? 1000 : 3000, rounds: quick ? 1 : 3 },
   images: { bytes: 10 * 1024 * 1024, n: quick ? 5 : 20, warmup: quick ? 1 : 3 },
@@ -35,9 +41,27 @@ const CONFIG = {
 // 100 µs ones (a run on loopback takes about 3 ms).
 const wwwDir = await mkdtemp(join(tmpdir(), "bench-www-"));
 
-function startDevServer() {
+// The waiting bench's dev server has the callback relay on (issue 13): the mock delivers each
+// run's callback, signed with this secret, to the server's own receiver, which pushes it down
+// the run's stream. The other benches keep a server without it: there, a client that saw the
+// relay advertised would give later runs the relay's callback_url and wait by push.
+const RELAY_SECRET = "whsec_bench_relay";
+
+/** A free loopback port, so that PUBLIC_URL can name the server before it starts. */
+function freePort() {
   return new Promise((resolve, reject) => {
-    const child = spawn(root + "target/release/devserver", [], { cwd: root, env: { ...process.env, PORT: "0", WWW_DIR: wwwDir, CROSS_ORIGIN_ISOLATED: "1" }, stdio: ["ignore", "pipe", "pipe"] });
+    const probe = createServer();
+    probe.once("error", reject);
+    probe.listen(0, "127.0.0.1", () => {
+      const { port } = probe.address();
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+function startDevServer(extraEnv = {}) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(root + "target/release/devserver", [], { cwd: root, env: { ...process.env, PORT: "0", WWW_DIR: wwwDir, CROSS_ORIGIN_ISOLATED: "1", ...extraEnv }, stdio: ["ignore", "pipe", "pipe"] });
     let out = "";
     const onData = (d) => {
       out += d;
@@ -51,15 +75,49 @@ function startDevServer() {
   });
 }
 
+async function startRelayServer() {
+  const port = await freePort();
+  const publicUrl = `http://127.0.0.1:${port}`;
+  const started = await startDevServer({ PORT: String(port), PUBLIC_URL: publicUrl, RUNFLOW_CALLBACK_SECRETS: RELAY_SECRET });
+  // The banner may name another address first; the relay's receiver is at PUBLIC_URL.
+  return { ...started, origin: publicUrl };
+}
+
 const started = Date.now();
-const { child: server, origin } = await startDevServer();
-const stopServer = () => server.exitCode === null && server.kill("SIGTERM");
+const servers = [];
 process.on("exit", () => {
-  stopServer();
+  for (const s of servers) if (s.exitCode === null) s.kill("SIGTERM");
   rmSync(wwwDir, { recursive: true, force: true });
 });
 for (const sig of ["SIGINT", "SIGTERM"]) process.on(sig, () => process.exit(130));
-log(`dev server at ${origin}`);
+const stopServers = () => servers.forEach((s) => s.exitCode === null && s.kill("SIGTERM"));
+const { child: server, origin } = await startDevServer();
+servers.push(server);
+const { child: relayServer, origin: relayOrigin } = await startRelayServer();
+servers.push(relayServer);
+log(`dev server at ${origin}; with the callback relay on (waiting bench) at ${relayOrigin}`);
+const relay = { origin: relayOrigin, secret: RELAY_SECRET };
+
+if (only === "waiting") {
+  const report = { generatedAt: new Date().toISOString(), part: "waiting", config: { waiting: CONFIG.waiting }, machine: { cores: cpus().length, cpu: cpus()[0]?.model, memoryBytes: totalmem(), node: process.version } };
+  const bench = new Bench(origin, wwwDir, log);
+  try {
+    await bench.start();
+    report.machine.browser = await bench.env();
+    log("waiting: 5 s, 10 s, 30 s runs: events (the relay), ours polling, fixed 500 ms and 2 s loops, all in parallel");
+    report.waiting = await bench.waiting(CONFIG.waiting, relay);
+  } finally {
+    await bench.stop();
+    stopServers();
+  }
+  report.elapsedSeconds = Math.round((Date.now() - started) / 1000);
+  await mkdir(root + "target/bench", { recursive: true });
+  await writeFile(root + "target/bench/waiting.json", JSON.stringify(report, null, 2) + "\n");
+  await writeFile(root + "target/bench/waiting.md", `# runflow-kontext benchmarks: waiting only\n\nGenerated ${report.generatedAt} by \`BENCH_ONLY=waiting node benches/run.mjs\` in ${report.elapsedSeconds} s.\n\n${renderWaiting(report)}`);
+  log(`wrote target/bench/waiting.md and waiting.json in ${report.elapsedSeconds} s`);
+  console.log(waitingTable(report));
+  process.exit(0);
+}
 
 const report = { generatedAt: new Date().toISOString(), config: CONFIG, machine: { cores: cpus().length, cpu: cpus()[0]?.model, memoryBytes: totalmem(), node: process.version } };
 const bench = new Bench(origin, wwwDir, log);
@@ -82,8 +140,8 @@ try {
   report.memory = await bench.memory(CONFIG.memory);
   log(`concurrency: ${CONFIG.concurrency.n} runs in flight`);
   report.concurrency = await bench.concurrency(CONFIG.concurrency);
-  log("waiting: 5 s, 10 s, 30 s runs, ours vs fixed 500 ms and 2 s loops, all in parallel");
-  report.waiting = await bench.waiting(CONFIG.waiting);
+  log("waiting: 5 s, 10 s, 30 s runs: events (the relay), ours polling, fixed 500 ms and 2 s loops, all in parallel");
+  report.waiting = await bench.waiting(CONFIG.waiting, relay);
   // The same comparison computed from the schedules, over many run lengths, with the measured latency.
   // The waiting runs are in Playwright pages: the latency measured there.
   const getLatencyMs = report.overheadDevTools.floorMs.median / 2;
@@ -92,7 +150,7 @@ try {
   report.images = await bench.images(CONFIG.images);
 } finally {
   await bench.stop();
-  stopServer();
+  stopServers();
 }
 report.elapsedSeconds = Math.round((Date.now() - started) / 1000);
 
