@@ -233,10 +233,17 @@ impl Client {
         };
         stream.close();
         outcome?;
-        // A callback says a run failed but not why: the run itself does.
-        if run.status.is_failure() && run.failure.is_none() {
-            if let Ok(checked) = self.get_run(&run.id, call).await {
-                return Ok(checked);
+        // A callback without what the run ended with (a failure's reason is never in one): the
+        // run itself has it.
+        let incomplete = if run.status.is_failure() {
+            run.failure.is_none()
+        } else {
+            run.output.is_none()
+        };
+        if incomplete {
+            match self.get_run(&run.id, call).await {
+                Ok(checked) if checked.status.is_terminal() => return Ok(checked),
+                _ => {}
             }
         }
         Ok(run)

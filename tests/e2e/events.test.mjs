@@ -221,6 +221,36 @@ test("a stream that drops mid-run reconnects, and the run is checked again on th
   }
 });
 
+test("an event without the output (or for another run) does not end the wait empty-handed", async () => {
+  const scenario = await createScenario(server.url, { lifecycle_ms: [50, 50, 500], callback_secrets: [SECRET] });
+  const { context, page } = await openPage();
+  await page.route("**/api/runflow/runs/*/events", (route) => {
+    const id = new URL(route.request().url()).pathname.split("/").at(-2);
+    // The relay's events: one for another run, then this run's end without its output.
+    const other = JSON.stringify({ runId: "someone-else", status: "failed", statusCode: "failed" });
+    const empty = JSON.stringify({ runId: id, status: "succeeded", statusCode: "succeeded", output: null });
+    return route.fulfill({ status: 200, contentType: "text/event-stream", body: `retry: 60000\nid: 1\ndata: ${other}\n\nid: 2\ndata: ${empty}\n\n` });
+  });
+  // The check on open reads the run while it is still running, and its answer comes late, so the
+  // events are taken in after it, once the run has ended on the mock.
+  let gets = 0;
+  await page.route(`**${scenario.base}/v1/runs/*`, async (route) => {
+    if (route.request().method() !== "GET" || ++gets > 1) return route.continue();
+    const response = await route.fetch();
+    await new Promise((resolve) => setTimeout(resolve, 1200));
+    return route.fulfill({ response });
+  });
+  try {
+    const [result] = await runInPage(page, { base: scenario.base, options: { callbackUrl: relay.callback } });
+    assert.equal(result.status, "succeeded", JSON.stringify(result));
+    assert.equal(result.outputs, 1, "the output was read from the run");
+    assert.deepEqual(result.ways.map((way) => way.via), ["events"]);
+    assert.equal(getsOf(await scenario.log(), result.id), 2, "the check on open, and one read for the output");
+  } finally {
+    await context.close();
+  }
+});
+
 test("push: the AbortSignal and the deadline still hold, and a failed run's reason comes from the run", async () => {
   const long = await createScenario(server.url, { lifecycle_ms: [50, 50, 20000], callback_secrets: [SECRET] });
   const failing = await createScenario(server.url, { lifecycle_ms: [50, 50, 200], callback_secrets: [SECRET], final_status: "failed" });
