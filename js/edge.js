@@ -119,26 +119,48 @@ export function sleep(ms, signal, untilOnline) {
  * `[events, callback]`, or [] when it advertises none.
  */
 export function relayOf(response) {
-  const header = response.headers.get("runflow-kontext-relay") ?? "";
+  let header = "";
+  try {
+    // A `fetch` option may resolve to a stand-in without headers: then there is no relay.
+    header = response.headers?.get?.("runflow-kontext-relay") ?? "";
+  } catch {}
   const parts = Object.fromEntries(header.split(";").map((part) => part.trim().split(/=(.*)/s)));
   return parts.events?.includes("{id}") && /^https?:\/\//.test(parts.callback) ? [parts.events, parts.callback] : [];
 }
 
+// Streams open per origin. Over HTTP/1.1 a browser keeps 6 connections to one origin, and each
+// open stream holds one for the whole run: past this many, runs are polled, so that their GETs
+// (and the page's other requests) never queue behind streams.
+const MAX_STREAMS_PER_ORIGIN = 4;
+const openStreams = new Map();
+
 /**
  * A run's event stream on the server's callback relay: an EventSource on `path` with run `id`
- * for its `{id}` (resolved against `base`, itself against the page), or null where there is none (Node 20). `next(ms,
- * signal)` resolves the next happening: "open" (connected or reconnected: check the run),
- * "closed" (the relay refused, or a reconnect failed: poll instead), "silent" (nothing for `ms`)
- * or an event's parsed data; it rejects with "aborted" when `signal` fires. `close()` ends it.
+ * for its `{id}` (resolved against `base`, itself against the page); null where there is no
+ * EventSource (Node 20), "busy" when this origin has MAX_STREAMS_PER_ORIGIN open already.
+ * `next(ms, signal)` resolves the next happening: "open" (connected or reconnected: check the
+ * run), "closed" (the relay refused, or a reconnect failed: poll instead), "silent" (nothing for
+ * `ms`) or an event's parsed data; it rejects with "aborted" when `signal` fires. `close()` ends it.
  */
 export function listen(path, id, base) {
   if (typeof EventSource !== "function") return null;
-  let source;
+  let url;
   try {
-    source = new EventSource(new URL(path.replace("{id}", id), new URL(base, globalThis.location?.href)));
+    url = new URL(path.replace("{id}", id), new URL(base, globalThis.location?.href));
   } catch {
     return null;
   }
+  const open = openStreams.get(url.origin) ?? 0;
+  if (open >= MAX_STREAMS_PER_ORIGIN) return "busy";
+  const source = new EventSource(url);
+  openStreams.set(url.origin, open + 1);
+  let closed = false;
+  const close = () => {
+    if (closed) return;
+    closed = true;
+    source.close();
+    openStreams.set(url.origin, openStreams.get(url.origin) - 1);
+  };
   const queue = [];
   let waiter;
   let opened = false;
@@ -150,7 +172,7 @@ export function listen(path, id, base) {
   // EventSource retries on its own; a failed first connection or a failed retry means no relay.
   source.onerror = () => {
     if (source.readyState === 2 || !opened) {
-      source.close();
+      close();
       push("closed");
     }
     opened = false;
@@ -177,7 +199,7 @@ export function listen(path, id, base) {
             signal?.addEventListener("abort", onAbort);
             waiter = (item) => end(resolve, item);
           }),
-    close: () => source.close(),
+    close,
   };
 }
 

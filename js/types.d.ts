@@ -152,14 +152,17 @@ export interface WaitForRunOptions {
   /** The first polling interval in ms, for this call. */
   pollIntervalMs?: number;
   /**
-   * How to wait (default `"auto"`). `"events"`: by push, through the server's callback relay
+   * How to wait (default `"auto"`). `"auto"`: by push through the server's callback relay
    * (Server-Sent Events on the run's stream; the run is checked once by GET when the stream
-   * opens and after every reconnect), polling instead when the relay is missing, refuses, drops
-   * twice in a row or stays silent for `eventsSilenceMs`. `"auto"`: by push when the server
-   * advertises a relay (the `Runflow-Kontext-Relay` header, as the dev server sends) and the
-   * run's `callback_url` is the relay's receiver, else by polling. `"poll"`: polling only.
-   * Push needs `EventSource` (browsers; not Node 20) and a same-origin or CORS-enabled relay;
-   * the client's `headers` are not sent on the stream.
+   * opens and after every reconnect) when the server advertises one (the
+   * `Runflow-Kontext-Relay` header, as the dev server sends) and the run's `callback_url` is the
+   * relay's receiver; by polling otherwise, and from the moment the stream is refused, a
+   * reconnect fails, or no event comes for `eventsSilenceMs`. `"events"` asks for push: today
+   * it behaves as `"auto"`, since a server without a relay can only be polled. `"poll"`:
+   * polling only. Push needs `EventSource` (browsers; not Node 20) and a same-origin or
+   * CORS-enabled relay; the client's `headers` are not sent on the stream; at most 4 runs per
+   * origin wait by push at once (each stream holds one of the browser's 6 HTTP/1.1
+   * connections), the others are polled.
    */
   wait?: WaitMode;
   /** With no event for this long (ms, default 60000), push gives way to polling. */

@@ -88,7 +88,8 @@ impl Call {
         }
     }
 
-    fn deadline_passed(&self) -> Error {
+    /// The `timeout` error of this call's deadline.
+    pub fn deadline_passed(&self) -> Error {
         let budget = self.deadline.map_or(0.0, |(_, budget)| budget);
         Error {
             retryable: false,

@@ -3,8 +3,8 @@
 //! page's visibility. (Connectivity is the requests' own: each waits for the network first.)
 
 use js_sys::{Promise, Reflect};
-use wasm_bindgen::JsValue;
 use wasm_bindgen::prelude::wasm_bindgen;
+use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::AbortSignal;
 
@@ -21,9 +21,9 @@ extern "C" {
     /// A run's event stream (see `listen` in js/edge.js).
     type Stream;
 
-    /// An EventSource on `path` (its `{id}` replaced by `id`) resolved against `base`; `None`
-    /// where there is no EventSource.
-    fn listen(path: &str, id: &str, base: &str) -> Option<Stream>;
+    /// An EventSource on `path` (its `{id}` replaced by `id`) resolved against `base`; null
+    /// where there is no EventSource, "busy" when the origin has as many streams as it may.
+    fn listen(path: &str, id: &str, base: &str) -> JsValue;
 
     /// The next of "open", "closed", "silent" (nothing for `ms`) or an event's data; rejects
     /// when `signal` fires.
@@ -41,7 +41,8 @@ pub enum WaitMode {
     Auto,
     /// By polling only.
     Poll,
-    /// By push, polling only when the relay is missing or fails.
+    /// Push asked for: today the same as `Auto` (a server that advertises no relay can only be
+    /// polled), named apart so a call can say so.
     Events,
 }
 
@@ -148,7 +149,6 @@ impl Client {
                 way_chosen = true;
                 match self.push_path(&run, waiting.mode) {
                     Ok(path) => {
-                        (waiting.on_waiting)("events", "the server's callback relay");
                         match self
                             .follow_events(&path, run, waiting, &mut report, call)
                             .await
@@ -198,12 +198,21 @@ impl Client {
         report: &mut dyn FnMut(&Run),
         call: &Call,
     ) -> Result<Run, Fallback> {
-        let stream =
-            listen(path, &run.id, &self.base_url).ok_or(Fallback::Poll("no EventSource here"))?;
+        let stream = listen(path, &run.id, &self.base_url);
+        if !stream.is_object() {
+            return Err(Fallback::Poll(if stream.is_string() {
+                "4 runs are waiting by push on this server already"
+            } else {
+                "no EventSource here"
+            }));
+        }
+        let stream: Stream = stream.unchecked_into();
+        (waiting.on_waiting)("events", "the server's callback relay");
         let silent_until = js_sys::Date::now() + waiting.silence_ms;
         let outcome = loop {
             let left = (silent_until - js_sys::Date::now()).max(0.0);
             let ms = call.remaining_ms().map_or(left, |budget| budget.min(left));
+            let at_deadline = ms < left;
             let happened = match JsFuture::from(stream.next(ms, call.signal.as_ref())).await {
                 Ok(happened) => happened,
                 Err(_) => break Err(Fallback::Stop(aborted())),
@@ -217,10 +226,8 @@ impl Client {
                     Err(error) => break Err(Fallback::Stop(error)),
                 },
                 Some("closed") => break Err(Fallback::Poll("the callback relay is unavailable")),
-                Some(_) => match call.check() {
-                    Err(error) => break Err(Fallback::Stop(error)),
-                    Ok(()) => break Err(Fallback::Poll("the callback relay stayed silent")),
-                },
+                Some(_) if at_deadline => break Err(Fallback::Stop(call.deadline_passed())),
+                Some(_) => break Err(Fallback::Poll("the callback relay stayed silent")),
                 None => {
                     if run.apply_event(&happened) {
                         report(&run);
@@ -242,7 +249,10 @@ impl Client {
         };
         if incomplete {
             match self.get_run(&run.id, call).await {
-                Ok(checked) if checked.status.is_terminal() => return Ok(checked),
+                Ok(checked) if checked.status.is_terminal() => {
+                    report(&checked);
+                    return Ok(checked);
+                }
                 _ => {}
             }
         }

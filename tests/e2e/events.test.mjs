@@ -75,7 +75,7 @@ function runInPage(page, { base, runs = 1, options = {}, abortAfterEventsMs }) {
         };
         try {
           const run = await client.run({ prompt: `edit ${n}`, image_url: image }, { ...options, onWaiting, signal: controller.signal });
-          results.push({ id: run.id, status: run.status, callbackUrl: run.callback_url, outputs: run.output?.outputs.length, ways, ms: Date.now() - started });
+          results.push({ id: run.id, status: run.status, callbackUrl: run.callback_url, outputs: run.output?.outputs.length, url: run.output?.outputs[0]?.url, ways, ms: Date.now() - started });
         } catch (error) {
           results.push({ error: { code: error.code, message: error.message, runId: error.runId }, ways, ms: Date.now() - started });
         }
@@ -227,7 +227,7 @@ test("an event without the output (or for another run) does not end the wait emp
   await page.route("**/api/runflow/runs/*/events", (route) => {
     const id = new URL(route.request().url()).pathname.split("/").at(-2);
     // The relay's events: one for another run, then this run's end without its output.
-    const other = JSON.stringify({ runId: "someone-else", status: "failed", statusCode: "failed" });
+    const other = JSON.stringify({ runId: "someone-else", status: "succeeded", statusCode: "succeeded", output: { outputs: [{ url: "https://elsewhere.example/not-yours.png" }] } });
     const empty = JSON.stringify({ runId: id, status: "succeeded", statusCode: "succeeded", output: null });
     return route.fulfill({ status: 200, contentType: "text/event-stream", body: `retry: 60000\nid: 1\ndata: ${other}\n\nid: 2\ndata: ${empty}\n\n` });
   });
@@ -244,8 +244,50 @@ test("an event without the output (or for another run) does not end the wait emp
     const [result] = await runInPage(page, { base: scenario.base, options: { callbackUrl: relay.callback } });
     assert.equal(result.status, "succeeded", JSON.stringify(result));
     assert.equal(result.outputs, 1, "the output was read from the run");
+    assert.doesNotMatch(result.url, /elsewhere/, "another run's event was not taken in");
     assert.deepEqual(result.ways.map((way) => way.via), ["events"]);
     assert.equal(getsOf(await scenario.log(), result.id), 2, "the check on open, and one read for the output");
+  } finally {
+    await context.close();
+  }
+});
+
+test("at most 4 runs of one origin wait by push at once; the others poll, and a fetch stand-in without headers is no relay", async () => {
+  const scenario = await createScenario(server.url, { lifecycle_ms: [100, 100, 1500], callback_secrets: [SECRET] });
+  const { context, page } = await openPage();
+  try {
+    const results = await page.evaluate(
+      async ({ base, callbackUrl, image }) => {
+        const { default: init, KontextClient } = await import("/pkg/runflow_kontext.js");
+        await init();
+        const client = new KontextClient({ baseUrl: base, pollIntervalMs: 50 });
+        const runs = Array.from({ length: 6 }, async (_, n) => {
+          const ways = [];
+          const run = await client.run({ prompt: `batch ${n}`, image_url: image }, { callbackUrl, onWaiting: (way) => ways.push(way) });
+          return { status: run.status, ways };
+        });
+        // A stand-in for fetch that gives no headers: the run is read, no relay is learnt.
+        const bare = new KontextClient({
+          baseUrl: base,
+          fetch: async (url, init) => {
+            const response = await fetch(url, init);
+            const text = await response.text();
+            return { status: response.status, text: async () => text };
+          },
+        });
+        const created = await client.createRun({ prompt: "bare", image_url: image });
+        const read = await bare.getRun(created.id);
+        return { runs: await Promise.all(runs), bare: read.id === created.id };
+      },
+      { base: scenario.base, callbackUrl: relay.callback, image: IMAGE },
+    );
+    assert.equal(results.bare, true);
+    const ways = results.runs.map((run) => (assert.equal(run.status, "succeeded"), run.ways[0]));
+    assert.equal(ways.filter((way) => way.via === "events").length, 4, JSON.stringify(ways));
+    assert.deepEqual(
+      ways.filter((way) => way.via === "poll").map((way) => way.reason),
+      ["4 runs are waiting by push on this server already", "4 runs are waiting by push on this server already"],
+    );
   } finally {
     await context.close();
   }
