@@ -748,6 +748,7 @@ impl Api {
                 None
             }
         };
+        let names_callback = fields.contains_key("callback_url");
         let callback_url = match field("callback_url") {
             None => None,
             Some(Value::String(s)) => Some(s.clone()),
@@ -817,8 +818,9 @@ impl Api {
                 }
             }
         };
+        // As the proxy fills it: only where the create has no `callback_url` member at all.
         let callback_url = callback_url.or_else(|| {
-            (self.scenario_id == "default")
+            (self.scenario_id == "default" && !names_callback)
                 .then(|| self.state.default_callback_url.clone())
                 .flatten()
         });

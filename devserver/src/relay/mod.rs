@@ -6,6 +6,7 @@
 
 mod hub;
 pub(crate) mod redis;
+mod streams;
 
 use std::{convert::Infallible, fmt, sync::Arc, time::Duration};
 
@@ -27,6 +28,8 @@ use serde_json::{json, Value};
 
 use crate::{conn::ConnHandle, MOUNT};
 use hub::{Delivered, Hub, Published};
+use streams::{Full, StreamGate};
+pub use streams::{DEFAULT_MAX_STREAMS, DEFAULT_MAX_STREAMS_PER_CLIENT};
 
 /// The discovery header on the API's answers while the relay is on (see `docs/callbacks.md`).
 pub const RELAY_HEADER: &str = "runflow-kontext-relay";
@@ -45,6 +48,9 @@ pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(600);
 /// How many runs' events are kept at most; the oldest go first.
 pub const DEFAULT_MAX_RUNS: usize = 10_000;
+/// The longest one events stream stays open; the browser's EventSource then reconnects (and
+/// checks the run), and a stream nobody will ever end does not hold its place for good.
+pub const DEFAULT_MAX_STREAM_DURATION: Duration = Duration::from_secs(600);
 /// Largest callback body read; above it the answer is 413.
 pub const DEFAULT_CALLBACK_MAX_BYTES: usize = 32 * 1024 * 1024;
 
@@ -116,7 +122,13 @@ pub struct RelayConfig {
     pub heartbeat: Duration,
     /// Largest callback body read.
     pub max_body_bytes: usize,
+    /// The longest one events stream stays open.
+    pub max_stream_duration: Duration,
+    /// The header naming the client's address when a reverse proxy is in front (its last
+    /// value, as the proxy's budgets read it: `PROXY_CLIENT_IP_HEADER`); the peer otherwise.
+    pub client_ip_header: Option<HeaderName>,
     hub: Arc<dyn Hub>,
+    streams: Arc<StreamGate>,
 }
 
 impl fmt::Debug for RelayConfig {
@@ -126,7 +138,10 @@ impl fmt::Debug for RelayConfig {
             .field("public_url", &self.public_url)
             .field("heartbeat", &self.heartbeat)
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_stream_duration", &self.max_stream_duration)
+            .field("client_ip_header", &self.client_ip_header)
             .field("hub", &self.hub.describe())
+            .field("streams", &self.streams.describe())
             .finish()
     }
 }
@@ -173,8 +188,18 @@ impl RelayConfig {
             public_url: parse_public_url(public_url)?,
             heartbeat: DEFAULT_HEARTBEAT,
             max_body_bytes: DEFAULT_CALLBACK_MAX_BYTES,
+            max_stream_duration: DEFAULT_MAX_STREAM_DURATION,
+            client_ip_header: None,
             hub: Arc::new(hub::Memory::new(retention, max_runs)),
+            streams: StreamGate::new(DEFAULT_MAX_STREAMS, DEFAULT_MAX_STREAMS_PER_CLIENT),
         })
+    }
+
+    /// At most `max_total` events streams open at once, `max_per_client` of them per client
+    /// (defaults: `DEFAULT_MAX_STREAMS`, `DEFAULT_MAX_STREAMS_PER_CLIENT`); past them a stream
+    /// is refused (503 or 429), and the browser client polls.
+    pub fn limit_streams(&mut self, max_total: usize, max_per_client: usize) {
+        self.streams = StreamGate::new(max_total, max_per_client);
     }
 
     /// The same relay with its events kept in `redis` for `retention` instead of in process, and
@@ -193,12 +218,37 @@ impl RelayConfig {
         format!("{}{CALLBACK_PATH}", self.public_url)
     }
 
+    /// The events stream's path as browsers reach it: `EVENTS_PATH` under `PUBLIC_URL`'s own
+    /// path, for a server mounted under a prefix by the reverse proxy in front of it.
+    ///
+    /// # Example
+    /// ```
+    /// use runflow_devserver::{CallbackSecrets, RelayConfig};
+    /// let secrets = CallbackSecrets::parse("whsec_x").unwrap();
+    /// let relay = RelayConfig::new(secrets, "https://example.com/kontext/").unwrap();
+    /// assert_eq!(relay.events_path(), "/kontext/api/runflow/runs/{id}/events");
+    /// ```
+    pub fn events_path(&self) -> String {
+        let after_scheme = self
+            .public_url
+            .split_once("://")
+            .map_or("", |(_, rest)| rest);
+        let prefix = after_scheme
+            .find('/')
+            .and_then(|at| after_scheme.get(at..))
+            .unwrap_or("");
+        format!("{prefix}{EVENTS_PATH}")
+    }
+
     /// The start-up line's words for it.
     pub fn summary(&self) -> String {
         format!(
-            "callback relay on: receiver {} ({} secret(s)), events {EVENTS_PATH}, heartbeat {:?}, {}",
+            "callback relay on: receiver {} ({} secret(s)), events {} ({}, each {:?} at most), heartbeat {:?}, {}",
             self.callback_url(),
             self.secrets.len(),
+            self.events_path(),
+            self.streams.describe(),
+            self.max_stream_duration,
             self.heartbeat,
             self.hub.describe()
         )
@@ -297,6 +347,19 @@ impl Relay {
         if let Some(bytes) = number("RELAY_MAX_BODY_BYTES")? {
             config.max_body_bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
         }
+        if let Some(secs) = number("RELAY_STREAM_MAX_SECS")? {
+            config.max_stream_duration = Duration::from_secs(secs);
+        }
+        let count = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        let max_total = number("RELAY_MAX_STREAMS")?.map_or(DEFAULT_MAX_STREAMS, count);
+        let max_per_client =
+            number("RELAY_MAX_STREAMS_PER_CLIENT")?.map_or(DEFAULT_MAX_STREAMS_PER_CLIENT, count);
+        config.limit_streams(max_total, max_per_client);
+        if let Some(name) = set("PROXY_CLIENT_IP_HEADER") {
+            let header = HeaderName::try_from(name.trim())
+                .map_err(|_| format!("PROXY_CLIENT_IP_HEADER {name:?} is not a header name"))?;
+            config.client_ip_header = Some(header);
+        }
         Ok(Relay::On(Box::new(config)))
     }
 
@@ -306,7 +369,7 @@ impl Relay {
         match self {
             Relay::On(config) => json!({
                 "on": true,
-                "events": EVENTS_PATH,
+                "events": config.events_path(),
                 "callback": config.callback_url(),
             }),
             Relay::Off(message) => json!({"on": false, "message": message}),
@@ -326,7 +389,8 @@ impl Relay {
     fn header(&self) -> Option<HeaderValue> {
         match self {
             Relay::On(config) => HeaderValue::from_str(&format!(
-                "events={EVENTS_PATH}; callback={}",
+                "events={}; callback={}",
+                config.events_path(),
                 config.callback_url()
             ))
             .ok(),
@@ -335,19 +399,33 @@ impl Relay {
     }
 }
 
-/// A create's JSON body with `callback_url` set to `url`, when it names none (absent or null):
-/// the run's callback then reaches the relay, and the browser can wait on its stream. `None`
-/// leaves the body as it is (a caller's own receiver, or a body that is not an object).
+/// A create's JSON body with `"callback_url":"<url>"` inserted first, when it has no
+/// `callback_url` member: the run's callback then reaches the relay, and the browser can wait on
+/// its stream. The rest of the body is left byte for byte (key order, number spellings), so a
+/// repeat under the same Idempotency-Key is the same body. `None` leaves the body as it is: a
+/// caller's own receiver, an explicit `null` (no callback wanted), or a body that is not a JSON
+/// object.
 pub(crate) fn fill_callback_url(body: &[u8], url: &str) -> Option<Vec<u8>> {
-    let mut fields = match serde_json::from_slice::<Value>(body).ok()? {
-        Value::Object(fields) => fields,
+    match serde_json::from_slice::<Value>(body).ok()? {
+        Value::Object(fields) if !fields.contains_key("callback_url") => {}
         _ => return None,
-    };
-    if !fields.get("callback_url").is_none_or(Value::is_null) {
-        return None;
     }
-    fields.insert("callback_url".into(), Value::String(url.into()));
-    serde_json::to_vec(&fields).ok()
+    let open = body.iter().position(|b| *b == b'{')?;
+    let empty = body
+        .get(open + 1..)?
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'}');
+    let member = format!(
+        "\"callback_url\":{}{}",
+        Value::String(url.into()),
+        if empty { "" } else { "," }
+    );
+    let mut filled = Vec::with_capacity(body.len() + member.len());
+    filled.extend_from_slice(body.get(..=open)?);
+    filled.extend_from_slice(member.as_bytes());
+    filled.extend_from_slice(body.get(open + 1..)?);
+    Some(filled)
 }
 
 /// `PUBLIC_URL`, checked, without its trailing `/`.
@@ -575,7 +653,7 @@ async fn receive(State(relay): State<Arc<RelayConfig>>, request: Request) -> Res
 async fn events(
     State(relay): State<Arc<RelayConfig>>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    request: Request,
 ) -> Response {
     if !is_id(&id) {
         return error(
@@ -584,6 +662,37 @@ async fn events(
             format!("A run id is 1 to {MAX_ID_LEN} characters of A-Z, a-z, 0-9, - and _."),
         );
     }
+    let headers = request.headers();
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<ConnHandle>>()
+        .map(|ConnectInfo(c)| c.peer().ip());
+    let client = match &relay.client_ip_header {
+        Some(name) => headers
+            .get_all(name)
+            .iter()
+            .next_back()
+            .and_then(|v| v.to_str().ok())
+            .and_then(runflow_proxy_rules::limit::client_ip),
+        None => peer,
+    };
+    let permit = match relay.streams.admit(client) {
+        Ok(permit) => permit,
+        Err(full) => {
+            let (status, message) = match full {
+                Full::Client(max) => (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!("This client has {max} event streams open already (RELAY_MAX_STREAMS_PER_CLIENT); poll the run instead."),
+                ),
+                Full::Instance(max) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("This server has {max} event streams open already (RELAY_MAX_STREAMS); poll the run instead."),
+                ),
+            };
+            eprintln!("relay: {} stream for run {id}: {message}", status.as_u16());
+            return error(status, "too_many_streams", message);
+        }
+    };
     // An id this server never sent (or none) counts as having seen nothing.
     let last = headers
         .get("last-event-id")
@@ -625,6 +734,13 @@ async fn events(
     } else {
         stream::iter(missed).map(to_event).boxed()
     };
+    // The place is held while the stream is: until it ends, or the browser goes.
+    let stream = stream
+        .take_until(tokio::time::sleep(relay.max_stream_duration))
+        .map(move |event| {
+            let _held = &permit;
+            event
+        });
     let mut response = Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(relay.heartbeat).text("heartbeat"))
         .into_response();
@@ -667,14 +783,20 @@ mod tests {
     }
 
     #[test]
-    fn fills_only_a_missing_callback_url() {
+    fn fills_only_a_missing_callback_url_and_keeps_the_rest_byte_for_byte() {
         let url = "https://demo.example.com/api/runflow/callbacks";
-        let filled = fill_callback_url(br#"{"input":{"prompt":"x"},"callback_url":null}"#, url);
-        let filled: Value = serde_json::from_slice(&filled.unwrap()).unwrap();
-        assert_eq!(filled["callback_url"], url);
-        assert_eq!(filled["input"]["prompt"], "x");
-        assert!(fill_callback_url(br#"{"input":{}}"#, url).is_some());
+        let body = br#" {"metadata":{"b":1,"a":2},"input":{"prompt":"x","seed":1.50}} "#;
+        let filled = fill_callback_url(body, url).unwrap();
+        assert_eq!(
+            String::from_utf8(filled).unwrap(),
+            r#" {"callback_url":"https://demo.example.com/api/runflow/callbacks","metadata":{"b":1,"a":2},"input":{"prompt":"x","seed":1.50}} "#
+        );
+        assert_eq!(
+            fill_callback_url(b"{ }", url).unwrap(),
+            br#"{"callback_url":"https://demo.example.com/api/runflow/callbacks" }"#
+        );
         assert!(fill_callback_url(br#"{"callback_url":"https://mine.example/cb"}"#, url).is_none());
+        assert!(fill_callback_url(br#"{"input":{},"callback_url":null}"#, url).is_none());
         assert!(fill_callback_url(b"[1]", url).is_none());
         assert!(fill_callback_url(b"not json", url).is_none());
     }

@@ -543,14 +543,15 @@ async fn the_proxy_gives_creates_without_a_callback_url_the_relay_s() {
     let receiver = format!("{origin}/api/runflow/callbacks");
     let mine = "https://hooks.example.com/runflow";
     for (body, expected) in [
-        (json!({"input": super::kontext_input()}), receiver.as_str()),
-        (
-            json!({"input": super::kontext_input(), "callback_url": null}),
-            receiver.as_str(),
-        ),
+        (json!({"input": super::kontext_input()}), json!(receiver)),
         (
             json!({"input": super::kontext_input(), "callback_url": mine}),
-            mine,
+            json!(mine),
+        ),
+        // An explicit null asks for no callback.
+        (
+            json!({"input": super::kontext_input(), "callback_url": null}),
+            Value::Null,
         ),
     ] {
         let answer = create(body).await.unwrap();
@@ -558,8 +559,56 @@ async fn the_proxy_gives_creates_without_a_callback_url_the_relay_s() {
         let run: Value = answer.json().await.unwrap();
         assert_eq!(run["callback_url"], expected, "{run}");
     }
-    // What Runflow received, byte for byte: the filled-in body is what went upstream.
+    // What Runflow received: the filled-in body went upstream.
     let log = super::proxy::upstream_log(&upstream).await;
-    let creates: Vec<&Value> = log.iter().filter(|e| e["kind"] == "create").collect();
-    assert_eq!(creates.len(), 3, "{log:?}");
+    let sent: Vec<&Value> = log
+        .iter()
+        .filter(|e| e["kind"] == "create")
+        .map(|e| &e["body"]["callback_url"])
+        .collect();
+    assert_eq!(
+        sent,
+        [&json!(receiver), &json!(mine), &Value::Null],
+        "{log:?}"
+    );
+}
+
+#[tokio::test]
+async fn streams_are_bounded_per_client_and_in_time() {
+    let origin = start(|config| {
+        config.heartbeat = Duration::from_millis(50);
+        config.limit_streams(100, 2);
+    })
+    .await;
+    let first = subscribe(&origin, "run_a", None).await;
+    let second = subscribe(&origin, "run_b", None).await;
+    assert_eq!(
+        (first.status(), second.status()),
+        (StatusCode::OK, StatusCode::OK)
+    );
+    let third = subscribe(&origin, "run_c", None).await;
+    assert_eq!(third.status(), StatusCode::TOO_MANY_REQUESTS);
+    let refusal: Value = third.json().await.unwrap();
+    assert_eq!(refusal["code"], "too_many_streams");
+    // A browser that leaves frees its place (noticed at the next heartbeat's write).
+    drop(first);
+    let again = tokio::time::timeout(WAIT, async {
+        loop {
+            let answer = subscribe(&origin, "run_c", None).await;
+            if answer.status() == StatusCode::OK {
+                return answer;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("a place came back");
+    drop((second, again));
+
+    // A stream whose run never ends is closed after max_stream_duration, without an event.
+    let origin = start(|config| config.max_stream_duration = Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let text = read_to_end(subscribe(&origin, "run_forever", None).await).await;
+    assert!(events(&text).is_empty(), "{text}");
+    assert!(started.elapsed() >= Duration::from_millis(300));
 }
