@@ -464,3 +464,40 @@ fn the_start_up_lines_name_redis_without_its_password() {
         assert!(!message.contains("hunter2"), "{message}");
     }
 }
+
+#[tokio::test]
+async fn a_large_event_goes_through_the_store_and_the_channel_carries_only_its_name() {
+    let redis = RedisServer::start().await;
+    let (a, b) = (
+        relay_instance(&redis.url()).await,
+        relay_instance(&redis.url()).await,
+    );
+    let mut channel = redis::Client::open(redis.url())
+        .unwrap()
+        .get_async_pubsub()
+        .await
+        .unwrap();
+    channel
+        .subscribe("runflow-kontext:relay:events")
+        .await
+        .unwrap();
+    let waiting = subscribe(&b, "run_big", None).await;
+    // A sync_mode run: its image comes back inline, 2 MB of data: URI.
+    let image = format!("data:image/png;base64,{}", "A".repeat(2_000_000));
+    let body = json!({
+        "event": "run.completed", "run_id": "run_big", "status": "succeeded",
+        "output": {"images": [{"url": image}]}, "completed_at": "2025-01-01T10:00:04+00:00",
+    })
+    .to_string();
+    assert_eq!(deliver(&a, body.as_bytes()).await.0, 200);
+    let text = tokio::time::timeout(WAIT, waiting.text())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(text.contains(&image), "the whole image reached B");
+    let message = tokio::time::timeout(WAIT, channel.on_message().next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(message.get_payload_bytes(), b"run_big 1");
+}

@@ -1,7 +1,9 @@
 //! The relay's hub in Redis. A run's events are kept in one hash that expires `retention` after
 //! its first event; a Lua script keeps, numbers and publishes an event in one step, so two
 //! instances receiving the same callback keep it once. Every instance holds one pub/sub
-//! connection on one channel and fans its messages out to its own subscribers.
+//! connection on one channel and fans its messages out to its own subscribers; a message names
+//! the run and the event's number only (an event may be megabytes: a `sync_mode` run's images as
+//! `data:` URIs), and a subscriber of that run reads the event from the hash.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -23,13 +25,13 @@ use crate::relay::hub::{Delivered, Hub, HubFuture, Published, Subscription};
 /// Keeps an event unless its (run, event) is kept, numbering it 1, 2, ... per run, and
 /// publishes it. KEYS[1]: the run's hash (fields `n`: events so far, `e:<event>`: its number,
 /// `s:<number>`: the record). ARGV: event, record, retention in ms, channel, run id. Returns
-/// the event's number, or 0 for a duplicate.
+/// the event's number, or 0 for a duplicate. The message is `<run id> <number>`.
 const PUBLISH_LUA: &str = r"
 if redis.call('HEXISTS', KEYS[1], 'e:' .. ARGV[1]) == 1 then return 0 end
 local seq = redis.call('HINCRBY', KEYS[1], 'n', 1)
 redis.call('HSET', KEYS[1], 'e:' .. ARGV[1], seq, 's:' .. seq, ARGV[2])
 if seq == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
-redis.call('PUBLISH', ARGV[4], ARGV[5] .. ' ' .. seq .. ' ' .. ARGV[2])
+redis.call('PUBLISH', ARGV[4], ARGV[5] .. ' ' .. seq)
 return seq
 ";
 static PUBLISH: LazyLock<Script> = LazyLock::new(|| Script::new(PUBLISH_LUA));
@@ -38,11 +40,13 @@ static PUBLISH: LazyLock<Script> = LazyLock::new(|| Script::new(PUBLISH_LUA));
 const CHANNEL_CAPACITY: usize = 1024;
 /// The pub/sub connection is pinged this often, so a silent break is noticed.
 const PING_EVERY: Duration = Duration::from_secs(5);
+/// A subscriber whose read of the store failed tries again this often (and at the next message).
+const REREAD_EVERY: Duration = Duration::from_secs(1);
 /// Waits between attempts to get the pub/sub connection back.
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(1);
 
-/// An event as kept in the hash and sent on the channel (after the run id and its number).
+/// An event as kept in the hash.
 #[derive(Serialize, Deserialize)]
 struct Record {
     event: String,
@@ -52,8 +56,8 @@ struct Record {
 /// What the listener passes to this instance's subscribers.
 #[derive(Clone)]
 enum Note {
-    /// An event published by any instance.
-    Event(Arc<str>, Delivered),
+    /// An event published by any instance: its run and its number.
+    Event(Arc<str>, u64),
     /// The pub/sub connection is back: what was published meanwhile is only in the store.
     Resync,
 }
@@ -135,21 +139,10 @@ impl Shared {
     }
 }
 
-/// A channel message: `<run id> <number> <record>`.
-fn decode(payload: &[u8]) -> Option<(Arc<str>, Delivered)> {
-    let text = std::str::from_utf8(payload).ok()?;
-    let mut parts = text.splitn(3, ' ');
-    let run = parts.next()?;
-    let seq = parts.next()?.parse().ok()?;
-    let record: Record = serde_json::from_str(parts.next()?).ok()?;
-    Some((
-        Arc::from(run),
-        Delivered {
-            seq,
-            event: record.event,
-            data: Arc::from(record.data),
-        },
-    ))
+/// A channel message: `<run id> <number>`.
+fn decode(payload: &[u8]) -> Option<(Arc<str>, u64)> {
+    let (run, seq) = std::str::from_utf8(payload).ok()?.split_once(' ')?;
+    Some((Arc::from(run), seq.parse().ok()?))
 }
 
 /// The instance's one pub/sub connection, for as long as the hub lives: subscribes, passes
@@ -200,8 +193,8 @@ async fn listen(shared: Weak<Shared>) {
                 message = messages.next() => {
                     let Some(message) = message else { break };
                     let Some(hub) = shared.upgrade() else { return };
-                    if let Some((run, event)) = decode(message.get_payload_bytes()) {
-                        let _ = hub.notes.send(Note::Event(run, event));
+                    if let Some((run, seq)) = decode(message.get_payload_bytes()) {
+                        let _ = hub.notes.send(Note::Event(run, seq));
                     }
                 }
                 _ = ping.tick() => {
@@ -283,28 +276,49 @@ impl Hub for RedisHub {
             let run: Arc<str> = Arc::from(run_id);
             let last = kept.last().map_or(0, |e| e.seq);
             let live = stream::unfold(
-                (receiver, shared, run, last, VecDeque::<Delivered>::new()),
-                |(mut receiver, shared, run, mut last, mut pending)| async move {
+                (
+                    receiver,
+                    shared,
+                    run,
+                    last,
+                    VecDeque::<Delivered>::new(),
+                    false,
+                ),
+                |(mut receiver, shared, run, mut last, mut pending, mut stale)| async move {
                     loop {
                         if let Some(event) = pending.pop_front() {
                             last = last.max(event.seq);
-                            return Some((event, (receiver, shared, run, last, pending)));
+                            let state = (receiver, shared, run, last, pending, stale);
+                            return Some((event, state));
                         }
-                        let reread = match receiver.recv().await {
-                            Ok(Note::Event(id, event)) => {
-                                if id == run && event.seq > last {
-                                    pending.push_back(event);
-                                }
-                                false
+                        // The store has what is new (a failed read is tried again below).
+                        if stale {
+                            if let Ok(kept) = shared.kept(&run).await {
+                                stale = false;
+                                pending.extend(kept.into_iter().filter(|e| e.seq > last));
+                                continue;
                             }
-                            // Missed some, here or while the connection was away: the store
-                            // has them (a failed read waits for the next resync).
-                            Ok(Note::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => true,
-                            Err(broadcast::error::RecvError::Closed) => return None,
+                        }
+                        let note = if stale {
+                            tokio::select! {
+                                note = receiver.recv() => Some(note),
+                                () = tokio::time::sleep(REREAD_EVERY) => None,
+                            }
+                        } else {
+                            Some(receiver.recv().await)
                         };
-                        if reread {
-                            let kept = shared.kept(&run).await.unwrap_or_default();
-                            pending.extend(kept.into_iter().filter(|e| e.seq > last));
+                        match note {
+                            None => {}
+                            Some(Ok(Note::Event(id, seq))) => {
+                                stale |= id == run && seq > last;
+                            }
+                            // Missed some, here or while the connection was away.
+                            Some(
+                                Ok(Note::Resync) | Err(broadcast::error::RecvError::Lagged(_)),
+                            ) => {
+                                stale = true;
+                            }
+                            Some(Err(broadcast::error::RecvError::Closed)) => return None,
                         }
                     }
                 },
@@ -329,18 +343,13 @@ mod tests {
 
     #[test]
     fn channel_messages_decode() {
-        let record = serde_json::to_string(&Record {
-            event: "run.completed".into(),
-            data: r#"{"a": "b c"}"#.into(),
-        })
-        .unwrap();
-        let (run, event) = decode(format!("run_1 3 {record}").as_bytes()).unwrap();
-        assert_eq!(
-            (&*run, event.seq, event.event.as_str()),
-            ("run_1", 3, "run.completed")
-        );
-        assert_eq!(&*event.data, r#"{"a": "b c"}"#);
-        assert!(decode(b"run_1 x {}").is_none());
+        let (run, seq) = decode(b"run_1 3").unwrap();
+        assert_eq!((&*run, seq), ("run_1", 3));
+        assert!(decode(b"run_1 x").is_none());
         assert!(decode(b"run_1").is_none());
+        assert!(
+            decode(b"run_1 3 {}").is_none(),
+            "the old format, with the record"
+        );
     }
 }
