@@ -221,6 +221,29 @@ test("a stream that drops mid-run reconnects, and the run is checked again on th
   }
 });
 
+test("a stream that drops and cannot reconnect gives way to polling", async () => {
+  const scenario = await createScenario(server.url, { lifecycle_ms: [100, 100, 1200], callback_secrets: [SECRET] });
+  const { context, page } = await openPage();
+  let connections = 0;
+  await page.route("**/api/runflow/runs/*/events", (route) => {
+    connections += 1;
+    if (connections === 1) return route.fulfill({ status: 200, contentType: "text/event-stream", body: "retry: 200\n: hello\n\n" });
+    return route.abort("connectionrefused");
+  });
+  try {
+    const [result] = await runInPage(page, { base: scenario.base, options: { callbackUrl: relay.callback } });
+    assert.equal(result.status, "succeeded", JSON.stringify(result));
+    assert.deepEqual(result.ways.map((way) => [way.via, way.reason]), [
+      ["events", "the server's callback relay"],
+      ["poll", "the callback relay is unavailable"],
+    ]);
+    assert.equal(connections, 2, "one failed reconnect, then no more");
+    assert.ok(result.ways[1].at < 1200, `fell back after ${result.ways[1].at} ms, before the run ended`);
+  } finally {
+    await context.close();
+  }
+});
+
 test("an event without the output (or for another run) does not end the wait empty-handed", async () => {
   const scenario = await createScenario(server.url, { lifecycle_ms: [50, 50, 500], callback_secrets: [SECRET] });
   const { context, page } = await openPage();
