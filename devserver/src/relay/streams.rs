@@ -9,9 +9,9 @@ use std::{
     sync::{Arc, Mutex, MutexGuard},
 };
 
-/// Streams one client may hold open at once: a page waits by push on 4 at most, so this allows
-/// a few tabs, or several users behind one address.
-pub const DEFAULT_MAX_STREAMS_PER_CLIENT: usize = 32;
+/// Streams one client address may hold open at once: a page waits by push on 4 at most, so this
+/// allows many tabs, or a few dozen users behind one address (an office's NAT).
+pub const DEFAULT_MAX_STREAMS_PER_CLIENT: usize = 100;
 /// Streams open at once on this instance.
 pub const DEFAULT_MAX_STREAMS: usize = 10_000;
 
