@@ -13,9 +13,10 @@ SERVER_WASM := pkg/server/runflow_kontext_server_bg.wasm
 WASM_OPT_FLAGS := -Oz --converge --enable-bulk-memory --enable-reference-types --enable-nontrapping-float-to-int \
 	--enable-sign-ext --enable-mutable-globals --enable-multivalue --strip-debug --strip-producers
 # A budget the CI holds, in gzip bytes of the .wasm + the JS (glue and snippets) bundled and
-# minified (1 KB = 1000 bytes): 60 KB from issue 7, 62 KB since waiting by push (issue 13), which
-# costs 3.3 KB (the EventSource edge, the relay's discovery, events taken into the run).
-SIZE_BUDGET ?= 62000
+# minified (1 KB = 1000 bytes): 60 KB from issue 7; 62 KB with waiting by push (issue 13, 3.4 KB:
+# the EventSource edge, the relay's discovery, events taken into the run); 64.5 KB with outputs
+# that expire and download() (issue 14, 2.0 KB). Measured each time: see README, "Size".
+SIZE_BUDGET ?= 64500
 # Seconds each fuzz target runs in `make fuzz`.
 FUZZ_SECONDS ?= 30
 

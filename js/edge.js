@@ -52,11 +52,11 @@ function expireRequests() {
 
 /**
  * One request for the wasm side: `fetchFn(url, init)` with a signal of its own, the body read as
- * text, raced against `ms` and the caller's `signal`. Resolves `[response, text]` (text null when
- * the fetch gave something that is not a Response); rejects with "aborted", "timeout" (the
- * request is then aborted), or whatever the fetch threw.
+ * text (as a Blob with `asBlob`), raced against `ms` and the caller's `signal`. Resolves
+ * `[response, body]` (body null when the fetch gave something that is not a Response); rejects
+ * with "aborted", "timeout" (the request is then aborted), or whatever the fetch threw.
  */
-export function exchange(fetchFn, url, init, signal, ms) {
+export function exchange(fetchFn, url, init, signal, ms, asBlob) {
   const controller = new AbortController();
   init.signal = controller.signal;
   return new Promise((resolve, reject) => {
@@ -83,33 +83,38 @@ export function exchange(fetchFn, url, init, signal, ms) {
     Promise.resolve()
       .then(() => fetchFn(url, init))
       .then((response) =>
-        typeof response?.text === "function" ? response.text().then((text) => [response, text]) : [response, null],
+        typeof response?.text === "function"
+          ? (asBlob ? response.blob() : response.text()).then((body) => [response, body])
+          : [response, null],
       )
       .then((answer) => end(resolve, answer), (error) => end(reject, error));
   });
 }
 
 /**
- * Resolves false after `ms`, or rejects with "aborted" as soon as `signal` fires. With
- * `untilOnline`, resolves true at once when online, else at the `online` event.
+ * Resolves false after `ms`, or rejects with "aborted" as soon as `signal` fires. With `wake`
+ * 1, resolves true at once when online, else at the `online` event; with 2 (between polls), true
+ * when the page becomes visible again or at the `online` event.
  */
-export function sleep(ms, signal, untilOnline) {
+export function sleep(ms, signal, wake) {
   return new Promise((resolve, reject) => {
+    const page = globalThis.document;
     const end = (settle, value) => {
       clearTimeout(timer);
-      if (untilOnline) globalThis.removeEventListener?.("online", onOnline);
+      globalThis.removeEventListener?.("online", onWake);
+      page?.removeEventListener("visibilitychange", onVisible);
       signal?.removeEventListener("abort", onAbort);
       settle(value);
     };
-    const onOnline = () => end(resolve, true);
+    const onWake = () => end(resolve, true);
+    const onVisible = () => page.visibilityState === "visible" && onWake();
     const onAbort = () => end(reject, "aborted");
     const timer = setTimeout(() => end(resolve, false), ms);
     if (signal?.aborted) return onAbort();
     signal?.addEventListener("abort", onAbort);
-    if (untilOnline) {
-      globalThis.addEventListener?.("online", onOnline);
-      if (!isOffline()) onOnline();
-    }
+    if (wake) globalThis.addEventListener?.("online", onWake);
+    if (wake === 2) page?.addEventListener("visibilitychange", onVisible);
+    if (wake === 1 && !isOffline()) onWake();
   });
 }
 

@@ -206,6 +206,19 @@ export interface OutputImage {
   height?: number;
   /** e.g. "image/jpeg"; inferred from the URL when the server did not say. */
   content_type?: string;
+  /**
+   * When the URL stops working, in ms since the epoch, when the URL says (S3's `X-Amz-Date` +
+   * `X-Amz-Expires`, GCS's `X-Goog-Date` + `X-Goog-Expires`, an absolute `Expires`, Azure's `se`).
+   */
+  expiresAt?: number;
+}
+
+/** Options of `download`. */
+export interface DownloadOptions {
+  /** Stops the download: the promise rejects with `aborted`. */
+  signal?: AbortSignal;
+  /** An overall deadline, in ms. */
+  timeoutMs?: number;
 }
 
 /** A run's result, the same shape whatever the server sent. */
@@ -315,6 +328,13 @@ export class KontextClient<Input extends object = KontextInput> {
    * refuse creates carrying it inline.
    */
   uploadImage(image: LocalImage | string, options?: UploadImageOptions): Promise<string>;
+  /**
+   * Fetches an output image (an entry of `run.output.outputs`, or its URL) as a Blob, by the
+   * global fetch and without the client's headers (the URL is presigned). Rejects with
+   * `output_expired`, without a request, once `expiresAt` (or the URL) says it has expired, and
+   * when the storage refuses it (403).
+   */
+  download(output: OutputImage | string, options?: DownloadOptions): Promise<Blob>;
   /** The model this client creates runs for. */
   readonly model: string;
   /** The API root requests go to. */

@@ -256,6 +256,44 @@ impl Client {
         }
     }
 
+    /// Reads an output's image as a Blob, retrying 429, 5xx and network failures; refused at once,
+    /// without a request, when its URL says (or `expires_at` says) it has expired.
+    ///
+    /// # Errors
+    /// `output_expired` for an expired URL or one its storage refuses (403); else the failure.
+    pub async fn download(
+        &self,
+        url: &str,
+        expires_at: Option<f64>,
+        call: &Call,
+    ) -> Result<JsValue, Error> {
+        let expires_at = expires_at.or_else(|| crate::expiry::url_expiry(url).map(|ms| ms as f64));
+        let expired = |why: &str| {
+            Error::new(
+                ErrorCode::OutputExpired,
+                [
+                    "This output's URL ",
+                    why,
+                    ": Runflow's presigned URLs last about a day. Keep the images when the run ends, or read the run again (getRun) for fresh URLs.",
+                ]
+                .concat(),
+            )
+        };
+        if expires_at.is_some_and(|at| at <= js_sys::Date::now()) {
+            return Err(expired("has expired (output.expiresAt)"));
+        }
+        match self
+            .send_with_retries("GET", url, None, &[], Via::Download, call)
+            .await
+        {
+            Ok(response) => Ok(response.body),
+            Err(error) if error.status == Some(403) => Err(expired(
+                "was refused by its storage (403), as an expired one is",
+            )),
+            Err(error) => Err(error),
+        }
+    }
+
     /// Fetches a run, retrying 429, 5xx, timeouts and network failures.
     ///
     /// # Errors

@@ -41,6 +41,9 @@ string_enum! {
         InvalidResponse => "invalid_response",
         /// A callback's `Runflow-Signature` matches none of the secrets (the server entry).
         InvalidSignature => "invalid_signature",
+        /// An output's presigned URL has expired (or its storage refused it): read the run again
+        /// for fresh URLs, or keep the images when they come.
+        OutputExpired => "output_expired",
     }
 }
 
@@ -523,6 +526,6 @@ mod tests {
         for code in ErrorCode::ALL {
             assert!(TS_ERROR_CODE.contains(&format!("\"{code}\"")));
         }
-        assert_eq!(ErrorCode::ALL.len(), 16);
+        assert_eq!(ErrorCode::ALL.len(), 17);
     }
 }

@@ -166,6 +166,30 @@ impl KontextClient {
         })
     }
 
+    /// Fetches an output image (an entry of `run.output.outputs`, or its URL) as a Blob;
+    /// rejects with `output_expired` once its URL has expired.
+    pub fn download(&self, output: JsValue, options: JsValue) -> Promise {
+        respond(&self.client, |client, _reports| async move {
+            let options = Options::read(&options, "options", &["signal", "timeoutMs"])?;
+            let field = |key| Reflect::get(&output, &js_key(key)).unwrap_or(JsValue::UNDEFINED);
+            let (url, expires_at) = match output.as_string() {
+                Some(url) => (Some(url), None),
+                None if output.is_object() => {
+                    (field("url").as_string(), field("expiresAt").as_f64())
+                }
+                None => (None, None),
+            };
+            let Some(url) = url.filter(|url| !url.is_empty()) else {
+                return Err(Error::invalid(
+                    "output",
+                    "Pass an output of `run.output.outputs` (or its URL) to download.",
+                ));
+            };
+            let call = options.call(None)?;
+            client.download(&url, expires_at, &call).await
+        })
+    }
+
     /// Uploads a File, Blob, bytes or base64 `data:` URI to Runflow and resolves its asset URL,
     /// for `image_url`: upload once, edit many times.
     #[wasm_bindgen(js_name = uploadImage)]

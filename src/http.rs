@@ -26,12 +26,13 @@ extern "C" {
         init: &Object,
         signal: Option<&AbortSignal>,
         ms: f64,
+        as_blob: bool,
     ) -> Promise;
 
-    /// Resolves false after `ms` (true earlier at the `online` event, with `until_online`), or
-    /// rejects with "aborted" when `signal` fires first.
+    /// Resolves false after `ms`, or true earlier at what `wake` names (`Wake`); rejects with
+    /// "aborted" when `signal` fires first.
     #[wasm_bindgen(js_name = sleep)]
-    fn js_sleep(ms: f64, signal: Option<&AbortSignal>, until_online: bool) -> Promise;
+    fn js_sleep(ms: f64, signal: Option<&AbortSignal>, wake: u8) -> Promise;
 
     /// `value` with each secret replaced by "[redacted]" in every string it holds.
     pub fn redact(value: &JsValue, secrets: &js_sys::Array) -> JsValue;
@@ -107,31 +108,47 @@ impl Call {
 
     /// Waits `ms`, or less if the signal fires (`aborted`) or the deadline comes first (`timeout`).
     pub fn sleep(&self, ms: u64) -> impl std::future::Future<Output = Result<(), Error>> + '_ {
-        self.pause(ms as f64, false)
+        self.pause(ms as f64, Wake::Never)
+    }
+
+    /// `sleep` between polls: also over at once when the page becomes visible again or the
+    /// network returns, the moments a run's news is most wanted (events, not timers).
+    pub fn poll_pause(&self, ms: u64) -> impl std::future::Future<Output = Result<(), Error>> + '_ {
+        self.pause(ms as f64, Wake::Seen)
     }
 
     /// Returns at once when the host is online; else waits for the `online` event (not a
     /// re-check loop), under the signal and the deadline: offline, a request can only fail.
     pub async fn until_online(&self) -> Result<(), Error> {
         if is_offline() {
-            self.pause(f64::INFINITY, true).await
+            self.pause(f64::INFINITY, Wake::Online).await
         } else {
             Ok(())
         }
     }
 
-    /// One wait for both: `ms` at most, cut short by the signal, the deadline or (with
-    /// `until_online`) the `online` event.
-    async fn pause(&self, ms: f64, until_online: bool) -> Result<(), Error> {
+    /// One wait for all: `ms` at most, cut short by the signal, the deadline or `wake`.
+    async fn pause(&self, ms: f64, wake: Wake) -> Result<(), Error> {
         self.check()?;
         let wait = self.remaining_ms().map_or(ms, |left| left.min(ms));
-        match JsFuture::from(js_sleep(clamp_ms(wait), self.signal.as_ref(), until_online)).await {
+        match JsFuture::from(js_sleep(clamp_ms(wait), self.signal.as_ref(), wake as u8)).await {
             Ok(online) if online.is_truthy() => Ok(()),
             Ok(_) if wait < ms => Err(self.deadline_passed()),
             Ok(_) => Ok(()),
             Err(_) => Err(aborted()),
         }
     }
+}
+
+/// What ends a wait early, besides the signal and the deadline (`sleep` in js/edge.js).
+#[derive(Clone, Copy)]
+enum Wake {
+    /// Nothing.
+    Never = 0,
+    /// The network: at once when online, else at the `online` event.
+    Online = 1,
+    /// The page becoming visible, or the `online` event.
+    Seen = 2,
 }
 
 /// The error of a call stopped by its AbortSignal.
@@ -271,7 +288,7 @@ impl Transport {
                 .ok()
                 .and_then(|f| f.dyn_into::<Function>().ok())
         };
-        let presigned = matches!(via, Via::Presigned { .. });
+        let presigned = !matches!(via, Via::Api);
         let (fetch, budget) = match via {
             Via::Api => (
                 self.fetch.clone().or_else(global_fetch),
@@ -285,6 +302,10 @@ impl Transport {
             Via::Presigned { fetch: None, bytes } => (
                 global_fetch().or_else(|| self.fetch.clone()),
                 Some(self.request_timeout_ms + bytes / MIN_UPLOAD_BYTES_PER_MS),
+            ),
+            Via::Download => (
+                global_fetch().or_else(|| self.fetch.clone()),
+                Some(self.request_timeout_ms),
             ),
         };
         let headers = Object::new();
@@ -311,7 +332,15 @@ impl Transport {
 
         let budget = budget.unwrap_or(f64::INFINITY);
         let limit = call.remaining_ms().map_or(budget, |left| left.min(budget));
-        let exchange = js_exchange(&fetch, url, &init, call.signal.as_ref(), clamp_ms(limit));
+        let as_blob = matches!(via, Via::Download);
+        let exchange = js_exchange(
+            &fetch,
+            url,
+            &init,
+            call.signal.as_ref(),
+            clamp_ms(limit),
+            as_blob,
+        );
         let answer = match JsFuture::from(exchange).await {
             Ok(answer) => answer,
             Err(why) => {
@@ -336,7 +365,7 @@ impl Transport {
         };
         let answer: js_sys::Array = answer.unchecked_into();
         let response = answer.get(0);
-        if !response.is_object() || !answer.get(1).is_string() {
+        if !response.is_object() || answer.get(1).is_null() || answer.get(1).is_undefined() {
             return Err(Error::invalid_response(
                 0,
                 "something that is not an HTTP response (check the `fetch` option)",
@@ -369,6 +398,8 @@ pub enum Via<'a> {
         /// The body's length.
         bytes: f64,
     },
+    /// An output's presigned URL, read as a Blob by the global fetch, without the API's headers.
+    Download,
 }
 
 fn set(target: &Object, key: &'static str, value: &JsValue) {
@@ -383,7 +414,7 @@ fn connection(url: &str, cause: &JsValue, presigned: bool) -> Error {
         .or_else(|| cause.as_string())
         .unwrap_or_else(|| "network error".to_owned());
     let advice = if presigned {
-        "). Check the network; the storage behind Runflow's upload URL must also accept this page's origin (CORS)."
+        "). Check the network; the storage behind Runflow's URL must also accept this page's origin (CORS)."
     } else {
         "). Check baseUrl, the network, and that the proxy is running: browsers cannot call api.runflow.io directly, as it sends no CORS headers."
     };

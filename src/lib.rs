@@ -18,6 +18,7 @@
 
 pub mod callback;
 pub mod error;
+pub mod expiry;
 pub mod input;
 pub mod json;
 mod literal;

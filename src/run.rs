@@ -117,6 +117,8 @@ pub struct OutputImage {
     pub height: Option<f64>,
     /// MIME type, sent or inferred from the URL.
     pub content_type: Option<String>,
+    /// When the URL stops working (ms since the epoch), when it says (`expiry::url_expiry`).
+    pub expires_at: Option<u64>,
 }
 
 /// Why a run failed.
@@ -310,6 +312,7 @@ fn image_from_json(value: &Value) -> Option<OutputImage> {
         width: dimension("width"),
         height: dimension("height"),
         content_type,
+        expires_at: crate::expiry::url_expiry(&url),
         url,
     })
 }
@@ -332,6 +335,11 @@ impl Output {
                         .content_type
                         .as_deref()
                         .map(|c| ("content_type", Value::string(c))),
+                );
+                fields.extend(
+                    image
+                        .expires_at
+                        .map(|at| ("expiresAt", Value::number(at as f64))),
                 );
                 Value::object(fields)
             })

@@ -1,6 +1,7 @@
 //! Following a run to a terminal state: by push through the server's callback relay (an
 //! EventSource on the run's stream), or by polling on a schedule; the deadline, progress, and the
-//! page's visibility. (Connectivity is the requests' own: each waits for the network first.)
+//! page's visibility (a poll is made at once when the page is shown again or the network
+//! returns; each request also waits for the network first).
 
 use js_sys::{Promise, Reflect};
 use wasm_bindgen::prelude::wasm_bindgen;
@@ -166,7 +167,7 @@ impl Client {
                 }
             }
             let elapsed = (js_sys::Date::now() - started).max(0.0) as u64;
-            call.sleep(waiting.schedule.delay_ms(poll, elapsed, is_hidden()))
+            call.poll_pause(waiting.schedule.delay_ms(poll, elapsed, is_hidden()))
                 .await
                 .map_err(|e| e.with_run_id(id))?;
             poll += 1;

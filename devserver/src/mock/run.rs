@@ -20,8 +20,6 @@ use super::{
 pub(crate) const KONTEXT: &str = "black-forest-labs/flux-pro/kontext";
 /// Runflow's price per output image, in cents.
 const CENTS_PER_IMAGE: usize = 4;
-/// How long presigned output URLs stay valid after completion.
-const URL_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 /// Why a run failed, as reported in its `failure_*` fields.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -331,7 +329,7 @@ impl Run {
         host: &str,
         completed_at: SystemTime,
     ) -> Vec<String> {
-        let expires = unix(completed_at + URL_LIFETIME);
+        let expires = unix(completed_at + self.settings.output_url_ttl);
         images
             .iter()
             .enumerate()

@@ -24,6 +24,8 @@ const MAX_RUNS: usize = 500;
 const MAX_LOG: usize = 5000;
 /// Callback attempts kept per scenario; `seq` keeps counting past evictions.
 const MAX_ATTEMPTS: usize = 5000;
+/// Output URLs last a day unless the scenario says otherwise.
+const DEFAULT_OUTPUT_URL_TTL: Duration = Duration::from_secs(24 * 3600);
 /// An `upload_url` lasts 15 minutes unless the scenario says otherwise.
 const DEFAULT_UPLOAD_TTL_MS: u64 = 15 * 60 * 1000;
 
@@ -41,6 +43,7 @@ pub(crate) struct ScenarioConfig {
     require_auth: Option<bool>,
     api_key: Option<String>,
     upload_ttl_ms: Option<u64>,
+    output_url_ttl_ms: Option<u64>,
     idempotency: Option<bool>,
     runflow_proxy: Option<bool>,
     callback_signing: Option<Signing>,
@@ -119,6 +122,8 @@ pub(crate) struct Settings {
     pub api_key: Option<String>,
     /// How long an asset's `upload_url` accepts its PUT.
     pub upload_ttl: Duration,
+    /// How long a run's output URLs work after it ends (Runflow's: about a day).
+    pub output_url_ttl: Duration,
     /// Whether creates honour `Idempotency-Key` (`"idempotency": false`: the key is ignored, as
     /// the API may do for singleton runs).
     pub idempotency: bool,
@@ -169,6 +174,9 @@ impl Settings {
             upload_ttl: Duration::from_millis(
                 config.upload_ttl_ms.unwrap_or(DEFAULT_UPLOAD_TTL_MS),
             ),
+            output_url_ttl: config
+                .output_url_ttl_ms
+                .map_or(DEFAULT_OUTPUT_URL_TTL, Duration::from_millis),
             idempotency: config.idempotency.unwrap_or(true),
             runflow_proxy: config.runflow_proxy.unwrap_or(false),
             callback_signing: config.callback_signing.unwrap_or_default(),

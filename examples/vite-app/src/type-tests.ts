@@ -14,6 +14,8 @@ void local.createRun(fromBytes).catch((e: RunflowError) => e.step === "upload_pu
 // Backoff options; headers whose values may be undefined (left out, as JSON.stringify does).
 const tuned = new KontextClient({ retryBaseMs: 5, retryMaxMs: 50, headers: { "x-trace": undefined } });
 void tuned.run({ prompt: "p", image_url: "https://x/a.png", seed: undefined, aspect_ratio: undefined });
+// Outputs as Blobs; expiresAt when the URL says.
+void client.run(ok).then((run: Run) => run.output?.outputs[0] && client.download(run.output.outputs[0], { signal: new AbortController().signal }).then((blob: Blob) => blob.size + (run.output?.outputs[0]?.expiresAt ?? 0)));
 // Waiting by push, with the way reported.
 const way: WaitMode = "events";
 void client.waitForRun("run_1", { wait: way, eventsSilenceMs: 5_000, onWaiting: ({ via, reason }: Waiting) => `${via}: ${reason}` });
@@ -56,6 +58,8 @@ new KontextClient({ retryBaseMs: "1s" });
 void client.run(ok, { wait: "push" });
 // @ts-expect-error: onWaiting hears "events" or "poll"
 void client.run(ok, { onWaiting: (waiting: { via: "sse" }) => waiting });
+// @ts-expect-error: download takes an output or its URL
+void client.download(42);
 // @ts-expect-error: browsers never receive callbacks: the browser entry has no verifyCallbackSignature
 import("runflow-kontext").then((m) => m.verifyCallbackSignature);
 

@@ -1,0 +1,139 @@
+// Outputs that expire (issue 14): each output carries `expiresAt` from its presigned URL, and
+// `client.download(output)` fetches the image as a Blob, refusing an expired link without a
+// request, and reading a storage's 403 as an expired link. In headless Chromium against the mock.
+
+import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+import { createScenario, encodePng, launchBrowser, startServer } from "./harness.mjs";
+
+const IMAGE = `data:image/png;base64,${encodePng(16, 12, (x, y) => [x * 16, y * 20, 90]).toString("base64")}`;
+
+let server;
+let browser;
+
+before(async () => {
+  [server, browser] = await Promise.all([startServer(), launchBrowser()]);
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+});
+
+async function withPage(body) {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const downloads = [];
+  page.on("request", (request) => request.url().includes("/__mock/files/") && downloads.push(request.url()));
+  await page.goto(`${server.url}/api/runflow/_backend`);
+  try {
+    await body(page, downloads);
+  } finally {
+    await context.close();
+  }
+}
+
+test("an output carries expiresAt and downloads as a Blob of the image", async () => {
+  const scenario = await createScenario(server.url, { lifecycle_ms: [20, 20, 100] });
+  await withPage(async (page, downloads) => {
+    const result = await page.evaluate(
+      async ({ base, image }) => {
+        const { default: init, KontextClient } = await import("/pkg/runflow_kontext.js");
+        await init();
+        const client = new KontextClient({ baseUrl: base, pollIntervalMs: 20 });
+        const run = await client.run({ prompt: "teal", image_url: image, output_format: "png" });
+        const [output] = run.output.outputs;
+        const blob = await client.download(output);
+        const head = [...new Uint8Array(await blob.slice(0, 8).arrayBuffer())];
+        const byUrl = await client.download(output.url);
+        return { expiresAt: output.expiresAt, completedAt: Date.parse(run.completed_at), type: blob.type, size: blob.size, head, sameSize: byUrl.size === blob.size };
+      },
+      { base: scenario.base, image: IMAGE },
+    );
+    // The mock's links last a day after the run ends, as Runflow's; the URL says so to the second.
+    const day = 24 * 3600 * 1000;
+    assert.ok(Math.abs(result.expiresAt - (result.completedAt + day)) < 1000, JSON.stringify(result));
+    assert.equal(result.type, "image/png");
+    assert.ok(result.size > 100);
+    assert.deepEqual(result.head, [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+    assert.equal(result.sameSize, true);
+    assert.equal(downloads.length, 2);
+  });
+});
+
+test("an expired link is refused without a request; a storage's 403 reads as expired too", async () => {
+  const scenario = await createScenario(server.url, { lifecycle_ms: [20, 20, 60], output_url_ttl_ms: 1000 });
+  await withPage(async (page, downloads) => {
+    const result = await page.evaluate(
+      async ({ base, image }) => {
+        const { default: init, KontextClient } = await import("/pkg/runflow_kontext.js");
+        await init();
+        const client = new KontextClient({ baseUrl: base, pollIntervalMs: 20 });
+        const run = await client.run({ prompt: "teal", image_url: image });
+        const [output] = run.output.outputs;
+        await new Promise((resolve) => setTimeout(resolve, 2200));
+        const expired = await client.download(output).catch((error) => error);
+        // A link whose expiry the client cannot read (the query cut): the storage says 403.
+        const unreadable = await client.download(output.url.replace(/\?.*$/, "")).catch((error) => error);
+        const wrong = await client.download({ width: 3 }).catch((error) => error);
+        return {
+          expired: { code: expired.code, message: expired.message },
+          unreadable: { code: unreadable.code, message: unreadable.message },
+          wrong: { code: wrong.code, field: wrong.field },
+        };
+      },
+      { base: scenario.base, image: IMAGE },
+    );
+    assert.equal(result.expired.code, "output_expired");
+    assert.match(result.expired.message, /has expired/);
+    assert.equal(result.unreadable.code, "output_expired");
+    assert.match(result.unreadable.message, /refused by its storage \(403\)/);
+    assert.deepEqual(result.wrong, { code: "validation_error", field: "output" });
+    assert.equal(downloads.length, 1, "only the link whose expiry was unknown was requested");
+  });
+});
+
+test("between polls, a tab becoming visible and the network returning each check the run at once", async () => {
+  const scenario = await createScenario(server.url, { lifecycle_ms: [50, 50, 60000] });
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  try {
+    await page.goto(`${server.url}/api/runflow/_backend`);
+    const id = await page.evaluate(async ({ base, image }) => {
+      const { default: init, KontextClient } = await import("/pkg/runflow_kontext.js");
+      await init();
+      const client = new KontextClient({ baseUrl: base });
+      const run = await client.createRun({ prompt: "slow", image_url: image });
+      window.stop = new AbortController();
+      // A 20 s poll interval: any GET within the next seconds is a wake-up, not the schedule.
+      window.waiting = client.waitForRun(run.id, { pollIntervalMs: 20000, signal: window.stop.signal }).catch((e) => e.code);
+      return run.id;
+    }, { base: scenario.base, image: IMAGE });
+    const gets = async () => (await scenario.log()).filter((entry) => entry.kind === "get" && entry.path.endsWith(`/runs/${id}`)).length;
+    const settle = () => new Promise((resolve) => setTimeout(resolve, 600));
+    await settle();
+    assert.equal(await gets(), 1, "the first check");
+    // The tab is hidden, then shown again (the page's visibility, as the browser reports it).
+    await page.evaluate(() => {
+      const show = (state) => {
+        Object.defineProperty(document, "visibilityState", { value: state, configurable: true });
+        document.dispatchEvent(new Event("visibilitychange"));
+      };
+      show("hidden");
+      show("visible");
+    });
+    await settle();
+    assert.equal(await gets(), 2, "checked when the tab became visible");
+    // The network goes and comes back (emulated through the DevTools protocol).
+    await context.setOffline(true);
+    await settle();
+    assert.equal(await gets(), 2, "nothing while offline");
+    await context.setOffline(false);
+    await settle();
+    assert.equal(await gets(), 3, "checked when the network returned");
+    await page.evaluate(() => window.stop.abort());
+    assert.equal(await page.evaluate(() => window.waiting), "aborted");
+  } finally {
+    await context.close();
+  }
+});
