@@ -213,6 +213,48 @@ export interface OutputImage {
   expiresAt?: number;
 }
 
+/** Options of `runMany`: `run()`'s (without `signal` per run), and the batch's own. */
+export interface RunManyOptions extends Omit<RunOptions, "clientRef" | "idempotencyKey"> {
+  /** Runs in flight at once (default 4). */
+  concurrency?: number;
+  /** Called as each input settles, in the order they settle. */
+  onProgress?: (progress: { index: number; result: RunManyResult; done: number; failed: number; total: number }) => void;
+  /** Stop the rest at the first failure (default false: every input gets its own result). */
+  stopOnError?: boolean;
+}
+
+/** One input's outcome in `runMany`. */
+export type RunManyResult = { ok: true; run: Run } | { ok: false; error: RunflowError };
+
+/** What a {@link RunStore} holds, replaced (never mutated) on each change. */
+export interface RunStoreSnapshot {
+  /**
+   * "idle", "starting", "uploading" (a local image going up), then the run's status; at the
+   * end the run's terminal status, "stopped" (`cancel()`) or "error".
+   */
+  status: "idle" | "starting" | "uploading" | RunStatus | "stopped" | "error";
+  /** The run as last seen. */
+  run: Run | undefined;
+  /** Why it ended without a result. */
+  error: RunflowError | undefined;
+  /** The local image's upload progress. */
+  upload: UploadProgress | undefined;
+}
+
+/**
+ * One edit's state: `start` runs an edit (replacing one under way), `cancel` stops waiting,
+ * `reset` goes back to idle. `subscribe` + `getSnapshot` fit React's `useSyncExternalStore`,
+ * Vue's `shallowRef` and Svelte's store contract.
+ */
+export interface RunStore<Input extends object = KontextInput> {
+  start(input: Input, options?: RunOptions): Promise<Run>;
+  cancel(): void;
+  reset(): void;
+  /** Calls `listener` after each change; returns the unsubscribe. */
+  subscribe(listener: () => void): () => void;
+  getSnapshot(): RunStoreSnapshot;
+}
+
 /** Options of `download`. */
 export interface DownloadOptions {
   /** Stops the download: the promise rejects with `aborted`. */
@@ -335,6 +377,22 @@ export class KontextClient<Input extends object = KontextInput> {
    * when the storage refuses it (403).
    */
   download(output: OutputImage | string, options?: DownloadOptions): Promise<Blob>;
+  /**
+   * `run()` for each input, at most `concurrency` (default 4) at a time. Resolves, in input
+   * order, `{ ok: true, run }` or `{ ok: false, error }` per input: one failure stops the rest
+   * only with `stopOnError` (they then reject with `aborted`). After a 429 every run of this
+   * client waits out the same backoff, so a batch queues instead of hammering. Not in the
+   * wasm-bindgen glue itself: import the package (its entry puts it on the class).
+   */
+  runMany(inputs: Iterable<Input>, options?: RunManyOptions): Promise<RunManyResult[]>;
+  /**
+   * Every status change of run `id`, the first included, ending after the terminal one:
+   * `for await (const run of client.watch(id, { signal })) ...`. It throws what `waitForRun`
+   * would reject with; leaving the loop early stops the waiting.
+   */
+  watch(id: string, options?: WaitForRunOptions): AsyncGenerator<Run, void, undefined>;
+  /** A framework-free store of one edit, for a UI: see {@link RunStore}. */
+  createRunStore(): RunStore<Input>;
   /** The model this client creates runs for. */
   readonly model: string;
   /** The API root requests go to. */

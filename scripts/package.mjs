@@ -13,6 +13,10 @@ const manifest = JSON.parse(await readFile(new URL("js/package.json", root), "ut
 manifest.version = version;
 await writeFile(new URL("package.json", pkg), JSON.stringify(manifest, null, 2) + "\n");
 await copyFile(new URL("js/node.js", root), new URL("node.js", pkg));
+// The browser entry (the glue with runMany, watch and createRunStore put on the client) and
+// that orchestration, which the Node entry shares.
+await copyFile(new URL("js/index.js", root), new URL("index.js", pkg));
+await copyFile(new URL("js/orchestrate.js", root), new URL("orchestrate.js", pkg));
 await copyFile(new URL("js/node.d.ts", root), new URL("node.d.ts", pkg));
 // The server entry's loaders (node:fs for Node, Deno and Bun; an imported module for Workers),
 // its handlers and its types, next to the server build they load.

@@ -24,7 +24,7 @@ export const BUNDLE_OPTIONS = {
 export async function shippedSize() {
   const bundle = await build({
     ...BUNDLE_OPTIONS,
-    stdin: { contents: 'export * from "./pkg/runflow_kontext.js"; export { default } from "./pkg/runflow_kontext.js";', resolveDir: root },
+    stdin: { contents: 'export * from "./pkg/index.js"; export { default } from "./pkg/index.js";', resolveDir: root },
   });
   const measure = (bytes) => ({ bytes: bytes.length, gzip: gzipSync(bytes, { level: 9 }).length });
   const js = measure(Buffer.from(bundle.outputFiles[0].contents));

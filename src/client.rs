@@ -28,6 +28,9 @@ pub struct Client {
     pub upload_threshold: f64,
     /// `prepareImage`'s settings, when local images are downscaled before sending.
     pub prepare: Option<JsValue>,
+    /// Until when (`Date.now()` ms) every request of this client waits, after a 429: calls
+    /// running side by side (`runMany`) share one backoff instead of each hammering on.
+    pub cooled_until: std::cell::Cell<f64>,
 }
 
 /// What a create sends besides the input.
@@ -180,6 +183,7 @@ impl Client {
         let mut attempt = 0;
         loop {
             call.until_online().await.map_err(with_ref)?;
+            self.cool_down(call).await.map_err(with_ref)?;
             let error = match self
                 .transport
                 .send("POST", &url, Some(&body), &headers, call)
@@ -231,6 +235,9 @@ impl Client {
                 } else {
                     delay.min(self.retry.base_ms)
                 };
+                if retry {
+                    self.note_rate_limit(&error, pause);
+                }
                 call.sleep(pause).await.map_err(with_ref)?;
             }
             if outcome == CreateOutcome::Unknown {
@@ -292,6 +299,24 @@ impl Client {
             )),
             Err(error) => Err(error),
         }
+    }
+
+    /// After a 429 that a call waits out before retrying, every other call of this client holds
+    /// off as long (never longer than a retry waits: a call that gives up sets nothing).
+    fn note_rate_limit(&self, error: &Error, delay_ms: u64) {
+        if error.code == ErrorCode::RateLimited {
+            let until = js_sys::Date::now() + delay_ms as f64;
+            self.cooled_until.set(self.cooled_until.get().max(until));
+        }
+    }
+
+    /// Waits out the shared backoff, if one is running.
+    async fn cool_down(&self, call: &Call) -> Result<(), Error> {
+        let left = self.cooled_until.get() - js_sys::Date::now();
+        if left > 0.0 {
+            call.sleep(left as u64).await?;
+        }
+        Ok(())
     }
 
     /// Fetches a run, retrying 429, 5xx, timeouts and network failures.
@@ -368,6 +393,7 @@ impl Client {
             let mut attempt = 0;
             loop {
                 call.until_online().await?;
+                self.cool_down(call).await?;
                 let error = match self
                     .transport
                     .send_via(method, url, body, headers, via, call)
@@ -388,6 +414,7 @@ impl Client {
                 if !self.retry.should_retry(attempt, &error) || call.outlasted_by(delay) {
                     return Err(error);
                 }
+                self.note_rate_limit(&error, delay);
                 call.sleep(delay).await?;
                 attempt += 1;
             }

@@ -384,6 +384,7 @@ impl KontextClient {
             transport,
             retry,
             poll,
+            cooled_until: std::cell::Cell::new(0.0),
         };
         Ok(KontextClient {
             client: Rc::new(client),

@@ -81,7 +81,7 @@ const clients = new Map();
 
 async function loadClient() {
   if (!clientModule) {
-    clientModule = import("/pkg/runflow_kontext.js").then(async (module) => {
+    clientModule = import("/pkg/index.js").then(async (module) => {
       await module.default();
       return module;
     });

@@ -1,0 +1,171 @@
+// What is orchestration over the client's promise API, not part of talking to Runflow: many runs
+// under one concurrency bound, watching a run as an async iterator, and a store for one edit.
+// Written in JS because it is JS's own work (promises, async iterators, listeners) and costs a
+// fraction of its bytes in wasm; `extend` puts it on the class of each build (the browser's,
+// and the server build the Node entry loads).
+
+/** Runs at once by default in `runMany`: one page's fair share of a proxy's budgets. */
+const DEFAULT_CONCURRENCY = 4;
+
+/** An AbortSignal that fires when any of `signals` does (AbortSignal.any, where there is one). */
+function anySignal(signals) {
+  const present = signals.filter(Boolean);
+  if (present.length < 2) return present[0];
+  if (AbortSignal.any) return AbortSignal.any(present);
+  const controller = new AbortController();
+  for (const signal of present) {
+    if (signal.aborted) controller.abort(signal.reason);
+    signal.addEventListener("abort", () => controller.abort(signal.reason), { once: true });
+  }
+  return controller.signal;
+}
+
+/**
+ * `client.runMany(inputs, options)`: `run()` for each input, at most `concurrency` at a time.
+ * Resolves, in input order, `{ ok: true, run }` or `{ ok: false, error }` for each; one failure
+ * stops the rest only with `stopOnError`. The client's shared backoff after a 429 makes every
+ * run wait, so the batch queues rather than hammers.
+ */
+async function runMany(inputs, options = {}) {
+  const { concurrency = DEFAULT_CONCURRENCY, onProgress, stopOnError = false, signal, ...runOptions } = options;
+  const list = Array.isArray(inputs) ? inputs : [...(inputs ?? [])];
+  if (!Number.isInteger(concurrency) || concurrency < 1) {
+    const RunflowError = errorClass.get(this.constructor);
+    throw new RunflowError("`concurrency` must be a whole number of at least 1.", { code: "validation_error", field: "concurrency" });
+  }
+  const stop = new AbortController();
+  const shared = anySignal([signal, stop.signal]);
+  const results = new Array(list.length);
+  let next = 0;
+  let done = 0;
+  let failed = 0;
+  const worker = async () => {
+    while (next < list.length) {
+      const index = next++;
+      const result = await this.run(list[index], { ...runOptions, signal: shared }).then(
+        (run) => ({ ok: true, run }),
+        (error) => ({ ok: false, error }),
+      );
+      results[index] = result;
+      done += 1;
+      if (!result.ok) {
+        failed += 1;
+        if (stopOnError) stop.abort();
+      }
+      try {
+        onProgress?.({ index, result, done, failed, total: list.length });
+      } catch (error) {
+        console.error("runflow-kontext: onProgress threw", error);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, list.length) }, worker));
+  return results;
+}
+
+/**
+ * `for await (const run of client.watch(id, options))`: every status change of the run, the
+ * first included, ending after the terminal one (or throwing what `waitForRun` rejects with).
+ * Leaving the loop early stops the waiting.
+ */
+async function* watch(id, options = {}) {
+  const stop = new AbortController();
+  const queue = [];
+  let wake;
+  let ended = false;
+  let failure;
+  const nudge = () => wake?.();
+  const waiting = this.waitForRun(id, {
+    ...options,
+    signal: anySignal([options.signal, stop.signal]),
+    onStatus: (run) => {
+      queue.push(run);
+      options.onStatus?.(run);
+      nudge();
+    },
+  }).then(
+    () => (ended = true),
+    (error) => ((failure = error), (ended = true)),
+  );
+  try {
+    for (;;) {
+      if (queue.length) yield queue.shift();
+      else if (ended) break;
+      else await new Promise((resolve) => (wake = resolve));
+    }
+    await waiting;
+    if (failure) throw failure;
+  } finally {
+    stop.abort();
+  }
+}
+
+const IDLE = Object.freeze({ status: "idle", run: undefined, error: undefined, upload: undefined });
+
+/**
+ * `client.createRunStore()`: one edit's state for a UI, framework-free: `start(input, options)`,
+ * `cancel()`, `reset()`, `subscribe(listener)` (returns the unsubscribe) and `getSnapshot()`,
+ * an immutable `{ status, run, error, upload }` replaced on each change (React's
+ * useSyncExternalStore, Vue and Svelte stores take it as is). `status`: "idle", "starting",
+ * "uploading", then the run's status, and at the end its status, "stopped" (cancelled here) or
+ * "error". A new `start` replaces the edit under way (which stops being followed).
+ */
+function createRunStore() {
+  const client = this;
+  const listeners = new Set();
+  let snapshot = IDLE;
+  let current;
+  const set = (owner, next) => {
+    if (owner !== current) return;
+    snapshot = Object.freeze({ ...snapshot, ...next });
+    for (const listener of [...listeners]) listener();
+  };
+  return {
+    getSnapshot: () => snapshot,
+    subscribe(listener) {
+      listeners.add(listener);
+      return () => listeners.delete(listener);
+    },
+    async start(input, options = {}) {
+      current?.abort();
+      const owner = (current = new AbortController());
+      set(owner, { status: "starting", run: undefined, error: undefined, upload: undefined });
+      try {
+        const run = await client.run(input, {
+          ...options,
+          signal: anySignal([options.signal, owner.signal]),
+          onUploadProgress: (upload) => {
+            set(owner, { status: "uploading", upload });
+            options.onUploadProgress?.(upload);
+          },
+          onStatus: (run) => {
+            set(owner, { status: run.status, run });
+            options.onStatus?.(run);
+          },
+        });
+        set(owner, { status: run.status, run });
+        return run;
+      } catch (error) {
+        const stopped = error?.code === "aborted" && owner.signal.aborted;
+        set(owner, { status: stopped ? "stopped" : "error", error, run: error?.run ?? snapshot.run });
+        throw error;
+      }
+    },
+    cancel: () => current?.abort(),
+    reset() {
+      const owner = current;
+      owner?.abort();
+      set(owner, IDLE);
+      current = undefined;
+    },
+  };
+}
+
+/** Each build's RunflowError, for the errors raised here. */
+const errorClass = new WeakMap();
+
+/** Puts `runMany`, `watch` and `createRunStore` on `KontextClient`'s prototype. */
+export function extend(KontextClient, RunflowError) {
+  errorClass.set(KontextClient, RunflowError);
+  Object.assign(KontextClient.prototype, { runMany, watch, createRunStore });
+}
