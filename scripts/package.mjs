@@ -17,6 +17,9 @@ await copyFile(new URL("js/node.js", root), new URL("node.js", pkg));
 // that orchestration, which the Node entry shares.
 await copyFile(new URL("js/index.js", root), new URL("index.js", pkg));
 await copyFile(new URL("js/orchestrate.js", root), new URL("orchestrate.js", pkg));
+// runflow-kontext/react: the hook over the run store, React left to the app.
+await copyFile(new URL("js/react.js", root), new URL("react.js", pkg));
+await copyFile(new URL("js/react.d.ts", root), new URL("react.d.ts", pkg));
 await copyFile(new URL("js/node.d.ts", root), new URL("node.d.ts", pkg));
 // The server entry's loaders (node:fs for Node, Deno and Bun; an imported module for Workers),
 // its handlers and its types, next to the server build they load.

@@ -18,7 +18,7 @@ const npm = (cwd, ...args) => run("npm", [...args, "--no-audit", "--no-fund", "-
 // under server/ with its loaders and handlers; each build has its own copy of the JS edge snippet,
 // the server build also its server-edge snippet.
 const EXPECTED_FILES = [
-  "CHANGELOG.md", "LICENSE-APACHE", "LICENSE-MIT", "README.md", "index.js", "node.d.ts", "node.js", "orchestrate.js", "package.json",
+  "CHANGELOG.md", "LICENSE-APACHE", "LICENSE-MIT", "README.md", "index.js", "node.d.ts", "node.js", "orchestrate.js", "package.json", "react.d.ts", "react.js",
   "runflow_kontext.d.ts", "runflow_kontext.js", "runflow_kontext_bg.wasm",
   "server/handlers.js", "server/index.d.ts", "server/index.js", "server/workerd.js",
   "server/runflow_kontext_server.d.ts", "server/runflow_kontext_server.js",
@@ -76,6 +76,39 @@ test("the Vite + TypeScript example type-checks, rejects wrong types, builds and
       return !img.hidden && img.complete && img.naturalWidth > 0;
     }, null, { timeout: 20_000 });
     assert.equal(await page.textContent("#status"), "succeeded");
+    assert.deepEqual(errors, []);
+  } finally {
+    await browser.close();
+    await server.stop();
+  }
+});
+
+test("the React + Vite example (useKontextRun) type-checks, builds and edits in Chromium", async () => {
+  const dir = await example("react-vite");
+  await run(join(dir, "node_modules/.bin/tsc"), ["--noEmit", "-p", dir]);
+  await run(join(dir, "node_modules/.bin/vite"), ["build", "--logLevel", "error"], { cwd: dir });
+  const server = await startServer({ WWW_DIR: join(dir, "dist") });
+  const browser = await launchBrowser();
+  try {
+    const page = await browser.newPage();
+    const errors = [];
+    page.on("pageerror", (e) => errors.push(e.message));
+    const statuses = [];
+    await page.exposeFunction("reportStatus", (status) => statuses.push(status));
+    await page.goto(server.url);
+    await page.waitForSelector("#status");
+    await page.evaluate(() => {
+      const status = document.getElementById("status");
+      new MutationObserver(() => window.reportStatus(status.textContent)).observe(status, { childList: true, subtree: true, characterData: true });
+    });
+    await page.click("#run");
+    await page.waitForFunction(() => {
+      const img = document.getElementById("result");
+      return img && img.complete && img.naturalWidth > 0;
+    }, null, { timeout: 20_000 });
+    assert.equal(await page.textContent("#status"), "succeeded");
+    assert.deepEqual(statuses.slice(0, 1), ["starting"], JSON.stringify(statuses));
+    assert.ok(statuses.includes("queued"), JSON.stringify(statuses));
     assert.deepEqual(errors, []);
   } finally {
     await browser.close();
