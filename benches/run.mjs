@@ -16,6 +16,7 @@ import { sizes } from "./size.mjs";
 import { Bench, stats } from "./browser.mjs";
 import { simulateWaiting } from "./waiting.mjs";
 import { benchProxy, proxyCost, renderProxyServer } from "./proxy.mjs";
+import { benchMany, renderMany } from "./many.mjs";
 import { render, renderWaiting, summaryTable, waitingTable } from "./report.mjs";
 
 const root = new URL("../", import.meta.url).pathname;
@@ -34,6 +35,8 @@ const CONFIG = {
   proxy: { n: quick ? 300 : 2000, concurrency: 32, ms: quick ? 1000 : 3000 },
   proxyServer: { n: quick ? 300 : 1000, warmup: 50, concurrency: 32, count: quick ? 1000 : 3000, rounds: quick ? 1 : 3 },
   images: { bytes: 10 * 1024 * 1024, n: quick ? 5 : 20, warmup: quick ? 1 : 3 },
+  // runMany (issue 14): 50 runs of 2 s, 4 at a time.
+  many: { runs: quick ? 12 : 50, concurrency: 4, runMs: 2000 },
 };
 
 // What the dev server serves at `/` during the bench: pages written for a browser that no
@@ -148,6 +151,8 @@ try {
   report.waiting.simulated = simulateWaiting({ durations: CONFIG.waiting.durations, latencyMs: getLatencyMs });
   log(`images: a ${CONFIG.images.bytes / 2 ** 20} MiB file to an image_url, ours inline, FileReader, ours uploaded; ${CONFIG.images.n} + ${CONFIG.images.warmup} warm-up rounds, interleaved`);
   report.images = await bench.images(CONFIG.images);
+  log(`many: runMany of ${CONFIG.many.runs} runs of ${CONFIG.many.runMs / 1000} s at concurrency ${CONFIG.many.concurrency}`);
+  report.many = await benchMany(CONFIG.many);
 } finally {
   await bench.stop();
   stopServers();
@@ -159,7 +164,8 @@ await writeFile(root + "target/bench/report.json", JSON.stringify(report, null, 
 const rendered = render(report);
 // The server entry's proxy (issue 12), before the machine section.
 const proxyServerMd = renderProxyServer(report.proxyServer);
-const md = rendered.includes("## Machine") ? rendered.replace("## Machine", `${proxyServerMd}\n## Machine`) : `${rendered}\n${proxyServerMd}`;
+const extraMd = `${proxyServerMd}\n${renderMany(report.many)}`;
+const md = rendered.includes("## Machine") ? rendered.replace("## Machine", `${extraMd}\n## Machine`) : `${rendered}\n${extraMd}`;
 await writeFile(root + "target/bench/report.md", md);
 log(`wrote target/bench/report.md and report.json in ${report.elapsedSeconds} s`);
 console.log(summaryTable(report));
