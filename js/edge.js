@@ -363,7 +363,17 @@ async function readImage(image, prepare, inlineLimit) {
     name: body === image && typeof image.name === "string" ? image.name : undefined,
     head: isBlob ? await bytes(body.slice(0, 16)) : body.subarray(0, 16),
     bytes: size < inlineLimit ? (isBlob ? await bytes(body) : body) : undefined,
+    // What an upload is remembered by: the same bytes to the same API root go up once.
+    hash: size < inlineLimit ? undefined : await sha256(body),
   };
+}
+
+/** The hex SHA-256 of a Blob or bytes, by SubtleCrypto; undefined where there is none. */
+async function sha256(body) {
+  if (!globalThis.crypto?.subtle) return undefined;
+  const data = body instanceof Blob ? await body.arrayBuffer() : body;
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", data));
+  return Array.from(digest, (byte) => byte.toString(16).padStart(2, "0")).join("");
 }
 
 /**

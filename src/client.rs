@@ -69,7 +69,15 @@ struct Learnt {
     inline_limit: f64,
     /// The callback relay the server advertised on its latest answer (`Runflow-Kontext-Relay`).
     relay: Option<Relay>,
+    /// Local images uploaded here, newest last: `(SHA-256 of the bytes, asset URL)`.
+    uploads: Vec<(String, String)>,
 }
+
+/// Uploads remembered per API root; the oldest is forgotten first.
+const MAX_REMEMBERED_UPLOADS: usize = 32;
+/// A remembered asset URL is used again only while it has at least this long left (ms): a run
+/// created with it must still be able to read it.
+const MIN_ASSET_URL_LIFE_MS: f64 = 10.0 * 60.0 * 1000.0;
 
 thread_local! {
     static LEARNT: std::cell::RefCell<Vec<Learnt>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -86,6 +94,7 @@ impl Client {
                     base_url: self.base_url.clone(),
                     inline_limit: f64::INFINITY,
                     relay: None,
+                    uploads: Vec::new(),
                 });
                 all.len() - 1
             });
@@ -116,6 +125,37 @@ impl Client {
         let mut relay = None;
         self.learnt(&mut |learnt| relay.clone_from(&learnt.relay));
         relay
+    }
+
+    /// The asset URL of an earlier upload of the same bytes (`hash`) to this API root, while it
+    /// has time left (or says nothing of its expiry).
+    pub fn uploaded(&self, hash: &str) -> Option<String> {
+        let mut found = None;
+        self.learnt(&mut |learnt| {
+            found = learnt
+                .uploads
+                .iter()
+                .find(|(known, _)| known == hash)
+                .map(|(_, url)| url.clone());
+        });
+        found.filter(|url| {
+            crate::expiry::url_expiry(url)
+                .is_none_or(|at| at as f64 > js_sys::Date::now() + MIN_ASSET_URL_LIFE_MS)
+        })
+    }
+
+    /// Remembers that the bytes `hash` are at `url`.
+    pub fn remember_upload(&self, hash: String, url: &str) {
+        let mut entry = Some((hash, url.to_owned()));
+        self.learnt(&mut |learnt| {
+            if let Some((hash, url)) = entry.take() {
+                learnt.uploads.retain(|(known, _)| *known != hash);
+                if learnt.uploads.len() >= MAX_REMEMBERED_UPLOADS {
+                    learnt.uploads.remove(0);
+                }
+                learnt.uploads.push((hash, url));
+            }
+        });
     }
 
     /// Notes whether `response` advertises a relay: a server that stops advertising one is

@@ -135,12 +135,28 @@ impl Client {
         let url = match (route, get("bytes").dyn_into::<Uint8Array>()) {
             (Route::Inline, Ok(bytes)) => data_uri(&bytes, &data_uri_prefix(kind)),
             _ => {
-                let name = file_name(get("name").as_string().as_deref(), kind);
-                let request = upload_request(&name, kind, size);
-                let body = get("body");
-                let upload: LocalBoxFuture<'_, _> =
-                    Box::pin(self.upload(&body, size, &request, kind.mime(), options, call));
-                upload.await?.into()
+                let hash = get("hash").as_string();
+                match hash.as_deref().and_then(|hash| self.uploaded(hash)) {
+                    Some(url) => url.into(),
+                    None => {
+                        let name = file_name(get("name").as_string().as_deref(), kind);
+                        let request = upload_request(&name, kind, size);
+                        let body = get("body");
+                        let upload: LocalBoxFuture<'_, _> = Box::pin(self.upload(
+                            &body,
+                            size,
+                            &request,
+                            kind.mime(),
+                            options,
+                            call,
+                        ));
+                        let url = upload.await?;
+                        if let Some(hash) = hash {
+                            self.remember_upload(hash, &url);
+                        }
+                        url.into()
+                    }
+                }
             }
         };
         report_progress(&options.on_progress, size, size);

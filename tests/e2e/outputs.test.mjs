@@ -137,3 +137,39 @@ test("between polls, a tab becoming visible and the network returning each check
     await context.close();
   }
 });
+
+test("the same local image sent twice to one API root is uploaded once; other bytes are uploaded", async () => {
+  const scenario = await createScenario(server.url, { lifecycle_ms: [20, 20, 60] });
+  await withPage(async (page) => {
+    const urls = await page.evaluate(
+      async ({ base }) => {
+        const { default: init, KontextClient } = await import("/pkg/runflow_kontext.js");
+        await init();
+        // uploadThreshold 0: every local image goes up rather than inline.
+        const client = new KontextClient({ baseUrl: base, pollIntervalMs: 20, uploadThreshold: 0 });
+        const png = async (shade) => {
+          const canvas = new OffscreenCanvas(24, 16);
+          const context = canvas.getContext("2d");
+          context.fillStyle = `rgb(${shade}, 120, 200)`;
+          context.fillRect(0, 0, 24, 16);
+          return canvas.convertToBlob({ type: "image/png" });
+        };
+        const photo = await png(10);
+        const first = await client.uploadImage(photo);
+        const run = await client.run({ prompt: "again", image: photo });
+        // Another client of the same API root knows it too; other bytes are another upload.
+        const other = new KontextClient({ baseUrl: base, uploadThreshold: 0 });
+        const again = await other.uploadImage(new File([await photo.arrayBuffer()], "copy.png", { type: "image/png" }));
+        const different = await other.uploadImage(await png(200));
+        return { first, sent: run.input.image_url, again, different };
+      },
+      { base: scenario.base },
+    );
+    assert.equal(urls.sent, urls.first, "the run was given the first upload's URL");
+    assert.equal(urls.again, urls.first);
+    assert.notEqual(urls.different, urls.first);
+    const log = await scenario.log();
+    assert.equal(log.filter((entry) => entry.kind === "upload_create").length, 2, "two distinct images, two uploads");
+    assert.equal(log.filter((entry) => entry.kind === "upload_put").length, 2);
+  });
+});
