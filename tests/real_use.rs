@@ -86,7 +86,9 @@ async fn a_data_uri_refused_as_too_large_is_uploaded_once_and_then_at_once() {
     );
     assert_eq!(mock.runs().await.len(), 1);
 
-    // The client learnt the limit for this baseUrl: a new client uploads at once, with no 413.
+    // The client learnt the limit for this baseUrl, and it remembers the upload of these bytes
+    // (issue 14): a new client sends the run with the asset URL at once, with no 413 and no
+    // second upload.
     let seen = log.len();
     let again = resolve(mock.client(json!({})).run(input(), JsValue::UNDEFINED)).await;
     assert_eq!(again["status"], "succeeded");
@@ -95,10 +97,12 @@ async fn a_data_uri_refused_as_too_large_is_uploaded_once_and_then_at_once() {
         .into_iter()
         .filter(|k| *k != "get")
         .collect();
-    assert_eq!(
-        kinds_after,
-        ["upload_create", "upload_put", "upload_confirm", "create"]
-    );
+    assert_eq!(kinds_after, ["create"]);
+    let resent = later
+        .iter()
+        .rfind(|e| e["kind"] == "create")
+        .map(|e| e["body"]["input"]["image_url"].clone());
+    assert_eq!(resent, Some(sent));
 }
 
 #[wasm_bindgen_test]
