@@ -7,7 +7,6 @@
 // runs only the waiting part (polling and push, issue 13; about 45 s) and writes
 // target/bench/waiting.{md,json} instead of the full report.
 import { spawn } from "node:child_process";
-import { createServer } from "node:net";
 import { rmSync } from "node:fs";
 import { mkdir, mkdtemp, writeFile } from "node:fs/promises";
 import { cpus, tmpdir, totalmem } from "node:os";
@@ -17,6 +16,7 @@ import { Bench, stats } from "./browser.mjs";
 import { simulateWaiting } from "./waiting.mjs";
 import { benchProxy, proxyCost, renderProxyServer } from "./proxy.mjs";
 import { benchMany, renderMany } from "./many.mjs";
+import { freePort } from "../tests/e2e/harness.mjs";
 import { render, renderWaiting, summaryTable, waitingTable } from "./report.mjs";
 
 const root = new URL("../", import.meta.url).pathname;
@@ -49,18 +49,6 @@ const wwwDir = await mkdtemp(join(tmpdir(), "bench-www-"));
 // the run's stream. The other benches keep a server without it: there, a client that saw the
 // relay advertised would give later runs the relay's callback_url and wait by push.
 const RELAY_SECRET = "whsec_bench_relay";
-
-/** A free loopback port, so that PUBLIC_URL can name the server before it starts. */
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const probe = createServer();
-    probe.once("error", reject);
-    probe.listen(0, "127.0.0.1", () => {
-      const { port } = probe.address();
-      probe.close(() => resolve(port));
-    });
-  });
-}
 
 function startDevServer(extraEnv = {}) {
   return new Promise((resolve, reject) => {

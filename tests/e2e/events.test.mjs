@@ -5,10 +5,9 @@
 // check runs in Chromium too.
 
 import assert from "node:assert/strict";
-import { createServer } from "node:net";
 import { after, before, test } from "node:test";
 import { VECTORS } from "../signature-vectors.mjs";
-import { createScenario, encodePng, launchBrowser, startServer } from "./harness.mjs";
+import { createScenario, encodePng, launchBrowser, startRelayServer } from "./harness.mjs";
 
 const SECRET = "whsec_e2e_relay";
 const IMAGE = `data:image/png;base64,${encodePng(16, 12, (x, y) => [x * 16, y * 20, 90]).toString("base64")}`;
@@ -17,24 +16,8 @@ let server;
 let browser;
 let relay;
 
-/** A free loopback port, so that PUBLIC_URL can name the server before it starts. */
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const probe = createServer();
-    probe.once("error", reject);
-    probe.listen(0, "127.0.0.1", () => {
-      const { port } = probe.address();
-      probe.close(() => resolve(port));
-    });
-  });
-}
-
 before(async () => {
-  const port = await freePort();
-  [server, browser] = await Promise.all([
-    startServer({ PORT: String(port), PUBLIC_URL: `http://127.0.0.1:${port}`, RUNFLOW_CALLBACK_SECRETS: SECRET }),
-    launchBrowser(),
-  ]);
+  [server, browser] = await Promise.all([startRelayServer(SECRET), launchBrowser()]);
   relay = (await (await fetch(`${server.url}/api/runflow/_backend`)).json()).relay;
   assert.equal(relay.on, true, JSON.stringify(relay));
 });

@@ -7,6 +7,7 @@ import http from "node:http";
 import { randomBytes } from "node:crypto";
 import { once } from "node:events";
 import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -61,6 +62,24 @@ export async function withStudioPage(session, scenarioConfig, body) {
   } finally {
     await context.close();
   }
+}
+
+/** A loopback port free at the time of asking, so that `PUBLIC_URL` can name a server before it starts. */
+export async function freePort() {
+  const probe = createServer().listen(0, "127.0.0.1");
+  await once(probe, "listening");
+  const { port } = probe.address();
+  await new Promise((resolve) => probe.close(resolve));
+  return port;
+}
+
+/**
+ * The dev server with its callback relay on (issue 13): `PUBLIC_URL` names its own port, so the
+ * mock's deliveries reach its own receiver, verified with `secret`.
+ */
+export async function startRelayServer(secret, env = {}) {
+  const port = await freePort();
+  return startServer({ ...env, PORT: String(port), PUBLIC_URL: `http://127.0.0.1:${port}`, RUNFLOW_CALLBACK_SECRETS: secret });
 }
 
 /** Starts the dev server on a free port; resolves with `{ url, stop }`. */

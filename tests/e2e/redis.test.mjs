@@ -5,9 +5,9 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { once } from "node:events";
-import { createServer, connect } from "node:net";
+import { connect } from "node:net";
 import { after, before, test } from "node:test";
-import { createScenario, encodePng, launchBrowser, startServer } from "./harness.mjs";
+import { createScenario, encodePng, freePort, launchBrowser, startServer } from "./harness.mjs";
 
 const SECRET = "whsec_e2e_redis";
 const KEY = "rf_test_key_redis";
@@ -19,17 +19,6 @@ let a;
 let b;
 let browser;
 let scenario;
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const probe = createServer();
-    probe.once("error", reject);
-    probe.listen(0, "127.0.0.1", () => {
-      const { port } = probe.address();
-      probe.close(() => resolve(port));
-    });
-  });
-}
 
 /** A throwaway redis-server (Debian's, installed by scripts/setup.sh) on a free port. */
 async function startRedis() {

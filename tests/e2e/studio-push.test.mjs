@@ -3,34 +3,20 @@
 // check when the stream opens); with it off, the page polls and says how to turn push on.
 
 import assert from "node:assert/strict";
-import { createServer } from "node:net";
 import { after, before, test } from "node:test";
-import { launchBrowser, openPage, pageUrl, screenshot, startServer, text, waitForResult } from "./harness.mjs";
+import { launchBrowser, openPage, pageUrl, screenshot, startRelayServer, startServer, text, waitForResult } from "./harness.mjs";
 
 let browser;
 let pushServer;
 let pollServer;
 
-/** A free loopback port, so that PUBLIC_URL can name the server before it starts. */
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const probe = createServer();
-    probe.once("error", reject);
-    probe.listen(0, "127.0.0.1", () => {
-      const { port } = probe.address();
-      probe.close(() => resolve(port));
-    });
-  });
-}
-
 // Runs of about 2 s, long enough for polling to need several GETs where push needs one.
 const LIFECYCLE = { MOCK_LIFECYCLE_MS: "300,300,1400" };
 
 before(async () => {
-  const port = await freePort();
   [browser, pushServer, pollServer] = await Promise.all([
     launchBrowser(),
-    startServer({ ...LIFECYCLE, PORT: String(port), PUBLIC_URL: `http://127.0.0.1:${port}`, RUNFLOW_CALLBACK_SECRETS: "whsec_e2e_studio" }),
+    startRelayServer("whsec_e2e_studio", LIFECYCLE),
     // Undefined leaves the variable out of the child's environment: the relay is off.
     startServer({ ...LIFECYCLE, PUBLIC_URL: undefined, RUNFLOW_CALLBACK_SECRETS: undefined }),
   ]);

@@ -2,7 +2,6 @@
 // its own process group, so stopping it stops what it spawned (workerd under wrangler).
 import { spawn } from "node:child_process";
 import { once } from "node:events";
-import { createServer } from "node:net";
 
 /** Starts `command` in its own process group, its output kept in `child.output`. */
 export function startProcess(command, args, { cwd, env = {} }) {
@@ -48,11 +47,4 @@ export async function ready(child, url, ms = 30_000) {
   throw new Error(`${url} not ready in ${ms} ms:\n${child.output}`);
 }
 
-/** A loopback port free at the time of asking. */
-export async function freePort() {
-  const server = createServer().listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const { port } = server.address();
-  server.close();
-  return port;
-}
+export { freePort } from "../e2e/harness.mjs";
