@@ -16,6 +16,13 @@ const tuned = new KontextClient({ retryBaseMs: 5, retryMaxMs: 50, headers: { "x-
 void tuned.run({ prompt: "p", image_url: "https://x/a.png", seed: undefined, aspect_ratio: undefined });
 // Outputs as Blobs; expiresAt when the URL says.
 void client.run(ok).then((run: Run) => run.output?.outputs[0] && client.download(run.output.outputs[0], { signal: new AbortController().signal }).then((blob: Blob) => blob.size + (run.output?.outputs[0]?.expiresAt ?? 0)));
+// Many runs, watching, and the run store.
+void client.runMany([ok, ok], { concurrency: 2, stopOnError: true }).then((results) => results.map((r) => (r.ok ? r.run.id : r.error.code)));
+void (async () => {
+  for await (const run of client.watch("run_1")) void run.status;
+})();
+const store = client.createRunStore();
+const unsubscribe: () => void = store.subscribe(() => store.getSnapshot().status);
 // Waiting by push, with the way reported.
 const way: WaitMode = "events";
 void client.waitForRun("run_1", { wait: way, eventsSilenceMs: 5_000, onWaiting: ({ via, reason }: Waiting) => `${via}: ${reason}` });
@@ -60,7 +67,11 @@ void client.run(ok, { wait: "push" });
 void client.run(ok, { onWaiting: (waiting: { via: "sse" }) => waiting });
 // @ts-expect-error: download takes an output or its URL
 void client.download(42);
+// @ts-expect-error: concurrency is a number
+void client.runMany([ok], { concurrency: "4" });
+// @ts-expect-error: a store snapshot has no "done" status
+const storeStatus: ReturnType<typeof store.getSnapshot>["status"] = "done";
 // @ts-expect-error: browsers never receive callbacks: the browser entry has no verifyCallbackSignature
 import("runflow-kontext").then((m) => m.verifyCallbackSignature);
 
-export { badRatio, badFormat, badTolerance, badCount, noPrompt, noImage, twoImages, camel, code, status, step, uploaded };
+export { badRatio, badFormat, badTolerance, badCount, noPrompt, noImage, twoImages, camel, code, status, step, uploaded, unsubscribe, storeStatus };
