@@ -1,0 +1,216 @@
+// Waiting that survives tabs and reloads (issue 14), in headless Chromium through the package's
+// browser entry (pkg/index.js) against the mock: two pages on one run make one stream of GETs
+// (the mock's log), a follower takes over when the leader's page closes, a reload mid-run
+// resumes the run to its end (IndexedDB and localStorage), an upload is reused after a reload,
+// and a follower's abort, deadline and bad options behave as a poller's.
+
+import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+import { createScenario, encodePng, launchBrowser, startServer } from "./harness.mjs";
+
+const IMAGE = `data:image/png;base64,${encodePng(8, 8, (x, y) => [x * 30, y * 30, 90]).toString("base64")}`;
+
+let server;
+let browser;
+
+before(async () => {
+  [server, browser] = await Promise.all([startServer(), launchBrowser()]);
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+});
+
+/** A page of the server's origin in `context` with `window.client` on `base`, and `window.seen`. */
+async function clientPage(context, base, options = {}) {
+  const page = await context.newPage();
+  await page.goto(`${server.url}/api/runflow/_backend`);
+  await page.evaluate(
+    async ({ base, options }) => {
+      const { default: init, KontextClient } = await import("/pkg/index.js");
+      await init();
+      window.client = new KontextClient({ baseUrl: base, ...options });
+      window.seen = { statuses: [], waiting: [] };
+      window.follow = (id, extra = {}) =>
+        client.waitForRun(id, {
+          pollIntervalMs: 200,
+          onStatus: (run) => seen.statuses.push(run.status),
+          onWaiting: (waiting) => seen.waiting.push(waiting.via),
+          ...extra,
+        });
+    },
+    { base, options },
+  );
+  return page;
+}
+
+const runGets = async (scenario, id) =>
+  (await scenario.log()).filter((entry) => entry.kind === "get" && entry.path.endsWith(`/runs/${id}`));
+
+const create = (page) => page.evaluate(async (image) => (await client.createRun({ prompt: "shared", image_url: image })).id, IMAGE);
+
+test("two pages waiting on one run make one stream of GETs, and both hear every status and the result", async () => {
+  const scenario = await createScenario(server.url, { lifecycle_ms: [100, 100, 2500] });
+  const context = await browser.newContext();
+  try {
+    const solo = await clientPage(context, scenario.base);
+    const alone = await create(solo);
+    assert.equal(await solo.evaluate((id) => follow(id).then((run) => run.status), alone), "succeeded");
+    const baseline = (await runGets(scenario, alone)).length;
+    await solo.close();
+
+    const [first, second] = [await clientPage(context, scenario.base), await clientPage(context, scenario.base)];
+    const id = await create(first);
+    await first.evaluate((id) => void (window.done = follow(id).then((run) => run.status)), id);
+    // The first page holds the run's lock once it has seen a status.
+    await first.waitForFunction(() => seen.statuses.length > 0);
+    await second.evaluate((id) => void (window.done = follow(id).then((run) => run.status)), id);
+    assert.equal(await first.evaluate(() => done), "succeeded");
+    assert.equal(await second.evaluate(() => done), "succeeded");
+    const shared = (await runGets(scenario, id)).length;
+    assert.ok(shared <= baseline + 1, `two pages made ${shared} GETs, one page alone ${baseline}`);
+    const [one, two] = [await first.evaluate(() => seen), await second.evaluate(() => seen)];
+    assert.deepEqual(two.waiting, ["tab"], "the second page is told another tab follows the run");
+    assert.equal(one.statuses.at(-1), "succeeded");
+    assert.equal(two.statuses.at(-1), "succeeded");
+    assert.ok(two.statuses.length >= 2, `the follower heard the run change: ${two.statuses}`);
+    assert.deepEqual(two.statuses, [...new Set(two.statuses)], "each status once");
+  } finally {
+    await context.close();
+  }
+});
+
+test("when the page that follows a run closes, a waiting page takes over and finishes it", async () => {
+  const scenario = await createScenario(server.url, { lifecycle_ms: [100, 100, 2500] });
+  const context = await browser.newContext();
+  try {
+    const leader = await clientPage(context, scenario.base);
+    const follower = await clientPage(context, scenario.base);
+    const id = await create(leader);
+    await leader.evaluate((id) => void follow(id), id);
+    await leader.waitForFunction(() => seen.statuses.length > 0);
+    await follower.evaluate((id) => void (window.done = follow(id).then((run) => run.status)), id);
+    await follower.waitForFunction(() => seen.statuses.includes("running"));
+    const before = (await runGets(scenario, id)).length;
+    await leader.close();
+    assert.equal(await follower.evaluate(() => done), "succeeded");
+    assert.ok((await runGets(scenario, id)).length > before, "the follower polled once the leader was gone");
+    assert.deepEqual(await follower.evaluate(() => seen.waiting), ["tab", "poll"], "a follower, then a poller");
+  } finally {
+    await context.close();
+  }
+});
+
+for (const persist of [true, "localStorage"]) {
+  test(`a reload mid-run resumes the run to its end (persist: ${JSON.stringify(persist)}), and a delivered run is not resumed`, async () => {
+    const scenario = await createScenario(server.url, { lifecycle_ms: [100, 100, 2000] });
+    const context = await browser.newContext();
+    try {
+      const page = await clientPage(context, scenario.base, { persist, pollIntervalMs: 100 });
+      await page.evaluate(async (image) => {
+        await client.run({ prompt: "kept", image_url: image });
+        window.started = client.run({ prompt: "reloaded", image_url: image }, { onStatus: (run) => (window.midway = run) });
+      }, IMAGE);
+      await page.waitForFunction(() => window.midway?.status === "running");
+      const id = await page.evaluate(() => midway.id);
+      await page.reload();
+      await page.evaluate(
+        async ({ base, persist }) => {
+          const { default: init, KontextClient } = await import("/pkg/index.js");
+          await init();
+          window.client = new KontextClient({ baseUrl: base, persist, pollIntervalMs: 100 });
+        },
+        { base: scenario.base, persist },
+      );
+      const resumed = await page.evaluate(async () => {
+        const runs = await client.resumeRuns();
+        const statuses = [];
+        const ends = await Promise.all(runs.map((run) => run.wait({ onStatus: (r) => statuses.push(r.status) })));
+        return { ids: runs.map((run) => run.id), since: runs[0]?.since, ends: ends.map((run) => run.status), statuses, after: (await client.resumeRuns()).length };
+      });
+      assert.deepEqual(resumed.ids, [id], "only the unfinished run comes back");
+      assert.ok(resumed.since > Date.now() - 60_000);
+      assert.deepEqual(resumed.ends, ["succeeded"]);
+      assert.equal(resumed.statuses.at(-1), "succeeded");
+      assert.equal(resumed.after, 0, "a delivered run is forgotten");
+      assert.equal(await scenario.count("create"), 2, "nothing created again");
+    } finally {
+      await context.close();
+    }
+  });
+}
+
+test("with persist, an image uploaded before a reload is not uploaded again", async () => {
+  const scenario = await createScenario(server.url, { lifecycle_ms: [20, 20, 60] });
+  const context = await browser.newContext();
+  try {
+    const upload = (page) =>
+      page.evaluate(async () => {
+        const canvas = new OffscreenCanvas(24, 16);
+        const context = canvas.getContext("2d");
+        context.fillStyle = "rgb(40, 120, 200)";
+        context.fillRect(0, 0, 24, 16);
+        const url = await client.uploadImage(await canvas.convertToBlob({ type: "image/png" }));
+        // The write to IndexedDB is not awaited by the upload: give it a moment before the reload.
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        return url;
+      });
+    const page = await clientPage(context, scenario.base, { persist: true, uploadThreshold: 0 });
+    const first = await upload(page);
+    await page.close();
+    const again = await upload(await clientPage(context, scenario.base, { persist: true, uploadThreshold: 0 }));
+    assert.equal(again, first);
+    assert.equal(await scenario.count("upload_create"), 1, "one upload across the reload");
+    const fresh = await browser.newContext();
+    try {
+      await upload(await clientPage(fresh, scenario.base, { persist: true, uploadThreshold: 0 }));
+      assert.equal(await scenario.count("upload_create"), 2, "another browser profile uploads its own");
+    } finally {
+      await fresh.close();
+    }
+  } finally {
+    await context.close();
+  }
+});
+
+test("a follower's abort, deadline and bad options are a poller's; a run that does not exist is forgotten", async () => {
+  const scenario = await createScenario(server.url, { lifecycle_ms: [100, 100, 60000] });
+  const context = await browser.newContext();
+  try {
+    const leader = await clientPage(context, scenario.base, { persist: true });
+    const follower = await clientPage(context, scenario.base, { persist: true });
+    const id = await create(leader);
+    await leader.evaluate((id) => void follow(id, { signal: (window.stop = new AbortController()).signal }).catch(() => {}), id);
+    await leader.waitForFunction(() => seen.statuses.length > 0);
+    const outcomes = await follower.evaluate(async (id) => {
+      const stop = new AbortController();
+      const aborted = follow(id, { signal: stop.signal }).catch((error) => error);
+      setTimeout(() => stop.abort(), 100);
+      const timedOut = follow(id, { timeoutMs: 300 }).catch((error) => error);
+      const fields = (error) => ({ name: error.name, code: error.code, runId: error.runId, message: error.message });
+      const bad = await follow(id, { timeoutMs: -5 }).catch((error) => error);
+      return { aborted: fields(await aborted), timedOut: fields(await timedOut), bad: { code: bad.code, field: bad.field }, waiting: seen.waiting };
+    }, id);
+    assert.equal(outcomes.aborted.code, "aborted");
+    assert.equal(outcomes.aborted.runId, id);
+    assert.match(outcomes.aborted.message, /AbortSignal/);
+    assert.equal(outcomes.timedOut.code, "timeout");
+    assert.equal(outcomes.timedOut.runId, id);
+    assert.match(outcomes.timedOut.message, /300 ms/);
+    assert.deepEqual(outcomes.bad, { code: "validation_error", field: "timeoutMs" });
+    assert.deepEqual(outcomes.waiting, ["tab", "tab"], "both good calls followed the leader");
+    const getsBefore = (await runGets(scenario, id)).length;
+    await leader.evaluate(() => stop.abort());
+
+    const missing = await follower.evaluate(async () => {
+      const error = await client.waitForRun("00000000-0000-4000-8000-000000000000").catch((error) => error.code);
+      return { error, kept: (await client.resumeRuns()).map((run) => run.id) };
+    });
+    assert.equal(missing.error, "not_found");
+    assert.deepEqual(missing.kept, [id], "the missing run is forgotten; the aborted wait's run is kept to resume");
+    assert.ok((await runGets(scenario, id)).length >= getsBefore);
+  } finally {
+    await context.close();
+  }
+});
