@@ -16,6 +16,7 @@ import { Bench, stats } from "./browser.mjs";
 import { simulateWaiting } from "./waiting.mjs";
 import { benchProxy, proxyCost, renderProxyServer } from "./proxy.mjs";
 import { benchMany, renderMany } from "./many.mjs";
+import { benchTabs, renderTabs } from "./tabs.mjs";
 import { freePort } from "../tests/e2e/harness.mjs";
 import { render, renderWaiting, summaryTable, waitingTable } from "./report.mjs";
 
@@ -37,6 +38,8 @@ const CONFIG = {
   images: { bytes: 10 * 1024 * 1024, n: quick ? 5 : 20, warmup: quick ? 1 : 3 },
   // runMany (issue 14): 50 runs of 2 s, 4 at a time.
   many: { runs: quick ? 12 : 50, concurrency: 4, runMs: 2000 },
+  // One poller per run across tabs (issue 14): 3 tabs on the same runs against 1.
+  tabs: { runs: quick ? 2 : 6, runMs: 5000 },
 };
 
 // What the dev server serves at `/` during the bench: pages written for a browser that no
@@ -141,6 +144,8 @@ try {
   report.images = await bench.images(CONFIG.images);
   log(`many: runMany of ${CONFIG.many.runs} runs of ${CONFIG.many.runMs / 1000} s at concurrency ${CONFIG.many.concurrency}`);
   report.many = await benchMany(CONFIG.many);
+  log(`tabs: ${CONFIG.tabs.runs} runs of ${CONFIG.tabs.runMs / 1000} s waited on by 1 tab, then 3`);
+  report.tabs = await benchTabs(CONFIG.tabs);
 } finally {
   await bench.stop();
   stopServers();
@@ -152,7 +157,7 @@ await writeFile(root + "target/bench/report.json", JSON.stringify(report, null, 
 const rendered = render(report);
 // The server entry's proxy (issue 12), before the machine section.
 const proxyServerMd = renderProxyServer(report.proxyServer);
-const extraMd = `${proxyServerMd}\n${renderMany(report.many)}`;
+const extraMd = `${proxyServerMd}\n${renderMany(report.many)}\n${renderTabs(report.tabs)}`;
 const md = rendered.includes("## Machine") ? rendered.replace("## Machine", `${extraMd}\n## Machine`) : `${rendered}\n${extraMd}`;
 await writeFile(root + "target/bench/report.md", md);
 log(`wrote target/bench/report.md and report.json in ${report.elapsedSeconds} s`);

@@ -368,6 +368,23 @@ async function readImage(image, prepare, inlineLimit) {
   };
 }
 
+// Persistent upload caches by API root, as `persist` keeps them (js/durable.js): consulted
+// when the client's memory has no upload of the bytes, and told of each new one.
+const uploadStores = new Map();
+
+/** Registers `store` (`get(hash)`, `set(hash, url)`) as the persistent upload cache of `base`. */
+export function persistUploads(base, store) {
+  uploadStores.set(base, store);
+}
+
+export function storedUpload(base, hash) {
+  return uploadStores.get(base)?.get(hash);
+}
+
+export function storeUpload(base, hash, url) {
+  uploadStores.get(base)?.set(hash, url);
+}
+
 /** The hex SHA-256 of a Blob or bytes, by SubtleCrypto; undefined where there is none. */
 async function sha256(body) {
   if (!globalThis.crypto?.subtle) return undefined;

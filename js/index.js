@@ -1,9 +1,11 @@
-// The browser entry: the wasm client (wasm-bindgen's glue), with runMany, watch and
-// createRunStore on KontextClient (js/orchestrate.js).
-import { KontextClient, RunflowError } from "./runflow_kontext.js";
+// The browser entry: the wasm client (wasm-bindgen's glue) as `KontextClient`, with waits shared
+// across tabs and `persist` (js/durable.js), and runMany, watch and createRunStore
+// (js/orchestrate.js).
+import { KontextClient as WasmClient, RunflowError, persistUploads } from "./runflow_kontext.js";
+import { durable } from "./durable.js";
 import { extend } from "./orchestrate.js";
 
+export const KontextClient = durable(WasmClient, RunflowError, persistUploads);
 extend(KontextClient, RunflowError);
 
-export * from "./runflow_kontext.js";
-export { default } from "./runflow_kontext.js";
+export { RunflowError, initSync, default } from "./runflow_kontext.js";

@@ -2,11 +2,15 @@
 // createProxy, toNodeHandler, receiveCallback, parseCallback, verifyCallbackSignature), which
 // ./server/index.js instantiates from the file next to it, so Node users import and go. Calling
 // the default export again is harmless (it is already done).
-import { KontextClient, RunflowError } from "./server/runflow_kontext_server.js";
+import { KontextClient as WasmClient, RunflowError, persistUploads } from "./server/runflow_kontext_server.js";
+import { durable } from "./durable.js";
 import { extend } from "./orchestrate.js";
 
+// `persist` here needs a `storage` (Node has neither IndexedDB nor localStorage); without Web
+// Locks each call follows its run itself.
+export const KontextClient = durable(WasmClient, RunflowError, persistUploads);
 extend(KontextClient, RunflowError);
 
-export * from "./server/runflow_kontext_server.js";
+export { RunflowError };
 export { createProxy, toNodeHandler, receiveCallback, parseCallback, verifyCallbackSignature } from "./server/index.js";
 export { default, initSync } from "./server/runflow_kontext_server.js";

@@ -75,6 +75,12 @@ async function* watch(id, options = {}) {
   let ended = false;
   let failure;
   const nudge = () => wake?.();
+  // The end may come after the last status was taken: the loop waits for it too.
+  const settle = (error) => {
+    failure = error;
+    ended = true;
+    nudge();
+  };
   const waiting = this.waitForRun(id, {
     ...options,
     signal: anySignal([options.signal, stop.signal]),
@@ -84,8 +90,8 @@ async function* watch(id, options = {}) {
       nudge();
     },
   }).then(
-    () => (ended = true),
-    (error) => ((failure = error), (ended = true)),
+    () => settle(undefined),
+    (error) => settle(error),
   );
   try {
     for (;;) {

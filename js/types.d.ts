@@ -103,6 +103,30 @@ export interface KontextClientOptions {
    * `createImageBitmap` and `OffscreenCanvas`: where they are missing (Node), images go as they are.
    */
   prepareImage?: boolean | PrepareImageOptions;
+  /**
+   * Keep the runs this client creates or waits on, until their result is delivered, and its
+   * uploads, so that a reload loses neither: see {@link KontextClient.resumeRuns}. `true`:
+   * IndexedDB, else localStorage (`"indexedDB"` or `"localStorage"` to choose). Default off.
+   */
+  persist?: boolean | "indexedDB" | "localStorage";
+  /** Persist in this Web Storage instead (localStorage, sessionStorage, or any getItem/setItem object, sync or async). */
+  storage?: PersistStorage;
+}
+
+/** A store for `persist`: the Web Storage API's getItem and setItem (sync, or returning promises). */
+export interface PersistStorage {
+  getItem(key: string): string | null | Promise<string | null>;
+  setItem(key: string, value: string): void | Promise<void>;
+}
+
+/** A run kept by `persist` whose result was not delivered before the page went away. */
+export interface ResumableRun {
+  /** The run's id. */
+  id: string;
+  /** When this client started following it (ms since the epoch). */
+  since: number;
+  /** `waitForRun(id, options)`: follows it to its end, by one poller across tabs. */
+  wait(options?: WaitForRunOptions): Promise<Run>;
 }
 
 /** Options of `createRun`. */
@@ -176,8 +200,11 @@ export type WaitMode = "auto" | "poll" | "events";
 
 /** What `onWaiting` hears. */
 export interface Waiting {
-  /** `"events"`: by the relay's push; `"poll"`: by polling. */
-  via: "events" | "poll";
+  /**
+   * `"events"`: by the relay's push; `"poll"`: by polling; `"tab"`: another tab of this origin
+   * follows the run and passes its news on (this call takes over if that tab closes).
+   */
+  via: "events" | "poll" | "tab";
   /** Why, in words for a log or a status line. */
   reason: string;
 }
@@ -358,9 +385,18 @@ export class KontextClient<Input extends object = KontextInput> {
   getRun(id: string, options?: GetRunOptions): Promise<Run>;
   /**
    * Polls a run until it succeeds, fails or is canceled, and resolves with that run whatever its
-   * status: check `run.status` (unlike `run()`, which rejects with `run_failed`).
+   * status: check `run.status` (unlike `run()`, which rejects with `run_failed`). In a browser,
+   * tabs of one origin waiting on the same run share one poller (Web Locks and a
+   * BroadcastChannel; the package's entry, not the bare glue): one tab follows it and the others
+   * hear each status and the result, and one of them takes over if that tab closes.
    */
   waitForRun(id: string, options?: WaitForRunOptions): Promise<Run>;
+  /**
+   * With `persist` (or `storage`): the runs created or waited on here, before a reload too,
+   * whose result was not delivered yet (nor over 24 h old), oldest first, each with
+   * `wait(options)`. Rejects with `validation_error` on a client without `persist`.
+   */
+  resumeRuns(): Promise<ResumableRun[]>;
   /** Creates a run and waits for it; rejects with `run_failed` if it fails or is canceled. */
   run(input: Input, options?: RunOptions): Promise<Run>;
   /**

@@ -13,10 +13,12 @@ const manifest = JSON.parse(await readFile(new URL("js/package.json", root), "ut
 manifest.version = version;
 await writeFile(new URL("package.json", pkg), JSON.stringify(manifest, null, 2) + "\n");
 await copyFile(new URL("js/node.js", root), new URL("node.js", pkg));
-// The browser entry (the glue with runMany, watch and createRunStore put on the client) and
-// that orchestration, which the Node entry shares.
+// The browser entry (the glue's client made durable, with runMany, watch and createRunStore)
+// and that orchestration, which the Node entry shares.
 await copyFile(new URL("js/index.js", root), new URL("index.js", pkg));
 await copyFile(new URL("js/orchestrate.js", root), new URL("orchestrate.js", pkg));
+// Waits shared across tabs, and `persist` (both entries' KontextClient).
+await copyFile(new URL("js/durable.js", root), new URL("durable.js", pkg));
 // runflow-kontext/react: the hook over the run store, React left to the app.
 await copyFile(new URL("js/react.js", root), new URL("react.js", pkg));
 await copyFile(new URL("js/react.d.ts", root), new URL("react.d.ts", pkg));

@@ -3,7 +3,10 @@
 use wasm_bindgen::JsValue;
 
 use crate::error::{Error, ErrorCode};
-use crate::http::{Call, HttpResponse, LocalBoxFuture, Transport, Via, is_offline, parse_date};
+use crate::http::{
+    Call, HttpResponse, LocalBoxFuture, Transport, Via, is_offline, parse_date, store_upload,
+    stored_upload,
+};
 use crate::json::{Json, JsonValue as Value};
 use crate::paths;
 use crate::policy::{
@@ -128,7 +131,8 @@ impl Client {
     }
 
     /// The asset URL of an earlier upload of the same bytes (`hash`) to this API root, while it
-    /// has time left (or says nothing of its expiry).
+    /// has time left (or says nothing of its expiry): from memory, else from the persistent
+    /// store (`persist`, which survives a reload).
     pub fn uploaded(&self, hash: &str) -> Option<String> {
         let mut found = None;
         self.learnt(&mut |learnt| {
@@ -138,14 +142,17 @@ impl Client {
                 .find(|(known, _)| known == hash)
                 .map(|(_, url)| url.clone());
         });
-        found.filter(|url| {
+        found
+            .or_else(|| stored_upload(&self.base_url, hash))
+            .filter(|url| {
             crate::expiry::url_expiry(url)
                 .is_none_or(|at| at as f64 > js_sys::Date::now() + MIN_ASSET_URL_LIFE_MS)
         })
     }
 
-    /// Remembers that the bytes `hash` are at `url`.
+    /// Remembers that the bytes `hash` are at `url` (in the persistent store too, if any).
     pub fn remember_upload(&self, hash: String, url: &str) {
+        store_upload(&self.base_url, &hash, url);
         let mut entry = Some((hash, url.to_owned()));
         self.learnt(&mut |learnt| {
             if let Some((hash, url)) = entry.take() {

@@ -39,6 +39,10 @@ extern "C" {
     #[wasm_bindgen(js_name = RunflowError, reexport, skip_typescript)]
     fn export_runflow_error();
 
+    // For the persistence layer (js/durable.js), which keeps uploads across reloads.
+    #[wasm_bindgen(js_name = persistUploads, reexport, skip_typescript)]
+    fn export_persist_uploads();
+
     /// The `RunflowError` for a failure: redacted of `secrets`, with `reports.thrown` as its cause.
     fn failure(message: &str, props: &JsValue, secrets: &Array, reports: &JsValue) -> JsValue;
 

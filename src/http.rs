@@ -44,6 +44,14 @@ extern "C" {
     /// Whether the host says it has no network (`navigator.onLine === false`).
     #[wasm_bindgen(js_name = isOffline)]
     pub fn is_offline() -> bool;
+
+    /// The asset URL kept in the persistent store (`persist`) for the bytes `hash` sent to `base`.
+    #[wasm_bindgen(js_name = storedUpload)]
+    pub fn stored_upload(base: &str, hash: &str) -> Option<String>;
+
+    /// Keeps an upload in the persistent store of `base`, if it has one.
+    #[wasm_bindgen(js_name = storeUpload)]
+    pub fn store_upload(base: &str, hash: &str, url: &str);
 }
 
 /// A boxed future: one shared copy of a state machine awaited from several places, rather than

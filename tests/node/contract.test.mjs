@@ -107,3 +107,28 @@ test("runMany, watch and the run store work from the Node entry too", async () =
   // The glue alone (pkg/runflow_kontext.js) is the bare class; the entries add these.
   assert.equal(typeof browserBuild.KontextClient.prototype.runMany, "undefined");
 });
+
+test("persist in Node takes a `storage` (there is no IndexedDB or localStorage): runs are kept until delivered", async () => {
+  const mock = await scenario({ lifecycle_ms: [20, 20, 60] });
+  const invalid = (options) => {
+    try {
+      new KontextClient({ baseUrl: mock.baseUrl, apiKey: "rf_live_node", ...options });
+    } catch (error) {
+      return { code: error.code, field: error.field };
+    }
+  };
+  assert.deepEqual(invalid({ persist: true }), { code: "validation_error", field: "persist" });
+  assert.deepEqual(invalid({ persist: "yes" }), { code: "validation_error", field: "persist" });
+  assert.deepEqual(invalid({ storage: {} }), { code: "validation_error", field: "storage" });
+  // An async Web Storage, as React Native's AsyncStorage or a key-value store would give.
+  const items = new Map();
+  const storage = { getItem: async (key) => items.get(key) ?? null, setItem: async (key, value) => void items.set(key, value) };
+  const client = new KontextClient({ baseUrl: mock.baseUrl, apiKey: "rf_live_node", storage, pollIntervalMs: 20 });
+  const created = await client.createRun({ prompt: "kept", image_url: PNG });
+  const later = new KontextClient({ baseUrl: mock.baseUrl, apiKey: "rf_live_node", storage, pollIntervalMs: 20 });
+  const kept = await later.resumeRuns();
+  assert.deepEqual(kept.map((run) => run.id), [created.id]);
+  assert.equal((await kept[0].wait()).status, "succeeded");
+  assert.deepEqual(await later.resumeRuns(), []);
+  await assert.rejects(new KontextClient({ baseUrl: mock.baseUrl, apiKey: "rf_live_node" }).resumeRuns(), { code: "validation_error", field: "persist" });
+});

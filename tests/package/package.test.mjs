@@ -18,7 +18,7 @@ const npm = (cwd, ...args) => run("npm", [...args, "--no-audit", "--no-fund", "-
 // under server/ with its loaders and handlers; each build has its own copy of the JS edge snippet,
 // the server build also its server-edge snippet.
 const EXPECTED_FILES = [
-  "CHANGELOG.md", "LICENSE-APACHE", "LICENSE-MIT", "README.md", "index.js", "node.d.ts", "node.js", "orchestrate.js", "package.json", "react.d.ts", "react.js",
+  "CHANGELOG.md", "LICENSE-APACHE", "LICENSE-MIT", "README.md", "durable.js", "index.js", "node.d.ts", "node.js", "orchestrate.js", "package.json", "react.d.ts", "react.js",
   "runflow_kontext.d.ts", "runflow_kontext.js", "runflow_kontext_bg.wasm",
   "server/handlers.js", "server/index.d.ts", "server/index.js", "server/workerd.js",
   "server/runflow_kontext_server.d.ts", "server/runflow_kontext_server.js",
