@@ -11,7 +11,7 @@
 const TIMEOUT_MS = 600_000; // waitForRun's default `timeoutMs`, as in the wasm.
 /** Runs older than this are not resumed: their outputs' links have expired (about 24 h). */
 const RESUME_MAX_AGE_MS = 24 * 3600 * 1000;
-/** Uploads kept per API root, newest first, as the wasm keeps them in memory. */
+/** Stored uploads read back per API root, the newest, as many as the edge remembers. */
 const KEPT_UPLOADS = 32;
 
 const isObject = (value) => typeof value === "object" && value !== null;
@@ -197,22 +197,16 @@ export function durable(Base, RunflowError, persistUploads) {
       if (!tables) return;
       this.#runs = tables("runs");
       const uploads = tables("uploads");
-      // The wasm asks for stored uploads synchronously: they are read once, before the first call.
+      // The wasm looks uploads up synchronously: the stored ones are read once, before the first call.
       this.#ready = uploads.all().then(
         (records) => {
-          const kept = new Map(
-            records
-              .sort((a, b) => b.at - a.at)
-              .slice(0, KEPT_UPLOADS)
-              .map((record) => [record.key, record.url]),
+          records.sort((a, b) => a.at - b.at);
+          for (const old of records.splice(0, records.length - KEPT_UPLOADS)) quietly(uploads.delete(old.key));
+          persistUploads(
+            this.baseUrl,
+            records.map((record) => [record.key, record.url]),
+            (hash, url) => quietly(uploads.put({ key: hash, url, at: Date.now() })),
           );
-          persistUploads(this.baseUrl, {
-            get: (hash) => kept.get(hash),
-            set(hash, url) {
-              kept.set(hash, url);
-              quietly(uploads.put({ key: hash, url, at: Date.now() }));
-            },
-          });
         },
         (error) => console.warn("runflow-kontext: could not read the persisted uploads", error),
       );

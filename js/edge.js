@@ -368,21 +368,34 @@ async function readImage(image, prepare, inlineLimit) {
   };
 }
 
-// Persistent upload caches by API root, as `persist` keeps them (js/durable.js): consulted
-// when the client's memory has no upload of the bytes, and told of each new one.
+// Local images uploaded, by API root: SHA-256 -> asset URL, oldest first, the last 32 (the
+// wasm decides whether a URL still has enough time left). With `persist`, js/durable.js fills
+// them from its store at start and is told of each new one.
+const uploads = new Map();
 const uploadStores = new Map();
+const KEPT_UPLOADS = 32;
 
-/** Registers `store` (`get(hash)`, `set(hash, url)`) as the persistent upload cache of `base`. */
-export function persistUploads(base, store) {
+function remember(base, hash, url) {
+  const known = uploads.get(base) ?? new Map();
+  uploads.set(base, known);
+  known.delete(hash);
+  known.set(hash, url);
+  if (known.size > KEPT_UPLOADS) known.delete(known.keys().next().value);
+}
+
+/** Adds `entries` (`[hash, url]`, oldest first) to what `base` remembers; `store(hash, url)` keeps new ones. */
+export function persistUploads(base, entries, store) {
+  for (const [hash, url] of entries) remember(base, hash, url);
   uploadStores.set(base, store);
 }
 
 export function storedUpload(base, hash) {
-  return uploadStores.get(base)?.get(hash);
+  return uploads.get(base)?.get(hash);
 }
 
 export function storeUpload(base, hash, url) {
-  uploadStores.get(base)?.set(hash, url);
+  remember(base, hash, url);
+  uploadStores.get(base)?.(hash, url);
 }
 
 /** The hex SHA-256 of a Blob or bytes, by SubtleCrypto; undefined where there is none. */

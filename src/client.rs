@@ -72,12 +72,8 @@ struct Learnt {
     inline_limit: f64,
     /// The callback relay the server advertised on its latest answer (`Runflow-Kontext-Relay`).
     relay: Option<Relay>,
-    /// Local images uploaded here, newest last: `(SHA-256 of the bytes, asset URL)`.
-    uploads: Vec<(String, String)>,
 }
 
-/// Uploads remembered per API root; the oldest is forgotten first.
-const MAX_REMEMBERED_UPLOADS: usize = 32;
 /// A remembered asset URL is used again only while it has at least this long left (ms): a run
 /// created with it must still be able to read it.
 const MIN_ASSET_URL_LIFE_MS: f64 = 10.0 * 60.0 * 1000.0;
@@ -97,7 +93,6 @@ impl Client {
                     base_url: self.base_url.clone(),
                     inline_limit: f64::INFINITY,
                     relay: None,
-                    uploads: Vec::new(),
                 });
                 all.len() - 1
             });
@@ -131,38 +126,18 @@ impl Client {
     }
 
     /// The asset URL of an earlier upload of the same bytes (`hash`) to this API root, while it
-    /// has time left (or says nothing of its expiry): from memory, else from the persistent
-    /// store (`persist`, which survives a reload).
+    /// has time left (or says nothing of its expiry). The JS edge keeps them (the last 32 per API
+    /// root in memory, and in the persistent store with `persist`).
     pub fn uploaded(&self, hash: &str) -> Option<String> {
-        let mut found = None;
-        self.learnt(&mut |learnt| {
-            found = learnt
-                .uploads
-                .iter()
-                .find(|(known, _)| known == hash)
-                .map(|(_, url)| url.clone());
-        });
-        found
-            .or_else(|| stored_upload(&self.base_url, hash))
-            .filter(|url| {
+        stored_upload(&self.base_url, hash).filter(|url| {
             crate::expiry::url_expiry(url)
                 .is_none_or(|at| at as f64 > js_sys::Date::now() + MIN_ASSET_URL_LIFE_MS)
         })
     }
 
-    /// Remembers that the bytes `hash` are at `url` (in the persistent store too, if any).
-    pub fn remember_upload(&self, hash: String, url: &str) {
-        store_upload(&self.base_url, &hash, url);
-        let mut entry = Some((hash, url.to_owned()));
-        self.learnt(&mut |learnt| {
-            if let Some((hash, url)) = entry.take() {
-                learnt.uploads.retain(|(known, _)| *known != hash);
-                if learnt.uploads.len() >= MAX_REMEMBERED_UPLOADS {
-                    learnt.uploads.remove(0);
-                }
-                learnt.uploads.push((hash, url));
-            }
-        });
+    /// Remembers that the bytes `hash` are at `url`.
+    pub fn remember_upload(&self, hash: &str, url: &str) {
+        store_upload(&self.base_url, hash, url);
     }
 
     /// Notes whether `response` advertises a relay: a server that stops advertising one is

@@ -45,11 +45,11 @@ extern "C" {
     #[wasm_bindgen(js_name = isOffline)]
     pub fn is_offline() -> bool;
 
-    /// The asset URL kept in the persistent store (`persist`) for the bytes `hash` sent to `base`.
+    /// The asset URL of an earlier upload of the bytes `hash` to `base`, if one is remembered.
     #[wasm_bindgen(js_name = storedUpload)]
     pub fn stored_upload(base: &str, hash: &str) -> Option<String>;
 
-    /// Keeps an upload in the persistent store of `base`, if it has one.
+    /// Remembers an upload to `base` (and keeps it in the persistent store, if there is one).
     #[wasm_bindgen(js_name = storeUpload)]
     pub fn store_upload(base: &str, hash: &str, url: &str);
 }

@@ -152,7 +152,7 @@ impl Client {
                         ));
                         let url = upload.await?;
                         if let Some(hash) = hash {
-                            self.remember_upload(hash, &url);
+                            self.remember_upload(&hash, &url);
                         }
                         url.into()
                     }

@@ -1,6 +1,6 @@
 // Compile-time checks of the published types: every line under @ts-expect-error must fail to
 // type-check, and `tsc --noEmit` fails if one of them does not.
-import { KontextClient, RunflowError, type KontextInput, type Run, type RunflowErrorCode, type RunStatus, type WaitMode, type Waiting } from "runflow-kontext";
+import { KontextClient, RunflowError, type KontextInput, type ResumableRun, type Run, type RunflowErrorCode, type RunStatus, type WaitMode, type Waiting } from "runflow-kontext";
 
 const client = new KontextClient({ baseUrl: "/api/runflow", timeoutMs: 30_000, maxRetries: 2 });
 const ok: KontextInput = { prompt: "p", image_url: "https://x/a.png", aspect_ratio: "16:9", num_images: 4, output_format: "png", safety_tolerance: "6" };
@@ -26,6 +26,11 @@ const unsubscribe: () => void = store.subscribe(() => store.getSnapshot().status
 // Waiting by push, with the way reported.
 const way: WaitMode = "events";
 void client.waitForRun("run_1", { wait: way, eventsSilenceMs: 5_000, onWaiting: ({ via, reason }: Waiting) => `${via}: ${reason}` });
+// Persisted runs, resumed after a reload; a follower tab's way of waiting.
+const kept = new KontextClient({ persist: true });
+const chosen = new KontextClient({ persist: "localStorage", storage: { getItem: async (key: string) => key, setItem: () => {} } });
+void kept.resumeRuns().then((runs: ResumableRun[]) => runs.map((r) => r.wait({ onStatus: (run) => run.status }).then((run) => r.since + run.id.length)));
+const follower: Waiting["via"] = "tab";
 
 // @ts-expect-error: not an aspect ratio
 const badRatio: KontextInput = { prompt: "p", image_url: "u", aspect_ratio: "5:4" };
@@ -63,7 +68,7 @@ const step: RunflowError["step"] = "upload";
 new KontextClient({ retryBaseMs: "1s" });
 // @ts-expect-error: wait is "auto", "poll" or "events"
 void client.run(ok, { wait: "push" });
-// @ts-expect-error: onWaiting hears "events" or "poll"
+// @ts-expect-error: onWaiting hears "events", "poll" or "tab"
 void client.run(ok, { onWaiting: (waiting: { via: "sse" }) => waiting });
 // @ts-expect-error: download takes an output or its URL
 void client.download(42);
@@ -71,7 +76,11 @@ void client.download(42);
 void client.runMany([ok], { concurrency: "4" });
 // @ts-expect-error: a store snapshot has no "done" status
 const storeStatus: ReturnType<typeof store.getSnapshot>["status"] = "done";
+// @ts-expect-error: persist names a store or is a boolean
+void new KontextClient({ persist: "cookies" });
+// @ts-expect-error: a storage has getItem and setItem
+void new KontextClient({ storage: { get: () => null } });
 // @ts-expect-error: browsers never receive callbacks: the browser entry has no verifyCallbackSignature
 import("runflow-kontext").then((m) => m.verifyCallbackSignature);
 
-export { badRatio, badFormat, badTolerance, badCount, noPrompt, noImage, twoImages, camel, code, status, step, uploaded, unsubscribe, storeStatus };
+export { badRatio, badFormat, badTolerance, badCount, noPrompt, noImage, twoImages, camel, code, status, step, uploaded, unsubscribe, storeStatus, chosen, follower };
