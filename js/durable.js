@@ -218,10 +218,12 @@ export function durable(Base, RunflowError, persistUploads) {
         throw invalid("persist", "resumeRuns() needs a client made with `persist: true` (or a `storage`).");
       }
       const now = Date.now();
-      const records = await this.#runs.all();
-      for (const old of records.filter((record) => !(now - record.since < RESUME_MAX_AGE_MS))) quietly(this.#runs.delete(old.key));
-      return records
-        .filter((record) => now - record.since < RESUME_MAX_AGE_MS)
+      const fresh = [];
+      for (const record of await this.#runs.all()) {
+        if (now - record.since < RESUME_MAX_AGE_MS) fresh.push(record);
+        else quietly(this.#runs.delete(record.key));
+      }
+      return fresh
         .sort((a, b) => a.since - b.since)
         .map(({ key: id, since }) => ({ id, since, wait: (options) => this.waitForRun(id, options) }));
     }

@@ -630,7 +630,7 @@ function onStatus(entry, run, inputSrc) {
  * why; told when waiting starts and again if push falls back to polling.
  */
 function onWaiting(entry, { via, reason }) {
-  entry.waiting = { via: via === "events" ? "events" : "poll", reason: typeof reason === "string" ? reason : "" };
+  entry.waiting = { via: ["events", "tab"].includes(via) ? via : "poll", reason: typeof reason === "string" ? reason : "" };
   keep(entry);
   if (isShown(entry)) renderWaiting(entry);
 }
@@ -783,9 +783,10 @@ function renderRun(entry) {
   renderWaiting(entry);
 }
 
-/** "by push (callback relay)" or "by polling · <why>", for the run's panel and its facts. */
+/** "by push (callback relay)", "in another tab" or "by polling · <why>", for the run's panel and its facts. */
 function waitingWay(waiting) {
   if (waiting.via === "events") return "by push (callback relay)";
+  if (waiting.via === "tab") return "in another tab (it shares each status with this one)";
   return waiting.reason ? `by polling · ${waiting.reason}` : "by polling";
 }
 

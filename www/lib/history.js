@@ -71,7 +71,7 @@ function normalizeEntry(raw) {
     error: isObject(raw.error) && typeof raw.error.title === "string"
       ? { code: stringOr(raw.error.code, "unexpected"), title: raw.error.title }
       : null,
-    waiting: isObject(raw.waiting) && (raw.waiting.via === "events" || raw.waiting.via === "poll")
+    waiting: isObject(raw.waiting) && ["events", "poll", "tab"].includes(raw.waiting.via)
       ? { via: raw.waiting.via, reason: stringOr(raw.waiting.reason, "") }
       : null,
   };
