@@ -126,6 +126,53 @@ export function launchBrowser() {
   return chromium.launch({ executablePath: "/usr/bin/chromium", args: CHROMIUM_ARGS });
 }
 
+/**
+ * A Chromium of its own, driven over the DevTools protocol with Playwright's default
+ * overrides off: `launchBrowser()`'s pages all get `Emulation.setFocusEmulationEnabled`, which
+ * keeps every page visible whatever its window does, so only a page without it can really be
+ * hidden. Resolves with `{ browser, context, page, close }`, the page its first tab.
+ */
+export async function openUnemulatedPage() {
+  const profile = mkdtempSync(join(tmpdir(), "kontext-visibility-"));
+  const child = spawn(
+    "/usr/bin/chromium",
+    [...CHROMIUM_ARGS, `--user-data-dir=${profile}`, "--remote-debugging-port=0", "about:blank"],
+    { stdio: ["ignore", "ignore", "pipe"] },
+  );
+  const close = async () => {
+    await browser?.close().catch(() => {});
+    if (child.exitCode === null && child.signalCode === null) {
+      const exited = once(child, "exit");
+      child.kill("SIGTERM");
+      await exited;
+    }
+    await rm(profile, { recursive: true, force: true });
+  };
+  let browser;
+  try {
+    const endpoint = await new Promise((resolve, reject) => {
+      let stderr = "";
+      const timer = setTimeout(() => reject(new Error(`chromium did not listen in 15 s: ${stderr}`)), 15_000);
+      child.stderr.on("data", (chunk) => {
+        stderr += chunk;
+        const match = stderr.match(/DevTools listening on (ws:\/\/\S+)/);
+        if (match) {
+          clearTimeout(timer);
+          resolve(match[1]);
+        }
+      });
+      child.on("exit", (code) => reject(new Error(`chromium exited (${code}): ${stderr}`)));
+    });
+    browser = await chromium.connectOverCDP(endpoint, { noDefaults: true, isLocal: true });
+    const context = browser.contexts()[0];
+    const page = context.pages()[0] ?? (await context.newPage());
+    return { browser, context, page, close };
+  } catch (error) {
+    await close();
+    throw error;
+  }
+}
+
 /** A fresh context (own localStorage) and page at `viewport`; page errors fail loudly. */
 export async function openPage(browser, { viewport = { width: 1280, height: 800 } } = {}) {
   const context = await browser.newContext({ viewport, acceptDownloads: true });

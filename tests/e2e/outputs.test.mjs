@@ -4,7 +4,7 @@
 
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
-import { createScenario, encodePng, launchBrowser, startServer } from "./harness.mjs";
+import { createScenario, encodePng, launchBrowser, openUnemulatedPage, startServer } from "./harness.mjs";
 
 const IMAGE = `data:image/png;base64,${encodePng(16, 12, (x, y) => [x * 16, y * 20, 90]).toString("base64")}`;
 
@@ -95,11 +95,12 @@ test("an expired link is refused without a request; a storage's 403 reads as exp
 
 test("between polls, a tab becoming visible and the network returning each check the run at once", async () => {
   const scenario = await createScenario(server.url, { lifecycle_ms: [50, 50, 60000] });
-  const context = await browser.newContext();
-  const page = await context.newPage();
+  const { context, page, close } = await openUnemulatedPage();
   try {
     await page.goto(`${server.url}/api/runflow/_backend`);
     const id = await page.evaluate(async ({ base, image }) => {
+      window.visibility = [];
+      document.addEventListener("visibilitychange", () => window.visibility.push(document.visibilityState));
       const { default: init, KontextClient } = await import("/pkg/runflow_kontext.js");
       await init();
       const client = new KontextClient({ baseUrl: base });
@@ -113,16 +114,19 @@ test("between polls, a tab becoming visible and the network returning each check
     const settle = () => new Promise((resolve) => setTimeout(resolve, 600));
     await settle();
     assert.equal(await gets(), 1, "the first check");
-    // The tab is hidden, then shown again (the page's visibility, as the browser reports it).
-    await page.evaluate(() => {
-      const show = (state) => {
-        Object.defineProperty(document, "visibilityState", { value: state, configurable: true });
-        document.dispatchEvent(new Event("visibilitychange"));
-      };
-      show("hidden");
-      show("visible");
-    });
+    assert.equal(await page.evaluate(() => document.visibilityState), "visible");
+    // The tab is really hidden, then shown again: its window minimized and restored through the
+    // DevTools protocol, so Chromium itself changes the page's visibility and fires the events.
+    const cdp = await context.newCDPSession(page);
+    const { windowId } = await cdp.send("Browser.getWindowForTarget");
+    await cdp.send("Browser.setWindowBounds", { windowId, bounds: { windowState: "minimized" } });
+    await page.waitForFunction(() => document.visibilityState === "hidden");
     await settle();
+    assert.equal(await gets(), 1, "nothing while hidden");
+    await cdp.send("Browser.setWindowBounds", { windowId, bounds: { windowState: "normal" } });
+    await page.waitForFunction(() => document.visibilityState === "visible");
+    await settle();
+    assert.deepEqual(await page.evaluate(() => window.visibility), ["hidden", "visible"], "real visibilitychange events");
     assert.equal(await gets(), 2, "checked when the tab became visible");
     // The network goes and comes back (emulated through the DevTools protocol).
     await context.setOffline(true);
@@ -134,7 +138,7 @@ test("between polls, a tab becoming visible and the network returning each check
     await page.evaluate(() => window.stop.abort());
     assert.equal(await page.evaluate(() => window.waiting), "aborted");
   } finally {
-    await context.close();
+    await close();
   }
 });
 
