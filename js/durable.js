@@ -15,6 +15,34 @@ const RESUME_MAX_AGE_MS = 24 * 3600 * 1000;
 const KEPT_UPLOADS = 32;
 
 const isObject = (value) => typeof value === "object" && value !== null;
+const TERMINAL = new Set(["succeeded", "partial_succeeded", "failed", "canceled"]);
+
+/**
+ * Who a client is to the server, as a short fingerprint (FNV-1a of its key and headers): tabs
+ * share a run's news only between clients that would be answered alike, and the key itself
+ * never goes into a lock's or a channel's name.
+ */
+function fingerprint(options) {
+  let hash = 0x811c9dc5;
+  for (const char of JSON.stringify([options.apiKey, options.headers]) ?? "") {
+    hash = Math.imul(hash ^ char.charCodeAt(0), 0x01000193) >>> 0;
+  }
+  return hash.toString(36);
+}
+
+/** An AbortSignal that fires when any of `signals` does (also for signal look-alikes). */
+function eitherSignal(first, second) {
+  if (!first) return second;
+  try {
+    return AbortSignal.any([first, second]);
+  } catch {
+    const controller = new AbortController();
+    for (const signal of [first, second]) {
+      signal.addEventListener("abort", () => controller.abort(signal.reason), { once: true });
+    }
+    return controller.signal;
+  }
+}
 
 /** Options this layer can take over: anything else goes to the wasm as is, which refuses it. */
 const plain = (options) =>
@@ -26,15 +54,18 @@ const plain = (options) =>
 const hubs = new Map();
 
 /**
- * The tabs' meeting point for one API root: `post` a run's status (`end` with its result) to
- * every waiter in every tab, `listen` for them, `ask` who follows a run for its latest status,
- * and `lead`, which runs `work` under the run's lock. Undefined without Web Locks.
+ * The tabs' meeting point for one API root and credential (`scope`): `post` a run's status
+ * (`end` with its result) to every waiter in every tab, `listen` for them, `ask` who follows a
+ * run for its latest status, and `lead`, which runs `work` under the run's lock. Undefined
+ * without Web Locks (which need a secure context).
  */
-function hubFor(base) {
+function hubFor(scope) {
   if (typeof BroadcastChannel !== "function" || !globalThis.navigator?.locks) return undefined;
-  let hub = hubs.get(base);
+  let hub = hubs.get(scope);
   if (hub) return hub;
-  const channel = new BroadcastChannel(`runflow-kontext ${base}`);
+  const channel = new BroadcastChannel(`runflow-kontext ${scope}`);
+  // Where a channel would keep a process alive (Node), it does not.
+  channel.unref?.();
   const listeners = new Map();
   // The runs this tab follows, with the latest status it saw, for the tabs that ask.
   const leading = new Map();
@@ -43,18 +74,16 @@ function hubFor(base) {
     try {
       channel.postMessage(message);
     } catch {
-      // A run that cannot be cloned reaches this tab only; the others follow it themselves
-      // when the lock passes to them.
+      // A closed channel (the page is going away): the other tabs take the lock over.
     }
   };
   channel.onmessage = ({ data }) => {
     if (!isObject(data) || typeof data.id !== "string") return;
     if (isObject(data.run)) deliver(data);
-    else if (leading.get(data.id)) send({ id: data.id, run: leading.get(data.id) });
+    else if (leading.get(data.id)?.()) send({ id: data.id, run: leading.get(data.id)() });
   };
   hub = {
     post(message) {
-      if (leading.has(message.id)) leading.set(message.id, message.run);
       send(message);
       deliver(message);
     },
@@ -67,16 +96,16 @@ function hubFor(base) {
       };
     },
     ask(id) {
-      const run = leading.get(id);
+      const run = leading.get(id)?.();
       if (run) deliver({ id, run });
       else send({ id });
     },
     /**
      * `work()` once this call holds the run's lock (`null` at once with `ifAvailable` if not);
-     * `latest` is the run as this call last saw it, for the tabs that ask.
+     * `latest()` is the run as this call last saw it, for the tabs that ask.
      */
     lead(id, options, work, latest) {
-      return navigator.locks.request(`runflow-kontext ${base} ${id}`, options, async (lock) => {
+      return navigator.locks.request(`runflow-kontext ${scope} ${id}`, options, async (lock) => {
         if (!lock) return null;
         leading.set(id, latest);
         try {
@@ -87,15 +116,16 @@ function hubFor(base) {
       });
     },
   };
-  hubs.set(base, hub);
+  hubs.set(scope, hub);
   return hub;
 }
 
 // --- Storage -----------------------------------------------------------------------------------
 
 /**
- * Records of one API root in IndexedDB, by table ("runs", "uploads"): `all()`, `put(record)`
- * and `delete(key)`, each a promise. Records are `{ key, ... }`.
+ * Records of one API root in IndexedDB, by table ("runs", "uploads"): `all()`, `put(record)`,
+ * `add(record)` (unless one of its key is there) and `delete(key)`, each a promise. Records
+ * are `{ key, ... }`.
  */
 function indexedDbTables(base) {
   let opened;
@@ -123,6 +153,12 @@ function indexedDbTables(base) {
   return (table) => ({
     all: () => transact(table, "readonly", (store) => store.getAll(ofBase())),
     put: (record) => transact(table, "readwrite", (store) => store.put({ ...record, base })),
+    add: (record) =>
+      transact(table, "readwrite", (store) => {
+        const known = store.getKey([base, record.key]);
+        known.onsuccess = () => known.result ?? store.put({ ...record, base });
+        return known;
+      }),
     delete: (key) => transact(table, "readwrite", (store) => store.delete([base, key])),
   });
 }
@@ -139,17 +175,24 @@ function webStorageTables(storage, base) {
         return {};
       }
     };
-    // One change at a time: with an async storage, two read-modify-writes would lose one.
+    // One change at a time (across tabs too, under a lock where there are locks): two
+    // read-modify-writes side by side would lose one. A failed change does not stop the next.
     let changes = Promise.resolve();
-    const change = (edit) =>
-      (changes = changes.then(async () => {
-        const records = await read();
-        edit(records);
-        await storage.setItem(name, JSON.stringify(records));
-      }));
+    const step = (edit) => async () => {
+      const records = await read();
+      edit(records);
+      await storage.setItem(name, JSON.stringify(records));
+    };
+    const change = (edit) => {
+      const locks = globalThis.navigator?.locks;
+      const next = changes.then(locks ? () => locks.request(name, step(edit)) : step(edit));
+      changes = next.catch(() => {});
+      return next;
+    };
     return {
       all: async () => Object.values(await read()),
       put: (record) => change((records) => (records[record.key] = record)),
+      add: (record) => change((records) => (records[record.key] ??= record)),
       delete: (key) => change((records) => delete records[key]),
     };
   };
@@ -157,49 +200,68 @@ function webStorageTables(storage, base) {
 
 /** What `persist` and `storage` name, as tables; throws what the constructor rejects with. */
 function openTables(persist, storage, base, invalid) {
-  if (storage !== undefined) {
+  if (storage != null) {
     if (!isObject(storage) || typeof storage.getItem !== "function" || typeof storage.setItem !== "function") {
       throw invalid("storage", "`storage` must be a Web Storage (such as localStorage): an object with getItem and setItem.");
     }
     return webStorageTables(storage, base);
   }
-  if (persist === undefined || persist === false) return undefined;
+  if (persist == null || persist === false) return undefined;
   if (![true, "indexedDB", "localStorage"].includes(persist)) {
     throw invalid("persist", '`persist` must be true, "indexedDB" or "localStorage".');
   }
+  // Reading `localStorage` throws where storage is blocked; some Nodes have an empty one.
+  const local = () => {
+    try {
+      return typeof globalThis.localStorage?.getItem === "function" && globalThis.localStorage;
+    } catch {
+      return undefined;
+    }
+  };
   if (persist !== "localStorage" && typeof indexedDB === "object" && indexedDB) return indexedDbTables(base);
-  if (persist !== "indexedDB" && typeof localStorage === "object" && localStorage) return webStorageTables(localStorage, base);
+  if (persist !== "indexedDB" && local()) return webStorageTables(local(), base);
   throw invalid("persist", `There is no ${persist === true ? "IndexedDB or localStorage" : persist} here: pass a \`storage\` to persist runs.`);
 }
 
 /** A storage failure (quota, private mode) loses the record, never the run. */
-const quietly = (promise) =>
-  promise.catch((error) => console.warn("runflow-kontext: could not update the persisted runs", error));
+const quietly = (promise) => promise.catch((error) => console.warn("runflow-kontext: the persisted store failed", error));
+
+/** Calls the caller's `callback`: what it throws is reported, and does not stop the wait. */
+function tell(callback, value) {
+  try {
+    callback?.(value);
+  } catch (error) {
+    console.error("runflow-kontext: a callback threw", error);
+  }
+}
 
 // --- The client --------------------------------------------------------------------------------
 
 /**
  * `KontextClient` over the wasm's class `Base`: the same API, with waits shared across tabs, and
  * with `persist` or `storage` the runs and uploads kept for `resumeRuns()` after a reload.
- * `persistUploads` is the wasm edge's hook for the upload cache.
+ * `persistUploads` is the wasm edge's hook for the upload cache. `share: false` leaves waits
+ * unshared (Node: a server's calls are not tabs, and may be made for different users).
  */
-export function durable(Base, RunflowError, persistUploads) {
+export function durable(Base, RunflowError, persistUploads, { share = true } = {}) {
   const invalid = (field, message) => new RunflowError(message, { code: "validation_error", field });
 
   return class KontextClient extends Base {
     #runs;
     #ready = Promise.resolve();
+    #scope;
 
     constructor(options) {
       const { persist, storage, ...rest } = isObject(options) ? options : {};
       super(isObject(options) ? rest : options);
+      this.#scope = `${this.baseUrl} ${fingerprint(rest)}`;
       const tables = openTables(persist, storage, this.baseUrl, invalid);
       if (!tables) return;
       this.#runs = tables("runs");
       const uploads = tables("uploads");
       // The wasm looks uploads up synchronously: the stored ones are read once, before the first call.
-      this.#ready = uploads.all().then(
-        (records) => {
+      this.#ready = quietly(
+        uploads.all().then((records) => {
           records.sort((a, b) => a.at - b.at);
           for (const old of records.splice(0, records.length - KEPT_UPLOADS)) quietly(uploads.delete(old.key));
           persistUploads(
@@ -207,8 +269,7 @@ export function durable(Base, RunflowError, persistUploads) {
             records.map((record) => [record.key, record.url]),
             (hash, url) => quietly(uploads.put({ key: hash, url, at: Date.now() })),
           );
-        },
-        (error) => console.warn("runflow-kontext: could not read the persisted uploads", error),
+        }),
       );
     }
 
@@ -225,7 +286,7 @@ export function durable(Base, RunflowError, persistUploads) {
       }
       return fresh
         .sort((a, b) => a.since - b.since)
-        .map(({ key: id, since }) => ({ id, since, wait: (options) => this.waitForRun(id, options) }));
+        .map(({ key: id, since }) => ({ id, since, wait: (options) => this.waitForRun(id, options), forget: () => this.#forget(id) }));
     }
 
     async createRun(input, options) {
@@ -241,19 +302,25 @@ export function durable(Base, RunflowError, persistUploads) {
       return super.uploadImage(image, options);
     }
 
+    #hub() {
+      return share ? hubFor(this.#scope) : undefined;
+    }
+
     run(input, options) {
-      const hub = hubFor(this.baseUrl);
+      const hub = this.#hub();
       if ((!hub && !this.#runs) || !plain(options)) return this.#ready.then(() => super.run(input, options));
       let id;
+      let latest;
       let release;
       let over = false;
       const onStatus = (run) => {
+        latest = run;
         if (!id) {
           id = run.id;
           this.#keep(id);
           // A new run: no other tab can be following it yet, so the lock is this call's at once.
           hub
-            ?.lead(id, {}, () => new Promise((resolve) => (over ? resolve() : (release = resolve))), run)
+            ?.lead(id, {}, () => new Promise((resolve) => (over ? resolve() : (release = resolve))), () => latest)
             .catch(() => {});
         }
         hub?.post({ id, run });
@@ -279,7 +346,7 @@ export function durable(Base, RunflowError, persistUploads) {
     }
 
     waitForRun(id, options) {
-      const hub = hubFor(this.baseUrl);
+      const hub = this.#hub();
       if ((!hub && !this.#runs) || typeof id !== "string" || !plain(options)) return super.waitForRun(id, options);
       // Forgotten once delivered: the caller's next resumeRuns() no longer has it.
       return this.#shared(hub, id, options ?? {}).then(
@@ -298,21 +365,20 @@ export function durable(Base, RunflowError, persistUploads) {
       if (checked?.code !== "aborted") throw checked;
       await this.#keep(id);
       if (!hub) return super.waitForRun(id, options);
-      const { signal, onStatus, onWaiting, timeoutMs = TIMEOUT_MS } = options;
+      const { signal, onStatus, onWaiting } = options;
+      // As the wasm reads it: null is no timeout given.
+      const timeoutMs = options.timeoutMs ?? TIMEOUT_MS;
       const deadline = Date.now() + timeoutMs;
-      let lastSeen;
+      let latest;
       const report = (run) => {
-        if (run.status_code === lastSeen) return;
-        lastSeen = run.status_code;
-        try {
-          onStatus?.(run);
-        } catch (error) {
-          console.error("runflow-kontext: onStatus threw", error);
-        }
+        if (run.status_code === latest?.status_code) return;
+        latest = run;
+        tell(onStatus, run);
       };
       return new Promise((resolve, reject) => {
         const quit = new AbortController();
         let settled = false;
+        let following = false;
         const settle = (outcome, value) => {
           if (settled) return;
           settled = true;
@@ -320,9 +386,14 @@ export function durable(Base, RunflowError, persistUploads) {
           clearTimeout(timer);
           unlisten();
           signal?.removeEventListener("abort", onAbort);
+          globalThis.removeEventListener?.("online", look);
+          globalThis.document?.removeEventListener("visibilitychange", look);
           outcome(value);
         };
-        const unlisten = hub.listen(id, (message) => (message.end ? settle(resolve, message.run) : report(message.run)));
+        const unlisten = hub.listen(id, (message) => {
+          report(message.run);
+          if (message.end) settle(resolve, message.run);
+        });
         const timer = setTimeout(
           () =>
             settle(
@@ -337,39 +408,47 @@ export function durable(Base, RunflowError, persistUploads) {
         // The wasm's own `aborted` error, for the same words and fields as when it polls.
         const onAbort = () => super.waitForRun(id, { signal }).catch((error) => settle(reject, error));
         signal?.addEventListener("abort", onAbort, { once: true });
-        const follow = () =>
-          super.waitForRun(id, {
+        if (signal?.aborted) onAbort();
+        // A follower shown again or back online looks once itself, as a poller would: the tab
+        // that follows the run may be hidden, polling slowly.
+        const look = () => {
+          if (following || settled || globalThis.document?.visibilityState === "hidden") return;
+          super.getRun(id, { signal: quit.signal }).then((run) => hub.post({ id, run, end: TERMINAL.has(run.status) }), () => {});
+        };
+        globalThis.addEventListener?.("online", look);
+        globalThis.document?.addEventListener("visibilitychange", look);
+        const follow = async () => {
+          // The result may have come just as the lock did.
+          if (settled) return null;
+          following = true;
+          const run = await super.waitForRun(id, {
             ...options,
             timeoutMs: Math.max(1, deadline - Date.now()),
-            signal: signal ? AbortSignal.any([signal, quit.signal]) : quit.signal,
+            signal: eitherSignal(signal, quit.signal),
             onStatus: (run) => {
               report(run);
               hub.post({ id, run });
             },
           });
-        const followed = (run) => {
-          if (run === null) return false;
+          // Before the lock passes on: a tab that takes it after this has nothing to look up.
           hub.post({ id, run, end: true });
-          settle(resolve, run);
-          return true;
+          return run;
         };
+        const followed = (run) => run !== null && (settle(resolve, run), true);
         const failed = (error) => settled || settle(reject, error);
         hub.ask(id);
-        hub.lead(id, { ifAvailable: true }, follow).then((run) => {
+        hub.lead(id, { ifAvailable: true }, follow, () => latest).then((run) => {
           if (followed(run) || settled) return;
-          // Another tab follows the run: wait for its news, and for its lock should it close.
-          try {
-            onWaiting?.({ via: "tab", reason: "another tab is following this run" });
-          } catch (error) {
-            console.error("runflow-kontext: onWaiting threw", error);
-          }
-          hub.lead(id, { signal: quit.signal }, follow).then(followed, failed);
+          tell(onWaiting, { via: "tab", reason: "another tab is following this run" });
+          // Another tab follows the run: this call hears its news, and takes its lock should it close.
+          hub.lead(id, { signal: quit.signal }, follow, () => latest).then(followed, failed);
         }, failed);
       });
     }
 
+    /** Records run `id`, keeping when it was first recorded: a run's age counts from then. */
     #keep(id) {
-      return this.#runs && quietly(this.#runs.put({ key: id, since: Date.now() }));
+      return this.#runs && quietly(this.#runs.add({ key: id, since: Date.now() }));
     }
 
     #forget(id) {

@@ -6,9 +6,10 @@ import { KontextClient as WasmClient, RunflowError, persistUploads } from "./ser
 import { durable } from "./durable.js";
 import { extend } from "./orchestrate.js";
 
-// `persist` here needs a `storage` (Node has neither IndexedDB nor localStorage); without Web
-// Locks each call follows its run itself.
-export const KontextClient = durable(WasmClient, RunflowError, persistUploads);
+// `persist` here needs a `storage` (Node has neither IndexedDB nor, before 22, localStorage). Waits
+// are not shared, even where Node has Web Locks: a server's calls are not tabs, and may be made
+// for different users.
+export const KontextClient = durable(WasmClient, RunflowError, persistUploads, { share: false });
 extend(KontextClient, RunflowError);
 
 export { RunflowError };

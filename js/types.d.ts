@@ -127,6 +127,8 @@ export interface ResumableRun {
   since: number;
   /** `waitForRun(id, options)`: follows it to its end, by one poller across tabs. */
   wait(options?: WaitForRunOptions): Promise<Run>;
+  /** Drops the record without waiting (a run the user gave up on): it is not resumed again. */
+  forget(): Promise<void>;
 }
 
 /** Options of `createRun`. */

@@ -152,8 +152,16 @@ test("with persist, an image uploaded before a reload is not uploaded again", as
         context.fillStyle = "rgb(40, 120, 200)";
         context.fillRect(0, 0, 24, 16);
         const url = await client.uploadImage(await canvas.convertToBlob({ type: "image/png" }));
-        // The write to IndexedDB is not awaited by the upload: give it a moment before the reload.
-        await new Promise((resolve) => setTimeout(resolve, 100));
+        // The upload does not wait for its write to IndexedDB: wait for the record here.
+        const stored = () =>
+          new Promise((resolve) => {
+            const open = indexedDB.open("runflow-kontext");
+            open.onsuccess = () => {
+              const count = open.result.transaction("uploads").objectStore("uploads").count();
+              count.onsuccess = () => (open.result.close(), resolve(count.result));
+            };
+          });
+        while (!(await stored())) await new Promise((resolve) => setTimeout(resolve, 20));
         return url;
       });
     const page = await clientPage(context, scenario.base, { persist: true, uploadThreshold: 0 });
@@ -188,9 +196,17 @@ test("a follower's abort, deadline and bad options are a poller's; a run that do
       const aborted = follow(id, { signal: stop.signal }).catch((error) => error);
       setTimeout(() => stop.abort(), 100);
       const timedOut = follow(id, { timeoutMs: 300 }).catch((error) => error);
+      // null is no timeout given, as the wasm reads it: this one is still waiting at the end.
+      let untimed = "waiting";
+      follow(id, { timeoutMs: null, signal: stop.signal }).catch((error) => (untimed = error.code));
       const fields = (error) => ({ name: error.name, code: error.code, runId: error.runId, message: error.message });
       const bad = await follow(id, { timeoutMs: -5 }).catch((error) => error);
-      return { aborted: fields(await aborted), timedOut: fields(await timedOut), bad: { code: bad.code, field: bad.field }, waiting: seen.waiting };
+      const timedOutFields = fields(await timedOut);
+      // A signal that fires while the call is still checking its options (before it listens).
+      const early = new AbortController();
+      const racing = follow(id, { signal: early.signal }).catch((error) => error.code);
+      early.abort();
+      return { aborted: fields(await aborted), timedOut: timedOutFields, bad: { code: bad.code, field: bad.field }, untimed, early: await racing, waiting: seen.waiting };
     }, id);
     assert.equal(outcomes.aborted.code, "aborted");
     assert.equal(outcomes.aborted.runId, id);
@@ -199,9 +215,14 @@ test("a follower's abort, deadline and bad options are a poller's; a run that do
     assert.equal(outcomes.timedOut.runId, id);
     assert.match(outcomes.timedOut.message, /300 ms/);
     assert.deepEqual(outcomes.bad, { code: "validation_error", field: "timeoutMs" });
-    assert.deepEqual(outcomes.waiting, ["tab", "tab"], "both good calls followed the leader");
-    const getsBefore = (await runGets(scenario, id)).length;
+    assert.equal(outcomes.untimed, "aborted", "timeoutMs: null waited until its signal fired");
+    assert.equal(outcomes.early, "aborted");
+    assert.deepEqual(outcomes.waiting, ["tab", "tab", "tab"], "the good calls followed the leader");
     await leader.evaluate(() => stop.abort());
+    // The followers withdrew their lock requests when they ended: nobody takes the run over.
+    const getsBefore = (await runGets(scenario, id)).length;
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    assert.equal((await runGets(scenario, id)).length, getsBefore, "no GET after every wait ended");
 
     const missing = await follower.evaluate(async () => {
       const error = await client.waitForRun("00000000-0000-4000-8000-000000000000").catch((error) => error.code);
@@ -209,7 +230,39 @@ test("a follower's abort, deadline and bad options are a poller's; a run that do
     });
     assert.equal(missing.error, "not_found");
     assert.deepEqual(missing.kept, [id], "the missing run is forgotten; the aborted wait's run is kept to resume");
-    assert.ok((await runGets(scenario, id)).length >= getsBefore);
+    assert.deepEqual(await follower.evaluate(async () => {
+      await (await client.resumeRuns())[0].forget();
+      return (await client.resumeRuns()).length;
+    }), 0, "forget() drops a record");
+  } finally {
+    await context.close();
+  }
+});
+
+test("a run() in one page leads; watch() in another hears every status to the end, with no GETs of its own", async () => {
+  const scenario = await createScenario(server.url, { lifecycle_ms: [300, 300, 1500] });
+  const context = await browser.newContext();
+  try {
+    const creator = await clientPage(context, scenario.base);
+    const watcher = await clientPage(context, scenario.base);
+    await creator.evaluate((image) => {
+      window.created = new Promise((resolve) => {
+        window.done = client.run({ prompt: "led by run()", image_url: image }, { pollIntervalMs: 200, onStatus: (run) => resolve(run.id) }).then((run) => run.status);
+      });
+    }, IMAGE);
+    const id = await creator.evaluate(() => created);
+    const watched = await watcher.evaluate(async (id) => {
+      const statuses = [];
+      for await (const run of client.watch(id, { onWaiting: (waiting) => seen.waiting.push(waiting.via) })) statuses.push(run.status);
+      return { statuses, waiting: seen.waiting };
+    }, id);
+    assert.equal(await creator.evaluate(() => done), "succeeded");
+    assert.deepEqual(watched.waiting, ["tab"]);
+    assert.equal(watched.statuses.at(-1), "succeeded");
+    assert.ok(watched.statuses.includes("running"), `the watcher heard the run go on: ${watched.statuses}`);
+    const gets = await runGets(scenario, id);
+    // One poller at 200 ms growing to 0.8 s over about 2.1 s: a second one would double this.
+    assert.ok(gets.length <= 9, `${gets.length} GETs for one run`);
   } finally {
     await context.close();
   }

@@ -132,3 +132,28 @@ test("persist in Node takes a `storage` (there is no IndexedDB or localStorage):
   assert.deepEqual(await later.resumeRuns(), []);
   await assert.rejects(new KontextClient({ baseUrl: mock.baseUrl, apiKey: "rf_live_node" }).resumeRuns(), { code: "validation_error", field: "persist" });
 });
+
+test("the Node entry never shares waits, even where Node has Web Locks: each call asks the server with its own key", async () => {
+  const mock = await scenario({ lifecycle_ms: [20, 20, 60] });
+  // Web Locks as Node 24 has them; a shared wait would call request().
+  const locks = { request: () => Promise.reject(new Error("a Node wait used Web Locks")) };
+  Object.defineProperty(globalThis, "navigator", { value: { locks }, configurable: true });
+  try {
+    const client = new KontextClient({ baseUrl: mock.baseUrl, apiKey: "rf_live_node", pollIntervalMs: 20 });
+    const { id } = await client.createRun({ prompt: "mine", image_url: PNG });
+    const storage = new Map();
+    const persisted = new KontextClient({
+      baseUrl: mock.baseUrl,
+      apiKey: "rf_live_node",
+      pollIntervalMs: 20,
+      storage: { getItem: (key) => storage.get(key) ?? null, setItem: (key, value) => void storage.set(key, value) },
+    });
+    const [plain, kept] = await Promise.all([client.waitForRun(id), persisted.waitForRun(id)]);
+    assert.equal(plain.status, "succeeded");
+    assert.equal(kept.status, "succeeded");
+    const gets = (await mock.log()).filter((entry) => entry.kind === "get");
+    assert.ok(gets.length >= 2, "each call polled for itself");
+  } finally {
+    delete globalThis.navigator;
+  }
+});
