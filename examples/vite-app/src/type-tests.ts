@@ -29,7 +29,7 @@ void client.waitForRun("run_1", { wait: way, eventsSilenceMs: 5_000, onWaiting: 
 // Persisted runs, resumed after a reload; a follower tab's way of waiting.
 const kept = new KontextClient({ persist: true });
 const chosen = new KontextClient({ persist: "localStorage", storage: { getItem: async (key: string) => key, setItem: () => {} } });
-void kept.resumeRuns().then((runs: ResumableRun[]) => runs.map((r) => r.wait({ onStatus: (run) => run.status }).then((run) => r.since + run.id.length)));
+void kept.resumeRuns().then((runs: ResumableRun[]) => runs.map((r) => r.wait({ onStatus: (run) => run.status }).then((run) => r.since + run.id.length).finally(() => r.forget())));
 const follower: Waiting["via"] = "tab";
 
 // @ts-expect-error: not an aspect ratio
