@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
-import { createScenario, encodePng, launchBrowser, startServer } from "./harness.mjs";
+import { createScenario, encodePng, launchBrowser, openUnemulatedPage, startServer } from "./harness.mjs";
 
 const IMAGE = `data:image/png;base64,${encodePng(8, 8, (x, y) => [x * 30, y * 30, 90]).toString("base64")}`;
 
@@ -265,5 +265,54 @@ test("a run() in one page leads; watch() in another hears every status to the en
     assert.ok(gets.length <= 9, `${gets.length} GETs for one run`);
   } finally {
     await context.close();
+  }
+});
+
+test("a follower shown again looks once itself, while the tab that follows the run sleeps", async () => {
+  // Windows that can really be hidden: Playwright's own pages are always visible.
+  const { browser: unemulated, context, page: leader, close } = await openUnemulatedPage();
+  try {
+    const scenario = await createScenario(server.url, { lifecycle_ms: [50, 50, 60000] });
+    const url = `${server.url}/api/runflow/_backend`;
+    await leader.goto(url);
+    // The follower in a window of its own, so that hiding it leaves the leader visible.
+    const opened = context.waitForEvent("page");
+    await (await unemulated.newBrowserCDPSession()).send("Target.createTarget", { url, newWindow: true });
+    const follower = await opened;
+    await follower.waitForLoadState();
+    for (const page of [leader, follower]) {
+      await page.evaluate(async (base) => {
+        const { default: init, KontextClient } = await import("/pkg/index.js");
+        await init();
+        window.client = new KontextClient({ baseUrl: base });
+        window.ways = [];
+        window.statuses = [];
+      }, scenario.base);
+    }
+    const id = await create(leader);
+    const waitOptions = "{ pollIntervalMs: 20000, onStatus: (run) => statuses.push(run.status), onWaiting: (way) => ways.push(way.via) }";
+    const follow = (page) => page.evaluate(`void client.waitForRun(${JSON.stringify(id)}, ${waitOptions}).catch(() => {})`);
+    await follow(leader);
+    await leader.waitForFunction(() => statuses.length > 0);
+    await follow(follower);
+    await follower.waitForFunction(() => ways.length > 0);
+    const gets = async () => (await runGets(scenario, id)).length;
+    const settle = () => new Promise((resolve) => setTimeout(resolve, 600));
+    await settle();
+    assert.deepEqual(await follower.evaluate(() => ways), ["tab"]);
+    assert.equal(await gets(), 1, "the leader's first check; its next is 20 s away");
+    const cdp = await context.newCDPSession(follower);
+    const { windowId } = await cdp.send("Browser.getWindowForTarget");
+    await cdp.send("Browser.setWindowBounds", { windowId, bounds: { windowState: "minimized" } });
+    await follower.waitForFunction(() => document.visibilityState === "hidden");
+    await settle();
+    assert.equal(await gets(), 1, "nothing while the follower is hidden");
+    await cdp.send("Browser.setWindowBounds", { windowId, bounds: { windowState: "normal" } });
+    await follower.waitForFunction(() => document.visibilityState === "visible");
+    await settle();
+    assert.equal(await leader.evaluate(() => document.visibilityState), "visible", "the leader's window was never hidden");
+    assert.equal(await gets(), 2, "the follower looked once when shown again");
+  } finally {
+    await close();
   }
 });
