@@ -2,7 +2,7 @@
 // - One poller per run across tabs: of the tabs (and calls) waiting on one run, the one holding
 //   the run's Web Lock follows it and sends each status it sees, then the result, to the others
 //   over a BroadcastChannel. When that tab closes, its lock passes to a waiting tab, which goes
-//   on following. Where there are no Web Locks (Node) every call follows its run itself.
+//   on following. Without Web Locks, and from the Node entry, every call follows its run itself.
 // - `persist`: the runs a client waits on are kept (IndexedDB, else localStorage, or the
 //   `storage` given) until their result is delivered, for `resumeRuns()` after a reload; so are
 //   its uploads, which the wasm looks up before uploading the same bytes again.
