@@ -8,6 +8,8 @@
 //   its uploads, which the wasm looks up before uploading the same bytes again.
 // JS, not wasm: it is browser API plumbing, a fraction of its size as bindings.
 
+import { anySignal } from "./orchestrate.js";
+
 const TIMEOUT_MS = 600_000; // waitForRun's default `timeoutMs`, as in the wasm.
 /** Runs older than this are not resumed: their outputs' links have expired (about 24 h). */
 const RESUME_MAX_AGE_MS = 24 * 3600 * 1000;
@@ -30,19 +32,6 @@ function fingerprint(options) {
   return hash.toString(36);
 }
 
-/** An AbortSignal that fires when any of `signals` does (also for signal look-alikes). */
-function eitherSignal(first, second) {
-  if (!first) return second;
-  try {
-    return AbortSignal.any([first, second]);
-  } catch {
-    const controller = new AbortController();
-    for (const signal of [first, second]) {
-      signal.addEventListener("abort", () => controller.abort(signal.reason), { once: true });
-    }
-    return controller.signal;
-  }
-}
 
 /** Options this layer can take over: anything else goes to the wasm as is, which refuses it. */
 const plain = (options) =>
@@ -424,7 +413,7 @@ export function durable(Base, RunflowError, persistUploads, { share = true } = {
           const run = await super.waitForRun(id, {
             ...options,
             timeoutMs: Math.max(1, deadline - Date.now()),
-            signal: eitherSignal(signal, quit.signal),
+            signal: anySignal([signal, quit.signal]),
             onStatus: (run) => {
               report(run);
               hub.post({ id, run });

@@ -7,11 +7,18 @@
 /** Runs at once by default in `runMany`: one page's fair share of a proxy's budgets. */
 const DEFAULT_CONCURRENCY = 4;
 
-/** An AbortSignal that fires when any of `signals` does (AbortSignal.any, where there is one). */
-function anySignal(signals) {
+/**
+ * An AbortSignal that fires when any of `signals` does: AbortSignal.any where there is one and
+ * it takes them (it refuses the signal look-alikes the wasm accepts), else linked by hand.
+ */
+export function anySignal(signals) {
   const present = signals.filter(Boolean);
   if (present.length < 2) return present[0];
-  if (AbortSignal.any) return AbortSignal.any(present);
+  try {
+    return AbortSignal.any(present);
+  } catch {
+    // No AbortSignal.any, or a look-alike among the signals.
+  }
   const controller = new AbortController();
   for (const signal of present) {
     if (signal.aborted) controller.abort(signal.reason);

@@ -56,46 +56,47 @@ async function example(name) {
   return dir;
 }
 
-test("the Vite + TypeScript example type-checks, rejects wrong types, builds and edits in Chromium", async () => {
-  const dir = await example("vite-app");
-  // tsc fails if any @ts-expect-error line in src/type-tests.ts compiles.
+/**
+ * Installs example `name` from the tarball, type-checks it (tsc fails if any @ts-expect-error
+ * line compiles), builds it with Vite, serves its dist/ from the dev server, and runs
+ * `body(page, { dir, url })` in Chromium; the page must throw nothing.
+ */
+async function withBuiltExample(name, body) {
+  const dir = await example(name);
   await run(join(dir, "node_modules/.bin/tsc"), ["--noEmit", "-p", dir]);
   await run(join(dir, "node_modules/.bin/vite"), ["build", "--logLevel", "error"], { cwd: dir });
-  assert.ok((await stat(join(dir, "dist/index.html"))).isFile());
-
   const server = await startServer({ WWW_DIR: join(dir, "dist") });
   const browser = await launchBrowser();
   try {
     const page = await browser.newPage();
     const errors = [];
     page.on("pageerror", (e) => errors.push(e.message));
-    await page.goto(server.url);
+    await body(page, { dir, url: server.url });
+    assert.deepEqual(errors, []);
+  } finally {
+    await browser.close();
+    await server.stop();
+  }
+}
+
+test("the Vite + TypeScript example type-checks, rejects wrong types, builds and edits in Chromium", async () => {
+  await withBuiltExample("vite-app", async (page, { dir, url }) => {
+    assert.ok((await stat(join(dir, "dist/index.html"))).isFile());
+    await page.goto(url);
     await page.click("#run");
     await page.waitForFunction(() => {
       const img = document.getElementById("result");
       return !img.hidden && img.complete && img.naturalWidth > 0;
     }, null, { timeout: 20_000 });
     assert.equal(await page.textContent("#status"), "succeeded");
-    assert.deepEqual(errors, []);
-  } finally {
-    await browser.close();
-    await server.stop();
-  }
+  });
 });
 
 test("the React + Vite example (useKontextRun) type-checks, builds and edits in Chromium", async () => {
-  const dir = await example("react-vite");
-  await run(join(dir, "node_modules/.bin/tsc"), ["--noEmit", "-p", dir]);
-  await run(join(dir, "node_modules/.bin/vite"), ["build", "--logLevel", "error"], { cwd: dir });
-  const server = await startServer({ WWW_DIR: join(dir, "dist") });
-  const browser = await launchBrowser();
-  try {
-    const page = await browser.newPage();
-    const errors = [];
-    page.on("pageerror", (e) => errors.push(e.message));
+  await withBuiltExample("react-vite", async (page, { url }) => {
     const statuses = [];
     await page.exposeFunction("reportStatus", (status) => statuses.push(status));
-    await page.goto(server.url);
+    await page.goto(url);
     await page.waitForSelector("#status");
     await page.evaluate(() => {
       const status = document.getElementById("status");
@@ -109,11 +110,7 @@ test("the React + Vite example (useKontextRun) type-checks, builds and edits in 
     assert.equal(await page.textContent("#status"), "succeeded");
     assert.deepEqual(statuses.slice(0, 1), ["starting"], JSON.stringify(statuses));
     assert.ok(statuses.includes("queued"), JSON.stringify(statuses));
-    assert.deepEqual(errors, []);
-  } finally {
-    await browser.close();
-    await server.stop();
-  }
+  });
 });
 
 test("the Node example edits a file against the mock", async () => {
