@@ -251,6 +251,9 @@ test("a run() in one page leads; watch() in another hears every status to the en
       });
     }, IMAGE);
     const id = await creator.evaluate(() => created);
+    // run() asks for the run's lock as soon as the run exists; the grant is asynchronous, and a
+    // watcher that asked first would follow the run itself (one seen failure on a loaded machine).
+    await creator.waitForFunction(async (id) => (await navigator.locks.query()).held.some((lock) => lock.name.endsWith(id)), id);
     const watched = await watcher.evaluate(async (id) => {
       const statuses = [];
       for await (const run of client.watch(id, { onWaiting: (waiting) => seen.waiting.push(waiting.via) })) statuses.push(run.status);
