@@ -137,7 +137,8 @@ export async function openUnemulatedPage() {
   const child = spawn(
     "/usr/bin/chromium",
     [...CHROMIUM_ARGS, `--user-data-dir=${profile}`, "--remote-debugging-port=0", "about:blank"],
-    { stdio: ["ignore", "ignore", "pipe"] },
+    // A process group of its own, so that close() can end Chromium's helpers too.
+    { stdio: ["ignore", "ignore", "pipe"], detached: true },
   );
   const close = async () => {
     await browser?.close().catch(() => {});
@@ -146,7 +147,13 @@ export async function openUnemulatedPage() {
       child.kill("SIGTERM");
       await exited;
     }
-    await rm(profile, { recursive: true, force: true });
+    try {
+      process.kill(-child.pid, "SIGKILL");
+    } catch {
+      // The group has already gone.
+    }
+    // A helper can still be writing the profile as it dies (ENOTEMPTY seen in CI): retry.
+    await rm(profile, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
   };
   let browser;
   try {
