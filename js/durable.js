@@ -15,6 +15,11 @@ const TIMEOUT_MS = 600_000; // waitForRun's default `timeoutMs`, as in the wasm.
 const RESUME_MAX_AGE_MS = 24 * 3600 * 1000;
 /** Stored uploads read back per API root, the newest, as many as the edge remembers. */
 const KEPT_UPLOADS = 32;
+/**
+ * An IndexedDB open that has not answered in this time has failed, for good: one that never
+ * answers (seen in WebKit) must not hold up every call that records a run.
+ */
+const OPEN_WAIT_MS = 2000;
 
 const isObject = (value) => typeof value === "object" && value !== null;
 const TERMINAL = new Set(["succeeded", "partial_succeeded", "failed", "canceled"]);
@@ -120,12 +125,13 @@ function indexedDbTables(base) {
   let opened;
   const database = () =>
     (opened ??= new Promise((resolve, reject) => {
+      const timer = setTimeout(reject, OPEN_WAIT_MS, new Error(`IndexedDB did not open in ${OPEN_WAIT_MS} ms`));
       const open = indexedDB.open("runflow-kontext", 1);
       open.onupgradeneeded = () => {
         for (const table of ["runs", "uploads"]) open.result.createObjectStore(table, { keyPath: ["base", "key"] });
       };
-      open.onsuccess = () => resolve(open.result);
-      open.onerror = () => reject(open.error);
+      open.onsuccess = () => (clearTimeout(timer), resolve(open.result));
+      open.onerror = () => (clearTimeout(timer), reject(open.error));
     }));
   const transact = (table, mode, act) =>
     database().then(
@@ -212,7 +218,7 @@ function openTables(persist, storage, base, invalid) {
   throw invalid("persist", `There is no ${persist === true ? "IndexedDB or localStorage" : persist} here: pass a \`storage\` to persist runs.`);
 }
 
-/** A storage failure (quota, private mode) loses the record, never the run. */
+/** A storage failure (quota, private mode, no answer) loses the record, never the run. */
 const quietly = (promise) => promise.catch((error) => console.warn("runflow-kontext: the persisted store failed", error));
 
 /** Calls the caller's `callback`: what it throws is reported, and does not stop the wait. */
@@ -359,6 +365,12 @@ export function durable(Base, RunflowError, persistUploads, { share = true } = {
       const timeoutMs = options.timeoutMs ?? TIMEOUT_MS;
       const deadline = Date.now() + timeoutMs;
       let latest;
+      // The caller's own timeout, also when the wasm's follow (given what is left of it) ends first.
+      const timedOut = () =>
+        new RunflowError(
+          `Gave up after the overall timeout of ${timeoutMs} ms (timeoutMs). A run may still finish on Runflow: check it later with getRun(id), or allow more time.`,
+          { code: "timeout", runId: id },
+        );
       const report = (run) => {
         if (run.status_code === latest?.status_code) return;
         latest = run;
@@ -383,17 +395,7 @@ export function durable(Base, RunflowError, persistUploads, { share = true } = {
           report(message.run);
           if (message.end) settle(resolve, message.run);
         });
-        const timer = setTimeout(
-          () =>
-            settle(
-              reject,
-              new RunflowError(
-                `Gave up after the overall timeout of ${timeoutMs} ms (timeoutMs). A run may still finish on Runflow: check it later with getRun(id), or allow more time.`,
-                { code: "timeout", runId: id },
-              ),
-            ),
-          Math.min(timeoutMs, 2 ** 31 - 1),
-        );
+        const timer = setTimeout(() => settle(reject, timedOut()), Math.min(timeoutMs, 2 ** 31 - 1));
         // The wasm's own `aborted` error, for the same words and fields as when it polls.
         const onAbort = () => super.waitForRun(id, { signal }).catch((error) => settle(reject, error));
         signal?.addEventListener("abort", onAbort, { once: true });
@@ -424,14 +426,17 @@ export function durable(Base, RunflowError, persistUploads, { share = true } = {
           return run;
         };
         const followed = (run) => run !== null && (settle(resolve, run), true);
-        const failed = (error) => settled || settle(reject, error);
+        const failed = (error) => settled || settle(reject, error?.code === "timeout" ? timedOut() : error);
+        // A lock refused, not a follow that failed (an opaque origin's lock manager answers
+        // SecurityError): this call follows the run itself.
+        const unlocked = (error) => (following ? failed(error) : follow().then(followed, failed));
         hub.ask(id);
         hub.lead(id, { ifAvailable: true }, follow, () => latest).then((run) => {
           if (followed(run) || settled) return;
           tell(onWaiting, { via: "tab", reason: "another tab is following this run" });
           // Another tab follows the run: this call hears its news, and takes its lock should it close.
-          hub.lead(id, { signal: quit.signal }, follow, () => latest).then(followed, failed);
-        }, failed);
+          hub.lead(id, { signal: quit.signal }, follow, () => latest).then(followed, unlocked);
+        }, unlocked);
       });
     }
 

@@ -396,7 +396,8 @@ export class KontextClient<Input extends object = KontextInput> {
   /**
    * With `persist` (or `storage`): the runs created or waited on here, before a reload too,
    * whose result was not delivered yet (nor over 24 h old), oldest first, each with
-   * `wait(options)`. Rejects with `validation_error` on a client without `persist`.
+   * `wait(options)`. Rejects with `validation_error` on a client without `persist`, and with
+   * the store's own error where it cannot be read (an IndexedDB that did not open in 2 s).
    */
   resumeRuns(): Promise<ResumableRun[]>;
   /** Creates a run and waits for it; rejects with `run_failed` if it fails or is canceled. */

@@ -2,7 +2,9 @@
 // browser entry (pkg/index.js) against the mock: two pages on one run make one stream of GETs
 // (the mock's log), a follower takes over when the leader's page closes, a reload mid-run
 // resumes the run to its end (IndexedDB and localStorage), an upload is reused after a reload,
-// and a follower's abort, deadline and bad options behave as a poller's.
+// a follower's abort, deadline and bad options behave as a poller's, a follower shown again or
+// back online looks itself, and a refused lock manager or an IndexedDB that never opens costs
+// no run.
 
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
@@ -317,5 +319,117 @@ test("a follower shown again looks once itself, while the tab that follows the r
     assert.equal(await gets(), 2, "the follower looked once when shown again");
   } finally {
     await close();
+  }
+});
+
+test("a follower whose network returns looks once itself, while the tab that follows the run sleeps", async () => {
+  const scenario = await createScenario(server.url, { lifecycle_ms: [50, 50, 60000] });
+  const context = await browser.newContext();
+  try {
+    const leader = await clientPage(context, scenario.base);
+    const follower = await clientPage(context, scenario.base);
+    const id = await create(leader);
+    await leader.evaluate((id) => void follow(id, { pollIntervalMs: 20000 }).catch(() => {}), id);
+    await leader.waitForFunction(() => seen.statuses.length > 0);
+    await follower.evaluate((id) => void follow(id, { pollIntervalMs: 20000 }).catch(() => {}), id);
+    await follower.waitForFunction(() => seen.waiting.length > 0);
+    const gets = async () => (await runGets(scenario, id)).length;
+    const settle = () => new Promise((resolve) => setTimeout(resolve, 600));
+    await settle();
+    assert.deepEqual(await follower.evaluate(() => seen.waiting), ["tab"]);
+    assert.equal(await gets(), 1, "the leader's first check; its next is 20 s away");
+    // The follower's page alone goes offline and back (the DevTools protocol, on its target).
+    const cdp = await context.newCDPSession(follower);
+    const network = (offline) => cdp.send("Network.emulateNetworkConditions", { offline, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
+    await network(true);
+    await follower.waitForFunction(() => !navigator.onLine);
+    await settle();
+    assert.equal(await gets(), 1, "nothing while the follower is offline");
+    await network(false);
+    await follower.waitForFunction(() => navigator.onLine);
+    await settle();
+    assert.equal(await leader.evaluate(() => navigator.onLine), true, "the leader never went offline");
+    assert.equal(await gets(), 2, "the follower looked once when back online");
+  } finally {
+    await context.close();
+  }
+});
+
+test("a follower that takes a run over keeps its own deadline: the timeout names the timeoutMs it was given", async () => {
+  const scenario = await createScenario(server.url, { lifecycle_ms: [50, 50, 60000] });
+  const context = await browser.newContext();
+  try {
+    const leader = await clientPage(context, scenario.base);
+    const follower = await clientPage(context, scenario.base);
+    const id = await create(leader);
+    await leader.evaluate((id) => void follow(id).catch(() => {}), id);
+    await leader.waitForFunction(() => seen.statuses.length > 0);
+    await follower.evaluate(
+      (id) =>
+        void (window.done = follow(id, { timeoutMs: 2500 }).catch((error) => ({ code: error.code, runId: error.runId, message: error.message }))),
+      id,
+    );
+    await follower.waitForFunction(() => seen.waiting.includes("tab"));
+    await new Promise((resolve) => setTimeout(resolve, 800));
+    await leader.close();
+    await follower.waitForFunction(() => seen.waiting.includes("poll"));
+    const error = await follower.evaluate(() => done);
+    assert.equal(error.code, "timeout");
+    assert.equal(error.runId, id);
+    assert.match(error.message, /overall timeout of 2500 ms/);
+    const getsAtEnd = (await runGets(scenario, id)).length;
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    assert.equal((await runGets(scenario, id)).length, getsAtEnd, "no GET after the timeout");
+  } finally {
+    await context.close();
+  }
+});
+
+test("where the lock manager refuses (an opaque origin's SecurityError), each call follows its run itself", async () => {
+  const scenario = await createScenario(server.url, { lifecycle_ms: [100, 100, 600] });
+  const context = await browser.newContext();
+  // What navigator.locks does in a sandboxed iframe without allow-same-origin.
+  await context.addInitScript(() => {
+    LockManager.prototype.request = () => Promise.reject(new DOMException("Access to the Locks API is denied in this context.", "SecurityError"));
+  });
+  try {
+    const pages = [await clientPage(context, scenario.base), await clientPage(context, scenario.base)];
+    const id = await create(pages[0]);
+    const waits = await Promise.all(pages.map((page) => page.evaluate((id) => follow(id).then((run) => ({ status: run.status, waiting: seen.waiting })), id)));
+    for (const wait of waits) assert.deepEqual(wait, { status: "succeeded", waiting: ["poll"] });
+    assert.equal(await pages[0].evaluate(async (image) => (await client.run({ prompt: "unlocked", image_url: image })).status, IMAGE), "succeeded");
+  } finally {
+    await context.close();
+  }
+});
+
+test("with persist, an IndexedDB that never opens holds the first run up once, for 2 s, and no run after it", async () => {
+  const scenario = await createScenario(server.url, { lifecycle_ms: [20, 20, 60] });
+  const context = await browser.newContext();
+  // An open request that never answers, as WebKit's has been seen to do.
+  await context.addInitScript(() => {
+    IDBFactory.prototype.open = () => ({});
+  });
+  try {
+    const page = await clientPage(context, scenario.base, { persist: true, pollIntervalMs: 100 });
+    const warnings = [];
+    page.on("console", (message) => message.type() === "warning" && warnings.push(message.text()));
+    const outcome = await page.evaluate(async (image) => {
+      const times = [performance.now()];
+      const statuses = [];
+      for (const prompt of ["first", "second"]) {
+        statuses.push((await client.run({ prompt, image_url: image })).status);
+        times.push(performance.now());
+      }
+      const resumed = await client.resumeRuns().then(() => "resolved", (error) => error.message);
+      return { statuses, first: times[1] - times[0], second: times[2] - times[1], resumed };
+    }, IMAGE);
+    assert.deepEqual(outcome.statuses, ["succeeded", "succeeded"]);
+    assert.ok(outcome.first >= 1900 && outcome.first < 5000, `the first run waited for the open: ${outcome.first} ms`);
+    assert.ok(outcome.second < 1500, `the second run waited on nothing: ${outcome.second} ms`);
+    assert.match(outcome.resumed, /IndexedDB did not open in 2000 ms/);
+    assert.ok(warnings.some((text) => /persisted store failed/.test(text)), "the failure is reported on the console");
+  } finally {
+    await context.close();
   }
 });
