@@ -40,7 +40,7 @@ function fingerprint(options) {
 
 /** Options this layer can take over: anything else goes to the wasm as is, which refuses it. */
 const plain = (options) =>
-  options === undefined ||
+  options == null ||
   (isObject(options) && !options.signal?.aborted && ["onStatus", "onWaiting"].every((key) => options[key] == null || typeof options[key] === "function"));
 
 // --- One poller per run across tabs ------------------------------------------------------------
@@ -130,7 +130,12 @@ function indexedDbTables(base) {
       open.onupgradeneeded = () => {
         for (const table of ["runs", "uploads"]) open.result.createObjectStore(table, { keyPath: ["base", "key"] });
       };
-      open.onsuccess = () => (clearTimeout(timer), resolve(open.result));
+      open.onsuccess = () => {
+        clearTimeout(timer);
+        // A later version of this package opening the database must not wait on this tab.
+        open.result.onversionchange = () => open.result.close();
+        resolve(open.result);
+      };
       open.onerror = () => (clearTimeout(timer), reject(open.error));
     }));
   const transact = (table, mode, act) =>
@@ -140,7 +145,8 @@ function indexedDbTables(base) {
           const transaction = db.transaction(table, mode);
           const request = act(transaction.objectStore(table));
           transaction.oncomplete = () => resolve(request.result);
-          transaction.onerror = transaction.onabort = () => reject(transaction.error);
+          // A failed request aborts the transaction, whose error is set by then.
+          transaction.onabort = () => reject(transaction.error);
         }),
     );
   // Arrays sort after strings in IndexedDB, so this bounds every key of `base`.
@@ -162,25 +168,32 @@ function indexedDbTables(base) {
 function webStorageTables(storage, base) {
   return (table) => {
     const name = `runflow-kontext ${table} ${base}`;
+    // A storage that fails to read fails the change: writing back only the new record would
+    // lose the others. What is not our JSON reads as empty.
     const read = async () => {
+      const text = await storage.getItem(name);
       try {
-        const records = JSON.parse((await storage.getItem(name)) ?? "{}");
+        const records = JSON.parse(text ?? "{}");
         return isObject(records) ? records : {};
       } catch {
         return {};
       }
     };
-    // One change at a time (across tabs too, under a lock where there are locks): two
-    // read-modify-writes side by side would lose one. A failed change does not stop the next.
+    // One change at a time (across tabs too, under a lock where the lock manager grants one):
+    // two read-modify-writes side by side would lose one. A failed change does not stop the next.
     let changes = Promise.resolve();
-    const step = (edit) => async () => {
-      const records = await read();
-      edit(records);
-      await storage.setItem(name, JSON.stringify(records));
-    };
     const change = (edit) => {
+      let started = false;
+      const step = async () => {
+        started = true;
+        const records = await read();
+        edit(records);
+        await storage.setItem(name, JSON.stringify(records));
+      };
       const locks = globalThis.navigator?.locks;
-      const next = changes.then(locks ? () => locks.request(name, step(edit)) : step(edit));
+      const next = changes.then(() =>
+        locks ? locks.request(name, step).catch((error) => (started ? Promise.reject(error) : step())) : step(),
+      );
       changes = next.catch(() => {});
       return next;
     };
@@ -314,9 +327,13 @@ export function durable(Base, RunflowError, persistUploads, { share = true } = {
           id = run.id;
           this.#keep(id);
           // A new run: no other tab can be following it yet, so the lock is this call's at once.
-          hub
-            ?.lead(id, {}, () => new Promise((resolve) => (over ? resolve() : (release = resolve))), () => latest)
-            .catch(() => {});
+          // Once it is, the latest status goes out again, for the tabs that asked before.
+          const hold = () => {
+            if (over) return undefined;
+            hub.post({ id, run: latest });
+            return new Promise((resolve) => (release = resolve));
+          };
+          hub?.lead(id, {}, hold, () => latest).catch(() => {});
         }
         hub?.post({ id, run });
         options?.onStatus?.(run);
@@ -331,6 +348,7 @@ export function durable(Base, RunflowError, persistUploads, { share = true } = {
           async (run) => (await ended(run), run),
           async (error) => {
             if (error?.code === "run_failed" && error.run) await ended(error.run);
+            if (error?.code === "not_found" && id) await this.#forget(id);
             throw error;
           },
         )
@@ -354,6 +372,7 @@ export function durable(Base, RunflowError, persistUploads, { share = true } = {
     }
 
     async #shared(hub, id, options) {
+      const called = Date.now();
       // The wasm checks the id and options as it would for polling: asked with a signal that has
       // already fired, it answers at once, before any request.
       const checked = await super.waitForRun(id, { ...options, signal: AbortSignal.abort() }).catch((error) => error);
@@ -363,7 +382,7 @@ export function durable(Base, RunflowError, persistUploads, { share = true } = {
       const { signal, onStatus, onWaiting } = options;
       // As the wasm reads it: null is no timeout given.
       const timeoutMs = options.timeoutMs ?? TIMEOUT_MS;
-      const deadline = Date.now() + timeoutMs;
+      const deadline = called + timeoutMs;
       let latest;
       // The caller's own timeout, also when the wasm's follow (given what is left of it) ends first.
       const timedOut = () =>
@@ -386,7 +405,7 @@ export function durable(Base, RunflowError, persistUploads, { share = true } = {
           quit.abort();
           clearTimeout(timer);
           unlisten();
-          signal?.removeEventListener("abort", onAbort);
+          signal?.removeEventListener?.("abort", onAbort);
           globalThis.removeEventListener?.("online", look);
           globalThis.document?.removeEventListener("visibilitychange", look);
           outcome(value);
@@ -395,7 +414,7 @@ export function durable(Base, RunflowError, persistUploads, { share = true } = {
           report(message.run);
           if (message.end) settle(resolve, message.run);
         });
-        const timer = setTimeout(() => settle(reject, timedOut()), Math.min(timeoutMs, 2 ** 31 - 1));
+        const timer = setTimeout(() => settle(reject, timedOut()), Math.min(deadline - Date.now(), 2 ** 31 - 1));
         // The wasm's own `aborted` error, for the same words and fields as when it polls.
         const onAbort = () => super.waitForRun(id, { signal }).catch((error) => settle(reject, error));
         signal?.addEventListener("abort", onAbort, { once: true });
@@ -421,7 +440,8 @@ export function durable(Base, RunflowError, persistUploads, { share = true } = {
               hub.post({ id, run });
             },
           });
-          // Before the lock passes on: a tab that takes it after this has nothing to look up.
+          // Before the lock passes on, so a tab waiting for it mostly hears the end first (else
+          // the end stops the one GET it began).
           hub.post({ id, run, end: true });
           return run;
         };

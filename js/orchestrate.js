@@ -33,11 +33,11 @@ export function anySignal(signals) {
  * stops the rest only with `stopOnError`. The client's shared backoff after a 429 makes every
  * run wait, so the batch queues rather than hammers.
  */
-async function runMany(inputs, options = {}) {
-  const { concurrency = DEFAULT_CONCURRENCY, onProgress, stopOnError = false, signal, ...runOptions } = options;
+async function runMany(inputs, options, RunflowError) {
+  // null is no options, as the wasm reads it.
+  const { concurrency = DEFAULT_CONCURRENCY, onProgress, stopOnError = false, signal, ...runOptions } = options ?? {};
   const list = Array.isArray(inputs) ? inputs : [...(inputs ?? [])];
   if (!Number.isInteger(concurrency) || concurrency < 1) {
-    const RunflowError = errorClass.get(this.constructor);
     throw new RunflowError("`concurrency` must be a whole number of at least 1.", { code: "validation_error", field: "concurrency" });
   }
   const stop = new AbortController();
@@ -75,7 +75,8 @@ async function runMany(inputs, options = {}) {
  * first included, ending after the terminal one (or throwing what `waitForRun` rejects with).
  * Leaving the loop early stops the waiting.
  */
-async function* watch(id, options = {}) {
+async function* watch(id, options) {
+  options ??= {};
   const stop = new AbortController();
   const queue = [];
   let wake;
@@ -139,7 +140,8 @@ function createRunStore() {
       listeners.add(listener);
       return () => listeners.delete(listener);
     },
-    async start(input, options = {}) {
+    async start(input, options) {
+      options ??= {};
       current?.abort();
       const owner = (current = new AbortController());
       set(owner, { status: "starting", run: undefined, error: undefined, upload: undefined });
@@ -174,11 +176,13 @@ function createRunStore() {
   };
 }
 
-/** Each build's RunflowError, for the errors raised here. */
-const errorClass = new WeakMap();
-
-/** Puts `runMany`, `watch` and `createRunStore` on `KontextClient`'s prototype. */
+/** Puts `runMany`, `watch` and `createRunStore` on `KontextClient`'s prototype; `RunflowError` is the build's. */
 export function extend(KontextClient, RunflowError) {
-  errorClass.set(KontextClient, RunflowError);
-  Object.assign(KontextClient.prototype, { runMany, watch, createRunStore });
+  Object.assign(KontextClient.prototype, {
+    runMany(inputs, options) {
+      return runMany.call(this, inputs, options, RunflowError);
+    },
+    watch,
+    createRunStore,
+  });
 }

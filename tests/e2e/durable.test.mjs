@@ -385,7 +385,7 @@ test("a follower that takes a run over keeps its own deadline: the timeout names
   }
 });
 
-test("where the lock manager refuses (an opaque origin's SecurityError), each call follows its run itself", async () => {
+test("where the lock manager refuses (an opaque origin's SecurityError), each call follows its run itself, and a storage writes without it", async () => {
   const scenario = await createScenario(server.url, { lifecycle_ms: [100, 100, 600] });
   const context = await browser.newContext();
   // What navigator.locks does in a sandboxed iframe without allow-same-origin.
@@ -398,6 +398,16 @@ test("where the lock manager refuses (an opaque origin's SecurityError), each ca
     const waits = await Promise.all(pages.map((page) => page.evaluate((id) => follow(id).then((run) => ({ status: run.status, waiting: seen.waiting })), id)));
     for (const wait of waits) assert.deepEqual(wait, { status: "succeeded", waiting: ["poll"] });
     assert.equal(await pages[0].evaluate(async (image) => (await client.run({ prompt: "unlocked", image_url: image })).status, IMAGE), "succeeded");
+    const stored = await pages[1].evaluate(
+      async ({ base, image }) => {
+        const { KontextClient } = await import("/pkg/index.js");
+        const persisted = new KontextClient({ baseUrl: base, storage: sessionStorage });
+        const { id } = await persisted.createRun({ prompt: "kept", image_url: image });
+        return { id, kept: (await persisted.resumeRuns()).map((run) => run.id) };
+      },
+      { base: scenario.base, image: IMAGE },
+    );
+    assert.deepEqual(stored.kept, [stored.id], "a storage's writes go on without the lock");
   } finally {
     await context.close();
   }

@@ -133,6 +133,48 @@ test("persist in Node takes a `storage` (there is no IndexedDB or localStorage):
   await assert.rejects(new KontextClient({ baseUrl: mock.baseUrl, apiKey: "rf_live_node" }).resumeRuns(), { code: "validation_error", field: "persist" });
 });
 
+test("a storage that fails to read loses no record: the change it was for fails alone", async () => {
+  const mock = await scenario({ lifecycle_ms: [20, 20, 60000] });
+  const items = new Map();
+  let failReads = 0;
+  const storage = {
+    getItem: async (key) => {
+      if (failReads > 0 && failReads--) throw new Error("the store is briefly unreachable");
+      return items.get(key) ?? null;
+    },
+    setItem: async (key, value) => void items.set(key, value),
+  };
+  const client = new KontextClient({ baseUrl: mock.baseUrl, apiKey: "rf_live_node", storage });
+  const kept = await client.createRun({ prompt: "kept", image_url: PNG });
+  failReads = 1;
+  const warn = console.warn;
+  const warnings = [];
+  console.warn = (...args) => warnings.push(args.join(" "));
+  try {
+    await client.createRun({ prompt: "not recorded", image_url: PNG });
+  } finally {
+    console.warn = warn;
+  }
+  assert.match(warnings.join("\n"), /persisted store failed/);
+  const later = new KontextClient({ baseUrl: mock.baseUrl, apiKey: "rf_live_node", storage });
+  assert.deepEqual((await later.resumeRuns()).map((run) => run.id), [kept.id], "the earlier record survives the failed read");
+});
+
+test("null options are no options, as the wasm reads them; a subclass's refusals are RunflowErrors", async () => {
+  const mock = await scenario({ lifecycle_ms: [20, 20, 60] });
+  class Mine extends KontextClient {}
+  const client = new Mine({ baseUrl: mock.baseUrl, apiKey: "rf_live_node", pollIntervalMs: 20 });
+  const [result] = await client.runMany([{ prompt: "one", image_url: PNG }], null);
+  assert.equal(result.run.status, "succeeded");
+  const statuses = [];
+  for await (const run of client.watch(result.run.id, null)) statuses.push(run.status);
+  assert.deepEqual(statuses, ["succeeded"]);
+  assert.equal((await client.createRunStore().start({ prompt: "two", image_url: PNG }, null)).status, "succeeded");
+  const refused = await client.runMany([], { concurrency: 0 }).catch((error) => error);
+  assert.ok(refused instanceof RunflowError, `${refused}`);
+  assert.equal(refused.field, "concurrency");
+});
+
 test("the Node entry never shares waits, even where Node has Web Locks: each call asks the server with its own key", async () => {
   const mock = await scenario({ lifecycle_ms: [20, 20, 60] });
   // Web Locks as Node 24 has them; a shared wait would call request().
