@@ -440,8 +440,7 @@ export function durable(Base, RunflowError, persistUploads, { share = true } = {
               hub.post({ id, run });
             },
           });
-          // Before the lock passes on, so a tab waiting for it mostly hears the end first (else
-          // the end stops the one GET it began).
+          // Before the lock passes on, so that a tab waiting for it hears the end (see takeOver).
           hub.post({ id, run, end: true });
           return run;
         };
@@ -455,7 +454,10 @@ export function durable(Base, RunflowError, persistUploads, { share = true } = {
           if (followed(run) || settled) return;
           tell(onWaiting, { via: "tab", reason: "another tab is following this run" });
           // Another tab follows the run: this call hears its news, and takes its lock should it close.
-          hub.lead(id, { signal: quit.signal }, follow, () => latest).then(followed, unlocked);
+          // Granted, the lock may have passed on at an end whose message is still on its way: a
+          // moment's grace spares the GET that end would stop.
+          const takeOver = () => new Promise((resolve) => setTimeout(resolve, 50)).then(follow);
+          hub.lead(id, { signal: quit.signal }, takeOver, () => latest).then(followed, unlocked);
         }, unlocked);
       });
     }
