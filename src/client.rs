@@ -288,8 +288,12 @@ impl Client {
     /// Reads an output's image as a Blob, retrying 429, 5xx and network failures; refused at once,
     /// without a request, when its URL says (or `expires_at` says) it has expired.
     ///
+    /// The storage decides, not this device's clock: a link the clock says has expired is still
+    /// asked for (a fast clock must not lose a paid result), and its refusal then reads as expired.
+    ///
     /// # Errors
-    /// `output_expired` for an expired URL or one its storage refuses (403); else the failure.
+    /// `output_expired` when the storage refuses the URL (403, or 400 once the URL says it has
+    /// expired, as Google Cloud Storage answers); else the failure.
     pub async fn download(
         &self,
         url: &str,
@@ -308,14 +312,15 @@ impl Client {
                 .concat(),
             )
         };
-        if expires_at.is_some_and(|at| at <= js_sys::Date::now()) {
-            return Err(expired("has expired (output.expiresAt)"));
-        }
+        let past = expires_at.is_some_and(|at| at <= js_sys::Date::now());
         match self
             .send_with_retries("GET", url, None, &[], Via::Download, call)
             .await
         {
             Ok(response) => Ok(response.body),
+            Err(error) if past && matches!(error.status, Some(400 | 403)) => {
+                Err(expired("has expired (output.expiresAt)"))
+            }
             Err(error) if error.status == Some(403) => Err(expired(
                 "was refused by its storage (403), as an expired one is",
             )),
@@ -413,9 +418,13 @@ impl Client {
     ) -> LocalBoxFuture<'a, Result<HttpResponse, Error>> {
         Box::pin(async move {
             let mut attempt = 0;
+            // The shared backoff is the API's: a storage's 429 is not Runflow's, nor the reverse.
+            let api = matches!(via, Via::Api);
             loop {
                 call.until_online().await?;
-                self.cool_down(call).await?;
+                if api {
+                    self.cool_down(call).await?;
+                }
                 let error = match self
                     .transport
                     .send_via(method, url, body, headers, via, call)
@@ -436,7 +445,9 @@ impl Client {
                 if !self.retry.should_retry(attempt, &error) || call.outlasted_by(delay) {
                     return Err(error);
                 }
-                self.note_rate_limit(&error, delay);
+                if api {
+                    self.note_rate_limit(&error, delay);
+                }
                 call.sleep(delay).await?;
                 attempt += 1;
             }

@@ -16,7 +16,7 @@ use crate::text::parse_unsigned;
 /// assert_eq!(url_expiry("https://cdn.example.com/o.png"), None);
 /// ```
 pub fn url_expiry(url: &str) -> Option<u64> {
-    let query = url.split_once('?')?.1.split('#').next()?;
+    let query = url.split('#').next()?.split_once('?')?.1;
     let mut signed_at = None;
     let mut lifetime_secs = None;
     let mut absolute_secs = None;
@@ -103,6 +103,7 @@ mod tests {
             ("https://x/k?Expires=soon", None),
             ("https://x/k?Expires=+5", None),
             ("https://x/k#Expires=1796174220", None),
+            ("https://x/k#part?Expires=1796174220", None),
             ("data:image/png;base64,AAAA", None),
         ];
         for (url, expected) in cases {
