@@ -162,7 +162,9 @@ function createRunStore() {
         return run;
       } catch (error) {
         const stopped = error?.code === "aborted" && owner.signal.aborted;
-        set(owner, { status: stopped ? "stopped" : "error", error, run: error?.run ?? snapshot.run });
+        // A run that failed or was canceled ends with its own status, as the docs promise.
+        const ended = error?.code === "run_failed" && error.run?.status;
+        set(owner, { status: stopped ? "stopped" : ended || "error", error, run: error?.run ?? snapshot.run });
         throw error;
       }
     },

@@ -5,7 +5,7 @@ import type { KontextClient, KontextInput, Run, RunOptions, RunStoreSnapshot } f
 export interface KontextRun<Input extends object = KontextInput> extends RunStoreSnapshot {
   /** Runs an edit, replacing one under way; rejects as `client.run` does (the state shows it too). */
   start(input: Input, options?: RunOptions): Promise<Run>;
-  /** Stops following the edit (its status becomes "stopped"). */
+  /** Stops following the edit under way, if any (its status becomes "stopped"; the run goes on). */
   cancel(): void;
   /** Back to "idle". */
   reset(): void;

@@ -2,14 +2,22 @@
 // app's own (a peer dependency): nothing of it is bundled here.
 import { useEffect, useMemo, useSyncExternalStore } from "react";
 
+/** Each store's pending stop, which an effect set up again at once clears. */
+const stops = new WeakMap();
+
 /**
  * One edit's state and its controls: `{ status, run, error, upload, start, cancel, reset }`.
- * The store is made once per client; unmounting stops following the edit under way (the run
- * itself goes on: Runflow has no public cancel).
+ * The store is made once per component and client; unmounting stops following the edit under
+ * way (the run itself goes on: Runflow has no public cancel).
  */
 export function useKontextRun(client) {
   const store = useMemo(() => client.createRunStore(), [client]);
   const snapshot = useSyncExternalStore(store.subscribe, store.getSnapshot, store.getSnapshot);
-  useEffect(() => () => store.cancel(), [store]);
+  useEffect(() => {
+    // An effect torn down and set up again at once (StrictMode, Fast Refresh) keeps the edit:
+    // only a teardown that stays one, an unmount, stops following it.
+    clearTimeout(stops.get(store));
+    return () => void stops.set(store, setTimeout(store.cancel));
+  }, [store]);
   return { ...snapshot, start: store.start, cancel: store.cancel, reset: store.reset };
 }

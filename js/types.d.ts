@@ -237,7 +237,7 @@ export interface OutputImage {
   content_type?: string;
   /**
    * When the URL stops working, in ms since the epoch, when the URL says (S3's `X-Amz-Date` +
-   * `X-Amz-Expires`, GCS's `X-Goog-Date` + `X-Goog-Expires`, an absolute `Expires`, Azure's `se`).
+   * `X-Amz-Expires`, GCS's `X-Goog-Date` + `X-Goog-Expires`, or an absolute `Expires`).
    */
   expiresAt?: number;
 }
@@ -412,8 +412,9 @@ export class KontextClient<Input extends object = KontextInput> {
   /**
    * Fetches an output image (an entry of `run.output.outputs`, or its URL) as a Blob, by the
    * global fetch and without the client's headers (the URL is presigned). Rejects with
-   * `output_expired`, without a request, once `expiresAt` (or the URL) says it has expired, and
-   * when the storage refuses it (403).
+   * `output_expired` when the storage refuses the link (403; or 400, as GCS answers, once
+   * `expiresAt` has passed). The storage decides, not this device's clock: a link the clock says
+   * has expired is still asked for once, so a fast clock loses no result.
    */
   download(output: OutputImage | string, options?: DownloadOptions): Promise<Blob>;
   /**

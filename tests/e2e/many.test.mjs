@@ -192,3 +192,14 @@ test("the run store: snapshots from starting to succeeded, cancel stops, reset g
   assert.equal(outcome.stopped, "stopped");
   assert.equal(outcome.reset, "idle");
 });
+
+test("the run store: a run that fails ends with its own status, its error beside it", async () => {
+  const scenario = await createScenario(server.url, { lifecycle_ms: [20, 20, 100], final_status: "failed" });
+  const outcome = await inPage(scenario.base, async (client, image) => {
+    const store = client.createRunStore();
+    const code = await store.start({ prompt: "fails", image_url: image }).catch((error) => error.code);
+    const { status, error, run } = store.getSnapshot();
+    return { code, status, error: error?.code, run: run?.status };
+  });
+  assert.deepEqual(outcome, { code: "run_failed", status: "failed", error: "run_failed", run: "failed" });
+});

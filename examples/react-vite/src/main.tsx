@@ -12,11 +12,23 @@ const client = new KontextClient({ baseUrl: "/api/runflow" });
 function Editor() {
   const [prompt, setPrompt] = useState("make it look like a watercolour");
   const edit = useKontextRun(client);
-  const busy = !["idle", "succeeded", "partial_succeeded", "failed", "canceled", "stopped", "error"].includes(edit.status);
+  // Reading the sample comes before the store hears of the edit: a second click meanwhile
+  // would start (and pay for) a second run.
+  const [reading, setReading] = useState(false);
+  const [readError, setReadError] = useState("");
+  const busy = reading || !["idle", "succeeded", "partial_succeeded", "failed", "canceled", "stopped", "error"].includes(edit.status);
   const start = async () => {
-    const image = await (await fetch(sampleUrl)).blob();
-    // The state shows a failure too: nothing to do with the rejection here.
-    edit.start({ prompt, image, output_format: "png" }).catch(() => {});
+    setReading(true);
+    setReadError("");
+    try {
+      const image = await (await fetch(sampleUrl)).blob();
+      // The state shows a failure too: nothing to do with the rejection here.
+      edit.start({ prompt, image, output_format: "png" }).catch(() => {});
+    } catch (error) {
+      setReadError(`could not read the sample: ${error}`);
+    } finally {
+      setReading(false);
+    }
   };
   const url = edit.run?.output?.outputs[0]?.url;
   return (
@@ -31,6 +43,7 @@ function Editor() {
         {edit.status}
         {edit.upload && edit.status === "uploading" && ` ${Math.round((100 * edit.upload.loaded) / edit.upload.total)}%`}
         {edit.error && `: ${edit.error.code}`}
+        {readError && ` (${readError})`}
       </p>
       {url && <img id="result" src={url} alt="The edited sample" />}
     </main>
