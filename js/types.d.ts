@@ -288,7 +288,10 @@ export interface RunStore<Input extends object = KontextInput> {
 export interface DownloadOptions {
   /** Stops the download: the promise rejects with `aborted`. */
   signal?: AbortSignal;
-  /** An overall deadline, in ms. */
+  /**
+   * An overall deadline, in ms. Each attempt may take all of it; without one, an attempt takes
+   * at most the client's `timeoutMs` (60 s), as an API request does.
+   */
   timeoutMs?: number;
 }
 

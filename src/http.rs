@@ -311,9 +311,11 @@ impl Transport {
                 global_fetch().or_else(|| self.fetch.clone()),
                 Some(self.request_timeout_ms + bytes / MIN_UPLOAD_BYTES_PER_MS),
             ),
+            // A big image over a slow link may take longer than one API request may: a download
+            // given a deadline has all of it for one attempt (a cut-off attempt starts again).
             Via::Download => (
                 global_fetch().or_else(|| self.fetch.clone()),
-                Some(self.request_timeout_ms),
+                Some(self.request_timeout_ms).filter(|_| call.remaining_ms().is_none()),
             ),
         };
         let headers = Object::new();

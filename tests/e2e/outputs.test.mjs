@@ -62,6 +62,31 @@ test("an output carries expiresAt and downloads as a Blob of the image", async (
   });
 });
 
+test("a download given a deadline may take longer than one API request may", async () => {
+  const scenario = await createScenario(server.url, { lifecycle_ms: [20, 20, 60] });
+  await withPage(async (page, downloads) => {
+    const result = await page.evaluate(
+      async ({ base, image }) => {
+        const { default: init, KontextClient } = await import("/pkg/runflow_kontext.js");
+        await init();
+        // One request may take 400 ms; the storage answers in 1 s, as over a slow link.
+        const client = new KontextClient({ baseUrl: base, pollIntervalMs: 20, timeoutMs: 400 });
+        const run = await client.run({ prompt: "slow link", image_url: image });
+        const direct = window.fetch;
+        window.fetch = (url, init) =>
+          String(url).includes("/__mock/files/") ? new Promise((resolve) => setTimeout(resolve, 1000)).then(() => direct(url, init)) : direct(url, init);
+        const started = performance.now();
+        const size = await client.download(run.output.outputs[0], { timeoutMs: 5000 }).then((blob) => blob.size, (error) => error.code);
+        return { size, ms: performance.now() - started };
+      },
+      { base: scenario.base, image: IMAGE },
+    );
+    assert.ok(result.size > 100, `downloaded: ${result.size}`);
+    assert.ok(result.ms < 2500, `in one attempt: ${result.ms} ms`);
+    assert.equal(downloads.length, 1);
+  });
+});
+
 test("an expired link is refused as expired; a clock that is a day fast still downloads a live link; a storage's 403 reads as expired", async () => {
   const scenario = await createScenario(server.url, { lifecycle_ms: [20, 20, 60], output_url_ttl_ms: 1000 });
   await withPage(async (page, downloads) => {
