@@ -445,7 +445,8 @@ export function durable(Base, RunflowError, persistUploads, { share = true } = {
           return run;
         };
         const followed = (run) => run !== null && (settle(resolve, run), true);
-        const failed = (error) => settled || settle(reject, error?.code === "timeout" ? timedOut() : error);
+        // The deadline's timeout (not retryable), not a request's that ran out of retries.
+        const failed = (error) => settled || settle(reject, error?.code === "timeout" && !error.retryable ? timedOut() : error);
         // A lock refused, not a follow that failed (an opaque origin's lock manager answers
         // SecurityError): this call follows the run itself.
         const unlocked = (error) => (following ? failed(error) : follow().then(followed, failed));

@@ -285,8 +285,7 @@ impl Client {
         }
     }
 
-    /// Reads an output's image as a Blob, retrying 429, 5xx and network failures; refused at once,
-    /// without a request, when its URL says (or `expires_at` says) it has expired.
+    /// Reads an output's image as a Blob, retrying 429, 5xx and network failures.
     ///
     /// The storage decides, not this device's clock: a link the clock says has expired is still
     /// asked for (a fast clock must not lose a paid result), and its refusal then reads as expired.
