@@ -16,8 +16,8 @@ const RESUME_MAX_AGE_MS = 24 * 3600 * 1000;
 /** Stored uploads read back per API root, the newest, as many as the edge remembers. */
 const KEPT_UPLOADS = 32;
 /**
- * An IndexedDB open that has not answered in this time has failed, for good: one that never
- * answers (seen in WebKit) must not hold up every call that records a run.
+ * How long the calls made while IndexedDB opens wait for it: one that never answers (seen in
+ * WebKit) must not hold up every call that records a run. One that opens late is used then.
  */
 const OPEN_WAIT_MS = 2000;
 
@@ -134,6 +134,8 @@ function indexedDbTables(base) {
         clearTimeout(timer);
         // A later version of this package opening the database must not wait on this tab.
         open.result.onversionchange = () => open.result.close();
+        // Late, the open is still good: the calls from now on use it.
+        opened = Promise.resolve(open.result);
         resolve(open.result);
       };
       open.onerror = () => (clearTimeout(timer), reject(open.error));

@@ -1,6 +1,6 @@
 // runflow-kontext/react: the run store (client.createRunStore()) as a React hook. React is the
 // app's own (a peer dependency): nothing of it is bundled here.
-import { useEffect, useMemo, useSyncExternalStore } from "react";
+import { useEffect, useState, useSyncExternalStore } from "react";
 
 /** Each store's pending stop, which an effect set up again at once clears. */
 const stops = new WeakMap();
@@ -11,7 +11,14 @@ const stops = new WeakMap();
  * way (the run itself goes on: Runflow has no public cancel).
  */
 export function useKontextRun(client) {
-  const store = useMemo(() => client.createRunStore(), [client]);
+  // State, not a memo: Fast Refresh keeps state but recomputes memos, which would drop the edit.
+  // Another client gets a store of its own, set while rendering (React's pattern for this).
+  const [owned, setOwned] = useState(() => ({ client, store: client.createRunStore() }));
+  let { store } = owned;
+  if (owned.client !== client) {
+    store = client.createRunStore();
+    setOwned({ client, store });
+  }
   const snapshot = useSyncExternalStore(store.subscribe, store.getSnapshot, store.getSnapshot);
   useEffect(() => {
     // An effect torn down and set up again at once (StrictMode, Fast Refresh) keeps the edit:

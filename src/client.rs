@@ -31,7 +31,7 @@ pub struct Client {
     pub upload_threshold: f64,
     /// `prepareImage`'s settings, when local images are downscaled before sending.
     pub prepare: Option<JsValue>,
-    /// Until when (`Date.now()` ms) every request of this client waits, after a 429: calls
+    /// Until when (`Date.now()` ms) every API request of this client waits, after a 429: calls
     /// running side by side (`runMany`) share one backoff instead of each hammering on.
     pub cooled_until: std::cell::Cell<f64>,
 }

@@ -171,7 +171,7 @@ impl KontextClient {
     }
 
     /// Fetches an output image (an entry of `run.output.outputs`, or its URL) as a Blob;
-    /// rejects with `output_expired` once its URL has expired.
+    /// rejects with `output_expired` when its storage refuses the link as expired.
     pub fn download(&self, output: JsValue, options: JsValue) -> Promise {
         respond(&self.client, |client, _reports| async move {
             let options = Options::read(&options, "options", &["signal", "timeoutMs"])?;

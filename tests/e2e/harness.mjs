@@ -140,18 +140,24 @@ export async function openUnemulatedPage() {
     // A process group of its own, so that close() can end Chromium's helpers too.
     { stdio: ["ignore", "ignore", "pipe"], detached: true },
   );
+  // Outside the runner's process group: a runner that exits without close() ends it here.
+  const endGroup = () => {
+    try {
+      process.kill(-child.pid, "SIGKILL");
+    } catch {
+      // The group has already gone.
+    }
+  };
+  process.once("exit", endGroup);
   const close = async () => {
+    process.off("exit", endGroup);
     await browser?.close().catch(() => {});
     if (child.exitCode === null && child.signalCode === null) {
       const exited = once(child, "exit");
       child.kill("SIGTERM");
       await exited;
     }
-    try {
-      process.kill(-child.pid, "SIGKILL");
-    } catch {
-      // The group has already gone.
-    }
+    endGroup();
     // A helper can still be writing the profile as it dies (ENOTEMPTY seen in CI): retry.
     await rm(profile, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
   };

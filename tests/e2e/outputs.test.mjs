@@ -82,8 +82,7 @@ test("a download given a deadline may take longer than one API request may", asy
       { base: scenario.base, image: IMAGE },
     );
     assert.ok(result.size > 100, `downloaded: ${result.size}`);
-    assert.ok(result.ms < 2500, `in one attempt: ${result.ms} ms`);
-    assert.equal(downloads.length, 1);
+    assert.equal(downloads.length, 1, `in one attempt (${Math.round(result.ms)} ms)`);
   });
 });
 

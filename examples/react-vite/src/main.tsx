@@ -21,7 +21,9 @@ function Editor() {
     setReading(true);
     setReadError("");
     try {
-      const image = await (await fetch(sampleUrl)).blob();
+      const response = await fetch(sampleUrl);
+      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      const image = await response.blob();
       // The state shows a failure too: nothing to do with the rejection here.
       edit.start({ prompt, image, output_format: "png" }).catch(() => {});
     } catch (error) {
