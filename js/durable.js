@@ -38,10 +38,15 @@ function fingerprint(options) {
 }
 
 
-/** Options this layer can take over: anything else goes to the wasm as is, which refuses it. */
+/**
+ * Options this layer can take over: anything else goes to the wasm as is, which refuses it. (Its
+ * option check here is made with a signal of its own, so the caller's is looked at here.)
+ */
 const plain = (options) =>
   options == null ||
-  (isObject(options) && !options.signal?.aborted && ["onStatus", "onWaiting"].every((key) => options[key] == null || typeof options[key] === "function"));
+  (isObject(options) &&
+    (options.signal == null || (!options.signal.aborted && typeof options.signal.addEventListener === "function")) &&
+    ["onStatus", "onWaiting"].every((key) => options[key] == null || typeof options[key] === "function"));
 
 // --- One poller per run across tabs ------------------------------------------------------------
 

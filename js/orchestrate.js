@@ -20,9 +20,16 @@ export function anySignal(signals) {
     // No AbortSignal.any, or a look-alike among the signals.
   }
   const controller = new AbortController();
-  for (const signal of present) {
-    if (signal.aborted) controller.abort(signal.reason);
-    signal.addEventListener("abort", () => controller.abort(signal.reason), { once: true });
+  const links = present.map((signal) => [signal, () => controller.abort(signal.reason)]);
+  // Unlinked once it fires, so a long-lived signal given to call after call keeps no listener
+  // for each (the callers fire theirs when they end).
+  controller.signal.addEventListener("abort", () => links.forEach(([signal, link]) => signal.removeEventListener?.("abort", link)), { once: true });
+  for (const [signal, link] of links) {
+    if (signal.aborted) {
+      controller.abort(signal.reason);
+      break;
+    }
+    signal.addEventListener("abort", link, { once: true });
   }
   return controller.signal;
 }
@@ -67,6 +74,8 @@ async function runMany(inputs, options, RunflowError) {
     }
   };
   await Promise.all(Array.from({ length: Math.min(concurrency, list.length) }, worker));
+  // Fired at the end too, which unlinks the caller's signal (see anySignal).
+  stop.abort();
   return results;
 }
 
@@ -166,6 +175,9 @@ function createRunStore() {
         const ended = error?.code === "run_failed" && error.run?.status;
         set(owner, { status: stopped ? "stopped" : ended || "error", error, run: error?.run ?? snapshot.run });
         throw error;
+      } finally {
+        // The edit is over: this unlinks the caller's signal (see anySignal).
+        owner.abort();
       }
     },
     cancel: () => current?.abort(),

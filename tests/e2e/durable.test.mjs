@@ -212,12 +212,13 @@ test("a follower's abort, deadline and bad options are a poller's; a run that do
       follow(id, { timeoutMs: null, signal: stop.signal }).catch((error) => (untimed = error.code));
       const fields = (error) => ({ name: error.name, code: error.code, runId: error.runId, message: error.message });
       const bad = await follow(id, { timeoutMs: -5 }).catch((error) => error);
+      const notSignal = await follow(id, { signal: { aborted: false } }).catch((error) => ({ code: error.code, field: error.field }));
       const timedOutFields = fields(await timedOut);
       // A signal that fires while the call is still checking its options (before it listens).
       const early = new AbortController();
       const racing = follow(id, { signal: early.signal }).catch((error) => error.code);
       early.abort();
-      return { aborted: fields(await aborted), timedOut: timedOutFields, bad: { code: bad.code, field: bad.field }, untimed, early: await racing, waiting: seen.waiting };
+      return { aborted: fields(await aborted), timedOut: timedOutFields, bad: { code: bad.code, field: bad.field }, notSignal, untimed, early: await racing, waiting: seen.waiting };
     }, id);
     assert.equal(outcomes.aborted.code, "aborted");
     assert.equal(outcomes.aborted.runId, id);
@@ -226,6 +227,7 @@ test("a follower's abort, deadline and bad options are a poller's; a run that do
     assert.equal(outcomes.timedOut.runId, id);
     assert.match(outcomes.timedOut.message, /300 ms/);
     assert.deepEqual(outcomes.bad, { code: "validation_error", field: "timeoutMs" });
+    assert.deepEqual(outcomes.notSignal, { code: "validation_error", field: "signal" }, "a signal without addEventListener");
     assert.equal(outcomes.untimed, "aborted", "timeoutMs: null waited until its signal fired");
     assert.equal(outcomes.early, "aborted");
     assert.deepEqual(outcomes.waiting, ["tab", "tab", "tab"], "the good calls followed the leader");

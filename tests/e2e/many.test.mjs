@@ -203,3 +203,33 @@ test("the run store: a run that fails ends with its own status, its error beside
   });
   assert.deepEqual(outcome, { code: "run_failed", status: "failed", error: "run_failed", run: "failed" });
 });
+
+test("a signal look-alike given to call after call keeps no listener of each once they end", async () => {
+  const scenario = await createScenario(server.url, { lifecycle_ms: [20, 20, 60] });
+  const outcome = await inPage(scenario.base, async (client, image) => {
+    // AbortSignal.any takes only real AbortSignals: a look-alike (which the wasm accepts) is
+    // linked by hand, and must be unlinked when each call ends.
+    class LookAlike extends EventTarget {
+      aborted = false;
+      listening = 0;
+      addEventListener(...args) {
+        this.listening += 1;
+        super.addEventListener(...args);
+      }
+      removeEventListener(...args) {
+        this.listening -= 1;
+        super.removeEventListener(...args);
+      }
+    }
+    const signal = new LookAlike();
+    const input = { prompt: "linked", image_url: image };
+    const [first] = await client.runMany([input, input], { signal });
+    const store = client.createRunStore();
+    await store.start(input, { signal });
+    await store.start(input, { signal });
+    const statuses = [];
+    for await (const run of client.watch(first.run.id, { signal })) statuses.push(run.status);
+    return { listening: signal.listening, statuses, last: store.getSnapshot().status };
+  });
+  assert.deepEqual(outcome, { listening: 0, statuses: ["succeeded"], last: "succeeded" });
+});
