@@ -59,6 +59,19 @@ async function until(check, what) {
   }
 }
 
+/**
+ * Two pages of `context` on `base` and a run created in the first, which follows it (with
+ * `extra`, as `follow` takes it) and has seen its first status, so holds the run's lock.
+ */
+async function leaderAndFollower(context, base, extra = {}) {
+  const leader = await clientPage(context, base);
+  const follower = await clientPage(context, base);
+  const id = await create(leader);
+  await leader.evaluate(({ id, extra }) => void follow(id, extra).catch(() => {}), { id, extra });
+  await leader.waitForFunction(() => seen.statuses.length > 0);
+  return { leader, follower, id };
+}
+
 const create = (page) => page.evaluate(async (image) => (await client.createRun({ prompt: "shared", image_url: image })).id, IMAGE);
 
 test("two pages waiting on one run make one stream of GETs, and both hear every status and the result", async () => {
@@ -96,11 +109,7 @@ test("when the page that follows a run closes, a waiting page takes over and fin
   const scenario = await createScenario(server.url, { lifecycle_ms: [100, 100, 2500] });
   const context = await browser.newContext();
   try {
-    const leader = await clientPage(context, scenario.base);
-    const follower = await clientPage(context, scenario.base);
-    const id = await create(leader);
-    await leader.evaluate((id) => void follow(id), id);
-    await leader.waitForFunction(() => seen.statuses.length > 0);
+    const { leader, follower, id } = await leaderAndFollower(context, scenario.base);
     await follower.evaluate((id) => void (window.done = follow(id).then((run) => run.status)), id);
     await follower.waitForFunction(() => seen.statuses.includes("running"));
     const before = (await runGets(scenario, id)).length;
@@ -338,11 +347,7 @@ test("a follower whose network returns looks once itself, while the tab that fol
   const scenario = await createScenario(server.url, { lifecycle_ms: [50, 50, 60000] });
   const context = await browser.newContext();
   try {
-    const leader = await clientPage(context, scenario.base);
-    const follower = await clientPage(context, scenario.base);
-    const id = await create(leader);
-    await leader.evaluate((id) => void follow(id, { pollIntervalMs: 20000 }).catch(() => {}), id);
-    await leader.waitForFunction(() => seen.statuses.length > 0);
+    const { leader, follower, id } = await leaderAndFollower(context, scenario.base, { pollIntervalMs: 20000 });
     await follower.evaluate((id) => void follow(id, { pollIntervalMs: 20000 }).catch(() => {}), id);
     await follower.waitForFunction(() => seen.waiting.length > 0);
     const gets = async () => (await runGets(scenario, id)).length;
@@ -372,11 +377,7 @@ test("a follower that takes a run over keeps its own deadline: the timeout names
   const scenario = await createScenario(server.url, { lifecycle_ms: [50, 50, 60000] });
   const context = await browser.newContext();
   try {
-    const leader = await clientPage(context, scenario.base);
-    const follower = await clientPage(context, scenario.base);
-    const id = await create(leader);
-    await leader.evaluate((id) => void follow(id).catch(() => {}), id);
-    await leader.waitForFunction(() => seen.statuses.length > 0);
+    const { leader, follower, id } = await leaderAndFollower(context, scenario.base);
     await follower.evaluate(
       (id) =>
         void (window.done = follow(id, { timeoutMs: 6000 }).catch((error) => ({ code: error.code, runId: error.runId, message: error.message }))),
